@@ -1,0 +1,111 @@
+// swift-tools-version:6.1
+/*
+ * PeerAgent: two gRPC peers that call each other, in either direction, over mutual TLS.
+ */
+
+import PackageDescription
+
+let products: [Product] = [
+  .library(name: "PeerAgent", targets: ["PeerAgent"]),
+  .executable(name: "peer-agent", targets: ["peer-agent"]),
+]
+
+let dependencies: [Package.Dependency] = [
+  .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.3"),
+  .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.2"),
+  .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", from: "2.4.1"),
+  .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+  .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+  .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+  .package(url: "https://github.com/apple/swift-nio-http2.git", from: "1.46.0"),
+  .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+  .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3" ..< "5.0.0"),
+  .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
+  .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+  .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+  .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+]
+
+// Swift 6 with the same upcoming features grpc-swift-2 builds with.
+let defaultSwiftSettings: [SwiftSetting] = [
+  .swiftLanguageMode(.v6),
+  .enableUpcomingFeature("ExistentialAny"),
+  .enableUpcomingFeature("InternalImportsByDefault"),
+  .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let targets: [Target] = [
+  // Generated protobuf messages and gRPC stubs for Protos/contact.proto (committed; see
+  // scripts/generate-protos.sh).
+  .target(
+    name: "ContactProto",
+    dependencies: [
+      .product(name: "GRPCCore", package: "grpc-swift-2"),
+      .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+      .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+    ],
+    swiftSettings: [.swiftLanguageMode(.v6)]
+  ),
+
+  // The library: peers, links in both modes, correlation, mutual TLS and identity.
+  .target(
+    name: "PeerAgent",
+    dependencies: [
+      .target(name: "ContactProto"),
+      .product(name: "GRPCCore", package: "grpc-swift-2"),
+      .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+      .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+      .product(name: "NIOCore", package: "swift-nio"),
+      .product(name: "NIOPosix", package: "swift-nio"),
+      .product(name: "NIOTLS", package: "swift-nio"),
+      .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+      .product(name: "NIOHPACK", package: "swift-nio-http2"),
+      .product(name: "NIOSSL", package: "swift-nio-ssl"),
+      .product(name: "X509", package: "swift-certificates"),
+      .product(name: "Crypto", package: "swift-crypto"),
+      .product(name: "SwiftASN1", package: "swift-asn1"),
+      .product(name: "Logging", package: "swift-log"),
+      .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+    ],
+    swiftSettings: defaultSwiftSettings
+  ),
+
+  // The command-line tool.
+  .executableTarget(
+    name: "peer-agent",
+    dependencies: [
+      .target(name: "PeerAgent"),
+      .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      .product(name: "Logging", package: "swift-log"),
+      .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+    ],
+    swiftSettings: defaultSwiftSettings
+  ),
+
+  .testTarget(
+    name: "PeerAgentTests",
+    dependencies: [
+      .target(name: "PeerAgent"),
+      .target(name: "ContactProto"),
+      .target(name: "peer-agent"),
+      .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      .product(name: "GRPCCore", package: "grpc-swift-2"),
+      .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+      .product(name: "NIOCore", package: "swift-nio"),
+      .product(name: "NIOPosix", package: "swift-nio"),
+      .product(name: "NIOSSL", package: "swift-nio-ssl"),
+      .product(name: "X509", package: "swift-certificates"),
+      .product(name: "Crypto", package: "swift-crypto"),
+      .product(name: "Logging", package: "swift-log"),
+    ],
+    swiftSettings: defaultSwiftSettings
+  ),
+]
+
+let package = Package(
+  name: "peer-agent",
+  platforms: [.macOS(.v15)],
+  products: products,
+  dependencies: dependencies,
+  targets: targets
+)

@@ -1,0 +1,22 @@
+#if canImport(Glibc)
+private import Glibc
+#elseif canImport(Musl)
+private import Musl
+#elseif canImport(Darwin)
+private import Darwin
+#endif
+
+/// The bytes of a literal IP address, as certificates store them in IP subject alternative names.
+enum IPAddressBytes {
+  static func parse(_ text: String) -> [UInt8]? {
+    var v4 = in_addr()
+    if inet_pton(AF_INET, text, &v4) == 1 {
+      return withUnsafeBytes(of: &v4) { Array($0) }
+    }
+    var v6 = in6_addr()
+    if inet_pton(AF_INET6, text, &v6) == 1 {
+      return withUnsafeBytes(of: &v6) { Array($0) }
+    }
+    return nil
+  }
+}

@@ -1,0 +1,169 @@
+internal import GRPCCore
+internal import GRPCNIOTransportHTTP2
+internal import NIOCore
+internal import NIOSSL
+internal import X509
+internal import SwiftASN1
+internal import Logging
+
+extension Peer {
+  /// The listener's transport: mutual TLS with this peer's verifier (or plaintext), a guard
+  /// against malformed `grpc-timeout` on every stream, and a reason logged for every refused
+  /// connection.
+  func makeServerTransport(address: PeerAddress) -> HTTP2ServerTransport.Posix {
+    let security: HTTP2ServerTransport.Posix.TransportSecurity
+    if let material = self.material {
+      let verifier = material.verifier
+      let failures = self.verificationFailures
+      security = .mTLS(
+        certificateChain: [.bytes(Array(material.certificatePEM.utf8), format: .pem)],
+        privateKey: .bytes(Array(material.privateKeyPEM.utf8), format: .pem)
+      ) { tls in
+        tls.trustRoots = .certificates([.bytes(Array(material.trustRootsPEM.utf8), format: .pem)])
+        tls.clientCertificateVerification = .noHostnameVerification
+        tls.customVerificationCallback = { certificates, promise in
+          do {
+            let chain = try certificates.map { try Certificate(derEncoded: try $0.toDERBytes()) }
+            _ = try verifier.verify(chain: chain, presentedBy: .dialer)
+            promise.succeed(.certificateVerified(VerificationMetadata(nil)))
+          } catch {
+            failures.park("\(error)", on: promise.futureResult.eventLoop)
+            promise.succeed(.failed)
+          }
+        }
+      }
+    } else {
+      security = .plaintext
+    }
+
+    let failures = self.verificationFailures
+    let isTLS = self.material != nil
+    let report: @Sendable (String, String) -> Void = { remote, reason in
+      self.logger.warning("refused connection", metadata: ["remote": "\(remote)", "reason": "\(reason)"])
+      self.emit(.refused(remote: remote, reason: reason))
+    }
+    let config = HTTP2ServerTransport.Posix.Config.defaults { config in
+      config.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
+        channel.eventLoop.makeCompletedFuture {
+          let observer = ListenerConnectionObserver(failures: failures, report: report)
+          let pipeline = channel.pipeline.syncOperations
+          if isTLS, let ssl = try? pipeline.handler(type: NIOSSLServerHandler.self) {
+            try pipeline.addHandler(observer, position: .after(ssl))
+          } else {
+            try pipeline.addHandler(observer, position: .first)
+          }
+        }
+      }
+      config.channelDebuggingCallbacks.onAcceptHTTP2Stream = { channel in
+        channel.eventLoop.makeCompletedFuture {
+          let remote = channel.parent?.remoteAddress.map { ListenerConnectionObserver.format($0) } ?? "?"
+          let guardHandler = GRPCTimeoutGuard { value in
+            self.logger.warning(
+              "refused a request with a malformed grpc-timeout",
+              metadata: ["remote": "\(remote)", "grpc-timeout": "\(value)"]
+            )
+          }
+          try channel.pipeline.syncOperations.addHandler(guardHandler, position: .first)
+        }
+      }
+    }
+    return HTTP2ServerTransport.Posix(
+      address: address.socketAddress,
+      transportSecurity: security,
+      config: config
+    )
+  }
+
+  /// A dialer's transport to `target`: mutual TLS that verifies the listener's certificate
+  /// against the CA and its name (the pinned identity, else the host dialed), records who
+  /// answered in `diagnostics`, and records why a handshake failed.
+  func makeClientTransport(
+    to target: Target,
+    diagnostics: DialDiagnostics
+  ) throws -> HTTP2ClientTransport.Posix {
+    let security: HTTP2ClientTransport.Posix.TransportSecurity
+    if let material = self.material {
+      let verifier = material.verifier
+      security = .mTLS(
+        certificateChain: [.bytes(Array(material.certificatePEM.utf8), format: .pem)],
+        privateKey: .bytes(Array(material.privateKeyPEM.utf8), format: .pem)
+      ) { tls in
+        tls.trustRoots = .certificates([.bytes(Array(material.trustRootsPEM.utf8), format: .pem)])
+        // The callback below checks the name: NIOSSL's hostname check accepts any IP SAN
+        // equal to the address dialed, so it cannot tell one loopback peer from another.
+        tls.serverCertificateVerification = .noHostnameVerification
+        tls.customVerificationCallback = { certificates, promise in
+          do {
+            let chain = try certificates.map { try Certificate(derEncoded: try $0.toDERBytes()) }
+            let identity = try verifier.verify(
+              chain: chain,
+              presentedBy: .listener,
+              expectedIdentity: target.expectedIdentity
+            )
+            if target.expectedIdentity == nil, let leaf = chain.first {
+              try HostCheck.verify(leaf, matches: target.address.host)
+            }
+            diagnostics.verified(identity)
+            promise.succeed(.certificateVerified(VerificationMetadata(nil)))
+          } catch {
+            diagnostics.failed("the listener's certificate was refused: \(error)")
+            promise.succeed(.failed)
+          }
+        }
+      }
+    } else {
+      security = .plaintext
+    }
+
+    let isTLS = self.material != nil
+    let config = HTTP2ClientTransport.Posix.Config.defaults { config in
+      config.channelDebuggingCallbacks.onCreateTCPConnection = { channel in
+        channel.eventLoop.makeCompletedFuture {
+          let observer = DialerConnectionObserver(diagnostics: diagnostics)
+          let pipeline = channel.pipeline.syncOperations
+          if isTLS, let ssl = try? pipeline.handler(type: NIOSSLClientHandler.self) {
+            try pipeline.addHandler(observer, position: .after(ssl))
+          } else {
+            try pipeline.addHandler(observer, position: .first)
+          }
+        }
+      }
+    }
+
+    let address = target.address
+    let resolvable: any ResolvableTarget
+    if address.isIPv6 {
+      resolvable = .ipv6(host: address.host, port: address.port)
+    } else if address.isIPv4 {
+      resolvable = .ipv4(host: address.host, port: address.port)
+    } else {
+      resolvable = .dns(host: address.host, port: address.port)
+    }
+    return try HTTP2ClientTransport.Posix(
+      target: resolvable,
+      transportSecurity: security,
+      config: config
+    )
+  }
+}
+
+/// Checks that a listener's certificate names the host that was dialed, when no identity was
+/// pinned: a DNS host among its DNS names, an IP host among its IP addresses.
+enum HostCheck {
+  static func verify(_ certificate: Certificate, matches host: String) throws(CertificateVerifier.Failure) {
+    let names = (try? certificate.extensions.subjectAlternativeNames).map { Array($0) } ?? []
+    if let bytes = IPAddressBytes.parse(host) {
+      let ips = names.compactMap { name -> [UInt8]? in
+        if case .ipAddress(let octets) = name { return Array(octets.bytes) }
+        return nil
+      }
+      if ips.contains(bytes) { return }
+    } else if CertificateVerifier.names(of: certificate).contains(host) {
+      return
+    }
+    let name = CertificateVerifier.identityName(of: certificate) ?? "?"
+    throw CertificateVerifier.Failure(
+      "certificate '\(name)' is not valid for '\(host)' (pin the peer instead: NAME@\(host):PORT)"
+    )
+  }
+}

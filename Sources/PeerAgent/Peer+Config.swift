@@ -1,0 +1,198 @@
+private import Foundation
+
+extension Peer {
+  /// How a ``Peer`` runs: its mode, where it listens, what it dials, its TLS material, and the
+  /// timings of requests, reconnection and shutdown.
+  ///
+  /// ```swift
+  /// let config = Peer.Config.defaults(mode: .single) {
+  ///   $0.listen = try PeerAddress(parsing: "127.0.0.1:7000")
+  ///   $0.security = .mutualTLS(
+  ///     trustRoots: .file("certs/ca.pem"),
+  ///     certificateChain: .file("certs/hub.pem"),
+  ///     privateKey: .file("certs/hub-key.pem")
+  ///   )
+  /// }
+  /// ```
+  public struct Config: Sendable {
+    /// This peer's name, for logs. With mutual TLS the name in the peer's own certificate is
+    /// used when this is `nil`.
+    public var name: String?
+    /// Single- or dual-channel.
+    public var mode: Mode
+    /// Where to listen, or `nil` not to listen. Port 0 picks a free port.
+    public var listen: PeerAddress?
+    /// The remote peers to dial.
+    public var connect: [Target]
+    /// Mutual TLS (the default) or, explicitly, plaintext.
+    public var security: Security
+    /// Request deadlines.
+    public var requests: Requests
+    /// How dialers retry.
+    public var reconnect: Reconnect
+    /// How the peer shuts down.
+    public var shutdown: Shutdown
+
+    /// Creates a configuration; see ``defaults(mode:configure:)`` for the usual way.
+    public init(
+      name: String?,
+      mode: Mode,
+      listen: PeerAddress?,
+      connect: [Target],
+      security: Security,
+      requests: Requests,
+      reconnect: Reconnect,
+      shutdown: Shutdown
+    ) {
+      self.name = name
+      self.mode = mode
+      self.listen = listen
+      self.connect = connect
+      self.security = security
+      self.requests = requests
+      self.reconnect = reconnect
+      self.shutdown = shutdown
+    }
+
+    /// The defaults: no listener, nothing to dial, **plaintext** until you set ``security``
+    /// (the command line requires mutual TLS unless `--insecure`), ``Requests/defaults``,
+    /// ``Reconnect/defaults``, ``Shutdown/defaults``.
+    public static func defaults(
+      mode: Mode,
+      configure: (_ config: inout Self) throws -> Void = { _ in }
+    ) rethrows -> Self {
+      var config = Self(
+        name: nil,
+        mode: mode,
+        listen: nil,
+        connect: [],
+        security: .plaintext,
+        requests: .defaults,
+        reconnect: .defaults,
+        shutdown: .defaults
+      )
+      try configure(&config)
+      return config
+    }
+  }
+}
+
+extension Peer.Config {
+  /// Transport security: mutual TLS, or plaintext.
+  public struct Security: Sendable, Hashable {
+    enum Wrapped: Sendable, Hashable {
+      case plaintext
+      case mutualTLS(MutualTLS)
+    }
+
+    let wrapped: Wrapped
+
+    /// No TLS: nothing is verified, and links are named by their remote address.
+    public static var plaintext: Self { Self(wrapped: .plaintext) }
+
+    /// Mutual TLS: the listener requires a client certificate chained to `trustRoots`, the
+    /// dialer verifies the listener's certificate, and each side's identity is the name in the
+    /// other's certificate. The system trust store is never used.
+    public static func mutualTLS(_ config: MutualTLS) -> Self {
+      Self(wrapped: .mutualTLS(config))
+    }
+
+    /// Mutual TLS from three PEM sources.
+    public static func mutualTLS(
+      trustRoots: PEMSource,
+      certificateChain: PEMSource,
+      privateKey: PEMSource
+    ) -> Self {
+      .mutualTLS(
+        MutualTLS(trustRoots: trustRoots, certificateChain: certificateChain, privateKey: privateKey)
+      )
+    }
+
+    /// Whether this is mutual TLS.
+    public var isMutualTLS: Bool {
+      if case .mutualTLS = self.wrapped { return true }
+      return false
+    }
+  }
+
+  /// The PEM material for mutual TLS.
+  public struct MutualTLS: Sendable, Hashable {
+    /// The deployment's CA certificate(s): the only roots trusted.
+    public var trustRoots: PEMSource
+    /// This peer's certificate (then any intermediates).
+    public var certificateChain: PEMSource
+    /// This peer's private key.
+    public var privateKey: PEMSource
+
+    public init(trustRoots: PEMSource, certificateChain: PEMSource, privateKey: PEMSource) {
+      self.trustRoots = trustRoots
+      self.certificateChain = certificateChain
+      self.privateKey = privateKey
+    }
+  }
+
+  /// Request deadlines.
+  public struct Requests: Sendable, Hashable {
+    /// How long ``Peer/send(_:to:timeout:)`` waits, by default, for a link and then for the
+    /// reply before it fails with `timedOut` (or `notConnected`).
+    public var timeout: Duration
+
+    public init(timeout: Duration) {
+      self.timeout = timeout
+    }
+
+    /// `timeout` 30 seconds.
+    public static var defaults: Self { Self(timeout: .seconds(30)) }
+  }
+
+  /// How a dialer retries a remote peer that is not reachable (yet) or went away: exponential
+  /// backoff with jitter.
+  public struct Reconnect: Sendable, Hashable {
+    /// The first wait.
+    public var initialBackoff: Duration
+    /// The longest wait.
+    public var maximumBackoff: Duration
+    /// Each wait is this many times the previous one.
+    public var multiplier: Double
+    /// Each wait is randomly shortened by up to this fraction (0 – 1), so that many dialers
+    /// do not retry in step.
+    public var jitter: Double
+
+    public init(initialBackoff: Duration, maximumBackoff: Duration, multiplier: Double, jitter: Double) {
+      self.initialBackoff = initialBackoff
+      self.maximumBackoff = maximumBackoff
+      self.multiplier = multiplier
+      self.jitter = jitter
+    }
+
+    /// 100 ms first, doubling up to 5 s, with 20 % jitter.
+    public static var defaults: Self {
+      Self(initialBackoff: .milliseconds(100), maximumBackoff: .seconds(5), multiplier: 2, jitter: 0.2)
+    }
+
+    /// The wait before attempt `attempt` (0 for the first retry).
+    func delay(attempt: Int) -> Duration {
+      let initial = Double(self.initialBackoff.components.seconds)
+        + Double(self.initialBackoff.components.attoseconds) / 1e18
+      let maximum = Double(self.maximumBackoff.components.seconds)
+        + Double(self.maximumBackoff.components.attoseconds) / 1e18
+      let base = min(maximum, initial * Foundation.pow(self.multiplier, Double(min(attempt, 62))))
+      let jittered = base * (1 - Double.random(in: 0 ... max(0, min(1, self.jitter))))
+      return .milliseconds(Int64(jittered * 1000))
+    }
+  }
+
+  /// How the peer shuts down.
+  public struct Shutdown: Sendable, Hashable {
+    /// After ``Peer/beginGracefulShutdown()``, how long requests already sent (and requests
+    /// being handled) may take to finish before they fail with `shuttingDown`.
+    public var gracePeriod: Duration
+
+    public init(gracePeriod: Duration) {
+      self.gracePeriod = gracePeriod
+    }
+
+    /// `gracePeriod` 5 seconds.
+    public static var defaults: Self { Self(gracePeriod: .seconds(5)) }
+  }
+}

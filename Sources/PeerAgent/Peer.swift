@@ -1,0 +1,447 @@
+public import Logging
+public import ServiceLifecycle
+internal import GRPCCore
+internal import GRPCNIOTransportHTTP2
+internal import NIOCore
+internal import NIOSSL
+internal import X509
+private import Synchronization
+
+/// One process's endpoint: a gRPC listener, dialers, or both, that can send requests to any
+/// connected remote peer and hands every request it receives to one handler — in either
+/// direction, in single- or dual-channel mode.
+///
+/// ## Modes
+///
+/// In **single-channel** mode only one side listens. The dialer opens `getTask` (the listener
+/// pushes its requests down that stream) and `tellResult` (the dialer's replies), and sends its
+/// own requests on `sendStatus`. In **dual-channel** mode both sides listen and both dial, and
+/// each sends on the other's `sendStatus`. A listener always serves the whole `Contact`
+/// service, so it accepts single-channel dialers and dual-channel peers at once.
+///
+/// ## Identity
+///
+/// With mutual TLS, a remote peer is known by the name in its verified certificate; requests
+/// carry it to the handler (``IncomingRequest/from``) and ``send(_:to:timeout:)`` addresses
+/// peers by it. In plaintext a link is named by its remote address.
+///
+/// ## Example
+///
+/// ```swift
+/// let hub = try Peer(config: .defaults(mode: .single) {
+///   $0.listen = PeerAddress(host: "127.0.0.1", port: 7000)
+///   $0.security = .mutualTLS(trustRoots: .file("certs/ca.pem"),
+///                            certificateChain: .file("certs/hub.pem"),
+///                            privateKey: .file("certs/hub-key.pem"))
+/// }) { request in
+///   "ack: \(request.text)"
+/// }
+/// try await withThrowingDiscardingTaskGroup { group in
+///   group.addTask { try await hub.run() }
+///   let reply = try await hub.send("status?", to: "edge")
+///   print(reply.text, reply.roundTrip)
+///   hub.beginGracefulShutdown()
+/// }
+/// ```
+public final class Peer: Sendable {
+  /// Answers one request from a remote peer. A thrown error is sent back to the sender, who
+  /// sees it as ``PeerAgentError/Code/remoteHandlerFailed``.
+  public typealias Handler = @Sendable (IncomingRequest) async throws -> String
+
+  /// The configuration the peer was created with.
+  public let config: Config
+  /// This peer's name: ``Config/name``, else the name in its certificate, else `peer`.
+  public let name: String
+  /// What happens to the listener and the links. Buffers the newest 1,024 events.
+  public let events: AsyncStream<PeerEvent>
+
+  let logger: Logger
+  let handler: Handler
+  let material: TLSMaterial?
+  let registry = LinkRegistry()
+  let verificationFailures = VerificationFailures()
+
+  private let eventContinuation: AsyncStream<PeerEvent>.Continuation
+  private let control: AsyncStream<Control>
+  private let controlContinuation: AsyncStream<Control>.Continuation
+  private let state = Mutex(State())
+  private let requestIDs = RequestIDGenerator()
+  /// Requests this peer sent that are not finished, and requests it is handling.
+  private let inFlight = Atomic<Int>(0)
+
+  private enum Control: Sendable {
+    case dial(Target)
+    case shutdown
+    case failed
+  }
+
+  private enum Lifecycle {
+    case idle
+    case running
+    case draining
+    case finished
+  }
+
+  private struct State {
+    var lifecycle = Lifecycle.idle
+    var listeningAddress: PeerAddress?
+    var addressWaiters: [CheckedContinuation<PeerAddress, any Error>] = []
+  }
+
+  /// Creates a peer, reading and checking its TLS material now, so that bad files fail here
+  /// with a clear message rather than at the first handshake.
+  ///
+  /// - Parameters:
+  ///   - config: Mode, addresses, security and timings.
+  ///   - logger: Where the peer logs; every line carries `peer` (this peer) and, about a link,
+  ///     `link` (the remote identity).
+  ///   - handler: Answers every request from every remote peer.
+  /// - Throws: ``PeerAgentError`` with `invalidConfiguration` or `invalidCertificate`.
+  public init(
+    config: Config,
+    logger: Logger = Logger(label: "peer-agent"),
+    handler: @escaping Handler
+  ) throws {
+    self.config = config
+    self.handler = handler
+    switch config.security.wrapped {
+    case .plaintext:
+      self.material = nil
+    case .mutualTLS(let tls):
+      self.material = try TLSMaterial(tls)
+    }
+    self.name = config.name ?? self.material?.ownIdentity ?? "peer"
+    var logger = logger
+    logger[metadataKey: "peer"] = "\(self.name)"
+    self.logger = logger
+    (self.events, self.eventContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1024))
+    (self.control, self.controlContinuation) = AsyncStream.makeStream()
+    if let listen = config.listen, !(listen.isIPv4 || listen.isIPv6 || listen.host == "localhost") {
+      throw PeerAgentError(
+        code: .invalidConfiguration,
+        message: "listen address '\(listen)' must be an IP address (e.g. 127.0.0.1:7000 or [::1]:7000)"
+      )
+    }
+  }
+
+  /// Runs the listener and the dialers until ``beginGracefulShutdown()`` or cancellation.
+  ///
+  /// A graceful shutdown stops new requests, lets requests in flight (sent and being handled)
+  /// finish for ``Config/Shutdown/gracePeriod``, fails what is left with `shuttingDown`, then
+  /// closes every stream and connection. Cancellation skips the grace period.
+  ///
+  /// - Throws: ``PeerAgentError`` (`alreadyRunning`), or the listener's error if it cannot bind.
+  public func run() async throws {
+    try self.state.withLock { state in
+      guard case .idle = state.lifecycle else {
+        throw PeerAgentError(code: .alreadyRunning, message: "a peer runs once")
+      }
+      state.lifecycle = .running
+    }
+    defer { self.finish() }
+    try await withGracefulShutdownHandler {
+      try await self.runLinks()
+    } onGracefulShutdown: {
+      self.beginGracefulShutdown()
+    }
+  }
+
+  private func runLinks() async throws {
+    let failure = LockedBox<(any Error)?>(nil)
+    try await withThrowingDiscardingTaskGroup { group in
+      var server: GRPCServer<HTTP2ServerTransport.Posix>?
+      if let listen = self.config.listen {
+        let transport = self.makeServerTransport(address: listen)
+        let grpcServer = GRPCServer(transport: transport, services: [ContactService(peer: self)])
+        server = grpcServer
+        group.addTask {
+          do {
+            try await grpcServer.serve()
+          } catch {
+            failure.withLock { $0 = $0 ?? error }
+            self.controlContinuation.yield(.failed)
+          }
+        }
+        group.addTask {
+          do {
+            let bound = try await transport.listeningAddress
+            let address = PeerAddress(bound) ?? listen
+            self.listening(at: address)
+          } catch {
+            failure.withLock { $0 = $0 ?? error }
+            self.controlContinuation.yield(.failed)
+          }
+        }
+      }
+      for target in self.config.connect {
+        group.addTask { await Dialer(peer: self, target: target).run() }
+      }
+      group.addTask { await self.sweepDeadlines() }
+
+      var graceful = false
+      for await command in self.control {
+        switch command {
+        case .dial(let target):
+          group.addTask { await Dialer(peer: self, target: target).run() }
+          continue
+        case .shutdown:
+          graceful = true
+        case .failed:
+          graceful = false
+        }
+        break
+      }
+
+      self.state.withLock { $0.lifecycle = .draining }
+      if graceful { await self.drain() }
+      let shuttingDown = PeerAgentError(code: .shuttingDown, message: "the peer shut down")
+      for route in self.registry.close(with: shuttingDown) {
+        route.close(with: shuttingDown)
+        self.emit(.disconnected(peer: route.identity, link: route.kind, reason: "shutdown"))
+      }
+      server?.beginGracefulShutdown()
+      group.cancelAll()
+    }
+    if let error = failure.current {
+      throw PeerAgentError(
+        code: .invalidConfiguration,
+        message: "cannot listen on \(self.config.listen.map { "\($0)" } ?? "?"): \(Self.rootCause(error))",
+        cause: error
+      )
+    }
+  }
+
+  /// Starts a graceful shutdown; ``run()`` returns once it is done. Synchronous and safe to call
+  /// more than once.
+  public func beginGracefulShutdown() {
+    self.controlContinuation.yield(.shutdown)
+  }
+
+  /// Adds a dialer to `target` while the peer runs (for peers whose remote address is known
+  /// only after start, such as two peers on ports chosen by the system).
+  public func dial(_ target: Target) {
+    self.controlContinuation.yield(.dial(target))
+  }
+
+  /// The remote peers that can be sent to now, sorted by name.
+  public var connectedPeers: [PeerIdentity] { self.registry.connected }
+
+  /// The address the listener is bound to, once it is (waits for it).
+  ///
+  /// - Throws: ``PeerAgentError`` (`notRunning`) if the peer has no listener or stopped first.
+  public var listeningAddress: PeerAddress {
+    get async throws {
+      guard self.config.listen != nil else {
+        throw PeerAgentError(code: .notRunning, message: "this peer does not listen")
+      }
+      return try await withCheckedThrowingContinuation { continuation in
+        let result: Result<PeerAddress, any Error>? = self.state.withLock { state in
+          if let address = state.listeningAddress { return .success(address) }
+          if case .finished = state.lifecycle {
+            return .failure(PeerAgentError(code: .notRunning, message: "the peer is not running"))
+          }
+          state.addressWaiters.append(continuation)
+          return nil
+        }
+        if let result { continuation.resume(with: result) }
+      }
+    }
+  }
+
+  /// Sends `text` to a remote peer and waits for its reply.
+  ///
+  /// Works the same from either side and in either mode. When the peer is not connected yet,
+  /// waits for it to connect, within the same deadline.
+  ///
+  /// - Parameters:
+  ///   - text: The request.
+  ///   - name: The remote peer's identity; `nil` when exactly one peer is (or will be) connected.
+  ///   - timeout: How long to wait for the link and the reply; ``Config/Requests/timeout`` if `nil`.
+  /// - Returns: The reply, who sent it, and the round-trip time.
+  /// - Throws: ``PeerAgentError``: `timedOut`, `notConnected`, `unknownPeer`, `ambiguousPeer`,
+  ///   `disconnected`, `remoteHandlerFailed` or `shuttingDown`.
+  public func send(_ text: String, to name: String? = nil, timeout: Duration? = nil) async throws -> Reply {
+    let refusal: PeerAgentError? = self.state.withLock { state in
+      switch state.lifecycle {
+      case .idle, .running: return nil
+      case .draining, .finished:
+        return PeerAgentError(code: .shuttingDown, message: "the peer is shutting down: no new requests")
+      }
+    }
+    if let refusal { throw refusal }
+
+    self.inFlight.add(1, ordering: .relaxed)
+    defer { self.inFlight.subtract(1, ordering: .relaxed) }
+    let start = ContinuousClock.now
+    let deadline = start.advanced(by: timeout ?? self.config.requests.timeout)
+    let route = try await self.registry.route(to: name, deadline: deadline)
+    let id = self.requestIDs.next()
+    let body = try await route.send(id: id, text: text, deadline: deadline)
+    if let error = body.error {
+      throw PeerAgentError(
+        code: .remoteHandlerFailed,
+        message: "'\(route.identity)' could not handle request \(id): \(error)"
+      )
+    }
+    return Reply(id: id, text: body.text, from: route.identity, roundTrip: .now - start)
+  }
+
+  // MARK: - Internal, for the links
+
+  /// Calls the handler for one incoming request and makes its reply.
+  func handle(_ request: IncomingRequest) async -> ReplyBody {
+    self.inFlight.add(1, ordering: .relaxed)
+    defer { self.inFlight.subtract(1, ordering: .relaxed) }
+    do {
+      let text = try await self.handler(request)
+      return ReplyBody(id: request.id, text: text, error: nil)
+    } catch {
+      var logger = self.logger
+      logger[metadataKey: "link"] = "\(request.from)"
+      logger.warning("handler failed", metadata: ["id": "\(request.id)", "error": "\(error)"])
+      return ReplyBody(id: request.id, text: "", error: "\(error)")
+    }
+  }
+
+  /// Makes `route` the way to its peer and says so.
+  func attach(_ route: OutboundRoute) {
+    if let replaced = self.registry.add(route) {
+      replaced.finishOutgoing()
+    }
+    self.logger(for: route.identity).info(
+      "connected",
+      metadata: ["link.kind": "\(route.kind)"]
+    )
+    self.emit(.connected(peer: route.identity, link: route.kind))
+  }
+
+  /// Ends `route`: fails its waiting requests and, if it was current, says the peer is gone.
+  func detach(_ route: OutboundRoute, reason: String) {
+    route.close(with: route.disconnectedError)
+    if self.registry.remove(route) {
+      self.logger(for: route.identity).info(
+        "disconnected",
+        metadata: ["link.kind": "\(route.kind)", "reason": "\(reason)"]
+      )
+      self.emit(.disconnected(peer: route.identity, link: route.kind, reason: reason))
+    }
+  }
+
+  func emit(_ event: PeerEvent) {
+    self.eventContinuation.yield(event)
+  }
+
+  /// A logger whose lines name the link.
+  func logger(for identity: PeerIdentity) -> Logger {
+    var logger = self.logger
+    logger[metadataKey: "link"] = "\(identity)"
+    if !identity.isVerified { logger[metadataKey: "link.verified"] = "false (plaintext: named by address)" }
+    return logger
+  }
+
+  /// The identity of the remote end of a server-side RPC: its verified certificate's name, or
+  /// in plaintext its address.
+  func identity(of context: ServerContext) throws -> PeerIdentity {
+    guard self.material != nil else {
+      return .unverified(address: Self.address(fromPeer: context.remotePeer))
+    }
+    guard let transport = context.transportSpecific as? HTTP2ServerTransport.Posix.Context,
+      let certificate = transport.peerCertificate,
+      let name = CertificateVerifier.identityName(of: certificate)
+    else {
+      throw RPCError(code: .unauthenticated, message: "no verified client certificate")
+    }
+    return .verified(name)
+  }
+
+  /// `ipv4:127.0.0.1:5000` → `127.0.0.1:5000`; `ipv6:[::1]:5000` → `[::1]:5000`.
+  static func address(fromPeer peer: String) -> String {
+    for prefix in ["ipv4:", "ipv6:", "unix:"] where peer.hasPrefix(prefix) {
+      return String(peer.dropFirst(prefix.count))
+    }
+    return peer
+  }
+
+  static func rootCause(_ error: any Error) -> String {
+    var current: any Error = error
+    while true {
+      if let rpc = current as? RPCError, let cause = rpc.cause {
+        current = cause
+      } else if let runtime = current as? RuntimeError, let cause = runtime.cause {
+        current = cause
+      } else if let peer = current as? PeerAgentError, let cause = peer.cause {
+        current = cause
+      } else {
+        return "\(current)"
+      }
+    }
+  }
+
+  // MARK: - Private
+
+  private func listening(at address: PeerAddress) {
+    let waiters = self.state.withLock { state in
+      state.listeningAddress = address
+      defer { state.addressWaiters.removeAll() }
+      return state.addressWaiters
+    }
+    for waiter in waiters { waiter.resume(returning: address) }
+    self.logger.info("listening", metadata: ["address": "\(address)", "mode": "\(self.config.mode)"])
+    self.emit(.listening(address: address))
+  }
+
+  private func finish() {
+    let waiters = self.state.withLock { state in
+      state.lifecycle = .finished
+      defer { state.addressWaiters.removeAll() }
+      return state.addressWaiters
+    }
+    for waiter in waiters {
+      waiter.resume(throwing: PeerAgentError(code: .notRunning, message: "the peer stopped before listening"))
+    }
+    self.eventContinuation.finish()
+    self.controlContinuation.finish()
+  }
+
+  /// Waits until nothing is in flight, or the grace period is over.
+  private func drain() async {
+    let deadline = ContinuousClock.now.advanced(by: self.config.shutdown.gracePeriod)
+    while self.inFlight.load(ordering: .relaxed) > 0, ContinuousClock.now < deadline {
+      try? await Task.sleep(for: .milliseconds(10))
+    }
+  }
+
+  /// Fails requests and waits that passed their deadline, ten times a second.
+  private func sweepDeadlines() async {
+    while !Task.isCancelled {
+      try? await Task.sleep(for: .milliseconds(100))
+      let now = ContinuousClock.now
+      self.registry.expireWaiters(now: now)
+      for route in self.registry.liveRoutes {
+        route.pending.expire(now: now) { id in
+          PeerAgentError(
+            code: .timedOut,
+            message: "no reply from '\(route.identity)' to request \(id) before the deadline"
+          )
+        }
+      }
+    }
+  }
+}
+
+extension Peer: Service {}
+
+/// Request ids: unique per process run (a random prefix) and increasing (a counter).
+final class RequestIDGenerator: Sendable {
+  private let prefix: String
+  private let counter = Atomic<UInt64>(0)
+
+  init() {
+    self.prefix = String(UInt32.random(in: .min ... .max), radix: 16)
+  }
+
+  func next() -> String {
+    let n = self.counter.wrappingAdd(1, ordering: .relaxed).newValue
+    return "\(self.prefix)-\(n)"
+  }
+}

@@ -1,0 +1,133 @@
+internal import GRPCNIOTransportCore
+
+/// A host and port: where a peer listens or what it dials.
+///
+/// Written `HOST:PORT`; an IPv6 host goes in brackets, `[::1]:7000`. Port `0` when listening
+/// means "any free port" (the bound address is reported once listening).
+public struct PeerAddress: Sendable, Hashable, CustomStringConvertible {
+  /// A host name or an IP address (IPv6 without brackets).
+  public var host: String
+  /// The port, 0–65535.
+  public var port: Int
+
+  /// Creates an address.
+  public init(host: String, port: Int) {
+    self.host = host
+    self.port = port
+  }
+
+  /// Parses `HOST:PORT` or `[IPV6]:PORT`.
+  ///
+  /// - Throws: ``PeerAgentError`` (`invalidConfiguration`) naming what is wrong.
+  public init(parsing text: String) throws {
+    let host: Substring
+    let portText: Substring
+    if text.hasPrefix("[") {
+      guard let close = text.firstIndex(of: "]") else {
+        throw Self.invalid(text, "missing ']' after the IPv6 address")
+      }
+      host = text[text.index(after: text.startIndex) ..< close]
+      let rest = text[text.index(after: close)...]
+      guard rest.hasPrefix(":") else { throw Self.invalid(text, "missing ':PORT'") }
+      portText = rest.dropFirst()
+    } else {
+      guard let colon = text.lastIndex(of: ":") else {
+        throw Self.invalid(text, "missing ':PORT'")
+      }
+      host = text[..<colon]
+      portText = text[text.index(after: colon)...]
+      if host.contains(":") {
+        throw Self.invalid(text, "write an IPv6 address in brackets, like [::1]:7000")
+      }
+    }
+    guard !host.isEmpty else { throw Self.invalid(text, "missing host") }
+    guard let port = Int(portText), (0 ... 65535).contains(port) else {
+      throw Self.invalid(text, "'\(portText)' is not a port number (0-65535)")
+    }
+    self.init(host: String(host), port: port)
+  }
+
+  /// Whether the host is an IPv6 address.
+  public var isIPv6: Bool { self.host.contains(":") }
+
+  /// Whether the host is a literal IPv4 address.
+  public var isIPv4: Bool {
+    let parts = self.host.split(separator: ".", omittingEmptySubsequences: false)
+    return parts.count == 4 && parts.allSatisfy { UInt8($0) != nil }
+  }
+
+  public var description: String {
+    self.isIPv6 ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)"
+  }
+
+  private static func invalid(_ text: String, _ reason: String) -> PeerAgentError {
+    PeerAgentError(
+      code: .invalidConfiguration,
+      message: "invalid address '\(text)': \(reason) (expected HOST:PORT, e.g. 127.0.0.1:7000)"
+    )
+  }
+}
+
+extension Peer {
+  /// A remote peer to dial: its address and, optionally, the identity it must prove.
+  ///
+  /// Written `[NAME@]HOST:PORT`. With a name, the listener's verified certificate must carry
+  /// it, or the connection is refused with a message naming both.
+  public struct Target: Sendable, Hashable, CustomStringConvertible {
+    /// Where to dial.
+    public var address: PeerAddress
+    /// The identity the listener must present, if pinned.
+    public var expectedIdentity: String?
+
+    /// Creates a target.
+    public init(address: PeerAddress, expectedIdentity: String? = nil) {
+      self.address = address
+      self.expectedIdentity = expectedIdentity
+    }
+
+    /// Parses `[NAME@]HOST:PORT`.
+    public init(parsing text: String) throws {
+      if let at = text.firstIndex(of: "@") {
+        let name = String(text[..<at])
+        guard DevelopmentCertificates.isValidName(name) else {
+          throw PeerAgentError(
+            code: .invalidConfiguration,
+            message: "invalid peer name '\(name)' in '\(text)' (expected NAME@HOST:PORT)"
+          )
+        }
+        self.init(
+          address: try PeerAddress(parsing: String(text[text.index(after: at)...])),
+          expectedIdentity: name
+        )
+      } else {
+        self.init(address: try PeerAddress(parsing: text))
+      }
+    }
+
+    public var description: String {
+      if let name = self.expectedIdentity { return "\(name)@\(self.address)" }
+      return self.address.description
+    }
+  }
+}
+
+
+extension PeerAddress {
+  /// The address a gRPC transport reports, if it is an IP address.
+  init?(_ address: GRPCNIOTransportCore.SocketAddress) {
+    if let ipv4 = address.ipv4 {
+      self.init(host: ipv4.host, port: ipv4.port)
+    } else if let ipv6 = address.ipv6 {
+      self.init(host: ipv6.host, port: ipv6.port)
+    } else {
+      return nil
+    }
+  }
+
+  /// This address for a gRPC transport to bind or dial.
+  var socketAddress: GRPCNIOTransportCore.SocketAddress {
+    if self.isIPv6 { return .ipv6(host: self.host, port: self.port) }
+    if self.host == "localhost" { return .ipv4(host: "127.0.0.1", port: self.port) }
+    return .ipv4(host: self.host, port: self.port)
+  }
+}

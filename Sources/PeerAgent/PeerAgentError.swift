@@ -1,0 +1,97 @@
+/// An error thrown by PeerAgent.
+///
+/// Every error carries a ``Code`` to switch on, a message written for the person who reads it,
+/// and, where there was one, the underlying error that caused it.
+///
+/// It prints as `code: "message" (cause: "…")`.
+public struct PeerAgentError: Error, Hashable, Sendable {
+  /// What kind of failure this is.
+  public var code: Code
+  /// A message for the user: what went wrong and, where it helps, what to do about it.
+  public var message: String
+  /// The underlying error, if any.
+  public var cause: (any Error)?
+
+  /// Creates an error.
+  ///
+  /// - Parameters:
+  ///   - code: What kind of failure this is.
+  ///   - message: A message for the user.
+  ///   - cause: The underlying error, if any.
+  public init(code: Code, message: String, cause: (any Error)? = nil) {
+    self.code = code
+    self.message = message
+    self.cause = cause
+  }
+
+  public static func == (lhs: Self, rhs: Self) -> Bool {
+    lhs.code == rhs.code && lhs.message == rhs.message
+  }
+
+  public func hash(into hasher: inout Hasher) {
+    hasher.combine(self.code)
+    hasher.combine(self.message)
+  }
+}
+
+extension PeerAgentError {
+  /// The kind of a ``PeerAgentError``.
+  public struct Code: Hashable, Sendable, CustomStringConvertible {
+    private enum Value: String, Hashable, Sendable {
+      case invalidConfiguration
+      case invalidCertificate
+      case alreadyRunning
+      case notRunning
+      case shuttingDown
+      case unknownPeer
+      case ambiguousPeer
+      case notConnected
+      case disconnected
+      case timedOut
+      case remoteHandlerFailed
+      case connectionRefused
+    }
+
+    private var value: Value
+    private init(_ value: Value) { self.value = value }
+
+    public var description: String { self.value.rawValue }
+
+    /// The configuration is not usable: a bad address, a missing or unreadable file, a missing
+    /// option.
+    public static var invalidConfiguration: Self { Self(.invalidConfiguration) }
+    /// A certificate or key could not be read or does not fit its use.
+    public static var invalidCertificate: Self { Self(.invalidCertificate) }
+    /// ``Peer/run()`` was called on a peer that is already running or has finished.
+    public static var alreadyRunning: Self { Self(.alreadyRunning) }
+    /// The peer is not running (yet, or any more).
+    public static var notRunning: Self { Self(.notRunning) }
+    /// The peer is shutting down and accepts no new requests; or a request was still
+    /// unanswered when the shutdown's grace period ended.
+    public static var shuttingDown: Self { Self(.shuttingDown) }
+    /// No remote peer of that name is connected, and none connected before the deadline.
+    public static var unknownPeer: Self { Self(.unknownPeer) }
+    /// Several remote peers are connected and the request named none of them.
+    public static var ambiguousPeer: Self { Self(.ambiguousPeer) }
+    /// No remote peer connected before the request's deadline.
+    public static var notConnected: Self { Self(.notConnected) }
+    /// The link to the remote peer went down before the reply arrived.
+    public static var disconnected: Self { Self(.disconnected) }
+    /// The reply did not arrive before the request's deadline.
+    public static var timedOut: Self { Self(.timedOut) }
+    /// The remote peer's handler threw; the message is the remote's description of it.
+    public static var remoteHandlerFailed: Self { Self(.remoteHandlerFailed) }
+    /// A connection was refused: TLS handshake failure, wrong identity, plaintext against TLS.
+    public static var connectionRefused: Self { Self(.connectionRefused) }
+  }
+}
+
+extension PeerAgentError: CustomStringConvertible {
+  public var description: String {
+    if let cause = self.cause {
+      return "\(self.code): \"\(self.message)\" (cause: \"\(cause)\")"
+    } else {
+      return "\(self.code): \"\(self.message)\""
+    }
+  }
+}

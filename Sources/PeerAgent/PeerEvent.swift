@@ -1,0 +1,52 @@
+/// Something that happened to a ``Peer``'s listener or links, published on ``Peer/events``.
+public enum PeerEvent: Sendable, Hashable {
+  /// The listener is bound and serving at `address` (with the port chosen, if 0 was asked).
+  case listening(address: PeerAddress)
+  /// A remote peer can now be sent to.
+  case connected(peer: PeerIdentity, link: LinkKind)
+  /// A remote peer can no longer be sent to; requests waiting for its replies failed.
+  case disconnected(peer: PeerIdentity, link: LinkKind, reason: String)
+  /// A connection was refused (by this peer's listener, or the remote refused this dialer):
+  /// `remote` names the other side (address, or pinned name), `reason` says why.
+  case refused(remote: String, reason: String)
+  /// A dialer could not reach its remote and keeps trying with backoff.
+  case unreachable(target: String, reason: String)
+}
+
+/// A request from a remote peer, as the handler sees it.
+public struct IncomingRequest: Sendable, Hashable {
+  /// The request id given by the sender; empty from older peers (the article's programs).
+  public var id: String
+  /// The request text.
+  public var text: String
+  /// The sender's identity: verified by mutual TLS, or its address in plaintext.
+  public var from: PeerIdentity
+  /// The stream it arrived on.
+  public var link: LinkKind
+
+  public init(id: String, text: String, from: PeerIdentity, link: LinkKind) {
+    self.id = id
+    self.text = text
+    self.from = from
+    self.link = link
+  }
+}
+
+/// The reply to one of this peer's requests.
+public struct Reply: Sendable, Hashable {
+  /// The id of the request it answers.
+  public var id: String
+  /// The reply text.
+  public var text: String
+  /// Who answered.
+  public var from: PeerIdentity
+  /// From the call to ``Peer/send(_:to:timeout:)`` to the reply.
+  public var roundTrip: Duration
+
+  public init(id: String, text: String, from: PeerIdentity, roundTrip: Duration) {
+    self.id = id
+    self.text = text
+    self.from = from
+    self.roundTrip = roundTrip
+  }
+}
