@@ -158,8 +158,7 @@ public final class Peer: Sendable {
           do {
             try await grpcServer.serve()
           } catch {
-            failure.withLock { $0 = $0 ?? error }
-            self.controlContinuation.yield(.failed)
+            self.fail(with: error, into: failure)
           }
         }
         group.addTask {
@@ -168,8 +167,7 @@ public final class Peer: Sendable {
             let address = PeerAddress(bound) ?? listen
             self.listening(at: address)
           } catch {
-            failure.withLock { $0 = $0 ?? error }
-            self.controlContinuation.yield(.failed)
+            self.fail(with: error, into: failure)
           }
         }
       }
@@ -378,6 +376,20 @@ public final class Peer: Sendable {
   }
 
   // MARK: - Private
+
+  /// Records the listener's failure and stops the peer — unless the peer is already stopping,
+  /// when the listener's end is expected.
+  private func fail(with error: any Error, into failure: LockedBox<(any Error)?>) {
+    let stopping = self.state.withLock { state in
+      switch state.lifecycle {
+      case .idle, .running: return false
+      case .draining, .finished: return true
+      }
+    }
+    if stopping { return }
+    failure.withLock { $0 = $0 ?? error }
+    self.controlContinuation.yield(.failed)
+  }
 
   private func listening(at address: PeerAddress) {
     let waiters = self.state.withLock { state in

@@ -1,0 +1,142 @@
+import Foundation
+import PeerAgent
+import Synchronization
+
+/// Where `peer-agent run` reports events: one JSON object a line on standard output
+/// (`--output json`), or lines for people (`--output text`). Warnings and logs go to standard
+/// error either way.
+final class ConsoleOutput: Sendable {
+  enum Format: String, CaseIterable, Sendable {
+    case text
+    case json
+  }
+
+  /// One line of `--output json`. Fields that do not apply are left out.
+  struct Line: Encodable, Sendable {
+    var event: String
+    var peer: String
+    var address: String?
+    var link: String?
+    var verified: Bool?
+    var id: String?
+    var text: String?
+    var reply: String?
+    var rttMs: Double?
+    var message: String?
+    var reason: String?
+
+    enum CodingKeys: String, CodingKey {
+      case event, peer, address, link, verified, id, text, reply
+      case rttMs = "rtt_ms"
+      case message, reason
+    }
+
+    init(event: String, peer: String) {
+      self.event = event
+      self.peer = peer
+    }
+  }
+
+  let format: Format
+  private let lock = Mutex(())
+  private let encoder: JSONEncoder = {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    return encoder
+  }()
+
+  init(format: Format) {
+    self.format = format
+  }
+
+  func emit(_ line: Line, human: @autoclosure () -> String) {
+    let text: String
+    switch self.format {
+    case .json:
+      guard let data = try? self.encoder.encode(line), let json = String(data: data, encoding: .utf8)
+      else { return }
+      text = json
+    case .text:
+      text = human()
+    }
+    self.lock.withLock { _ in
+      FileHandle.standardOutput.write(Data((text + "\n").utf8))
+    }
+  }
+
+  /// A note for people: standard error in both formats.
+  func note(_ text: String) {
+    self.lock.withLock { _ in
+      FileHandle.standardError.write(Data((text + "\n").utf8))
+    }
+  }
+
+  // MARK: - Events
+
+  func report(_ event: PeerEvent, selfName: String) {
+    switch event {
+    case .listening(let address):
+      var line = Line(event: "listening", peer: selfName)
+      line.address = "\(address)"
+      self.emit(line, human: "listening on \(address)")
+    case .connected(let peer, let link):
+      var line = Line(event: "connected", peer: peer.name)
+      line.link = link.rawValue
+      line.verified = peer.isVerified
+      let how = peer.isVerified ? "verified by mutual TLS" : "UNVERIFIED: plaintext, named by address"
+      self.emit(line, human: "connected to \(peer) over \(link) (\(how))")
+    case .disconnected(let peer, let link, let reason):
+      var line = Line(event: "disconnected", peer: peer.name)
+      line.link = link.rawValue
+      line.reason = reason
+      self.emit(line, human: "disconnected from \(peer) (\(link)): \(reason)")
+    case .refused(let remote, let reason):
+      var line = Line(event: "error", peer: remote)
+      line.message = "connection refused: \(reason)"
+      self.emit(line, human: "refused: \(remote): \(reason)")
+    case .unreachable(let target, let reason):
+      var line = Line(event: "error", peer: target)
+      line.message = "cannot reach \(target) yet (\(reason)); retrying"
+      self.emit(line, human: "waiting for \(target): \(reason); retrying")
+    }
+  }
+
+  func request(_ request: IncomingRequest) {
+    var line = Line(event: "request", peer: request.from.name)
+    line.id = request.id
+    line.text = request.text
+    line.link = request.link.rawValue
+    self.emit(line, human: "<- \(request.from): \(request.text)")
+  }
+
+  func reply(_ reply: Reply, to text: String) {
+    var line = Line(event: "reply", peer: reply.from.name)
+    line.id = reply.id
+    line.text = text
+    line.reply = reply.text
+    line.rttMs = Self.milliseconds(reply.roundTrip)
+    self.emit(
+      line,
+      human: "-> \(reply.from): \(text)  <= \(reply.text)  (\(String(format: "%.2f", line.rttMs!)) ms)"
+    )
+  }
+
+  func failure(peer: String, text: String?, message: String) {
+    var line = Line(event: "error", peer: peer)
+    line.text = text
+    line.message = message
+    self.emit(line, human: "error: \(peer): \(message)")
+  }
+
+  static func milliseconds(_ duration: Duration) -> Double {
+    let (seconds, attoseconds) = duration.components
+    return (Double(seconds) * 1000 + Double(attoseconds) / 1e15).rounded(toPlaces: 3)
+  }
+}
+
+extension Double {
+  func rounded(toPlaces places: Int) -> Double {
+    let factor = Foundation.pow(10.0, Double(places))
+    return (self * factor).rounded() / factor
+  }
+}

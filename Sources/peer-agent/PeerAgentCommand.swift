@@ -1,0 +1,48 @@
+import ArgumentParser
+import Foundation
+import PeerAgent
+
+@main
+struct PeerAgentCommand: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "peer-agent",
+    abstract: "Two gRPC peers that call each other, in either direction, over mutual TLS.",
+    discussion: """
+      Start with `peer-agent demo`. Make development certificates with `peer-agent certs`, \
+      then start two peers with `peer-agent run` (single-channel: one listens, one dials; \
+      dual-channel: both listen and both dial).
+      """,
+    subcommands: [Run.self, Certs.self, Demo.self]
+  )
+
+  /// Runs the command and turns every error into one line on standard error and a non-zero
+  /// exit, never a trap or a stack trace.
+  static func main() async {
+    do {
+      var command = try Self.parseAsRoot()
+      if var asyncCommand = command as? any AsyncParsableCommand {
+        try await asyncCommand.run()
+      } else {
+        try command.run()
+      }
+    } catch let error as PeerAgentError {
+      Self.printError(error.message)
+      Foundation.exit(1)
+    } catch let error as CommandFailure {
+      Self.printError(error.message)
+      Foundation.exit(error.exitCode)
+    } catch {
+      Self.exit(withError: error)
+    }
+  }
+
+  static func printError(_ message: String) {
+    FileHandle.standardError.write(Data("peer-agent: error: \(message)\n".utf8))
+  }
+}
+
+/// A failure the command reports as one line, with an exit code.
+struct CommandFailure: Error {
+  var message: String
+  var exitCode: Int32 = 1
+}

@@ -1,0 +1,161 @@
+public import ArgumentParser
+import Foundation
+import Logging
+import PeerAgent
+import ServiceLifecycle
+import UnixSignals
+import Synchronization
+
+struct Run: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Run one peer: listen and/or dial, send each line of standard input, answer requests.",
+    discussion: """
+      Each line on standard input is sent to the remote peer and its reply is printed with the \
+      round-trip time; with several peers connected, "@name text" goes to one and plain text \
+      to all. Each request received is printed with the sender's identity and acknowledged.
+
+      With --output json, standard output carries one JSON object per event (listening, \
+      connected, disconnected, request, reply, error), each with "event" and "peer"; \
+      human text and warnings go to standard error.
+
+      At the end of input the peer keeps serving until SIGINT or SIGTERM, unless \
+      --exit-on-eof: then it waits for every reply and exits, 0 only if none failed.
+      """
+  )
+
+  @OptionGroup var options: RunOptions
+
+  @Option(name: .long, help: ArgumentHelp("text (for people) or json (one object per line).", valueName: "text|json"))
+  var output: ConsoleOutput.Format = .text
+
+  @Flag(name: .long, help: "At end of input, wait for all replies, then exit (0 only if none failed).")
+  var exitOnEof = false
+
+  @Option(name: .long, help: ArgumentHelp("Log level on standard error.", valueName: "trace|debug|info|notice|warning|error"))
+  var logLevel: Logger.Level = .info
+
+  func run() async throws {
+    let level = self.logLevel
+    LoggingSystem.bootstrap { label in
+      var handler = StreamLogHandler.standardError(label: label)
+      handler.logLevel = level
+      return handler
+    }
+    let logger = Logger(label: "peer-agent")
+    let console = ConsoleOutput(format: self.output)
+    let config = try self.options.makeConfig()
+
+    if self.options.insecure {
+      console.note(
+        "WARNING: --insecure: plaintext, no TLS. Nothing is encrypted or verified; links are named by their address."
+      )
+    }
+
+    let name = self.options.name
+    let peer = try Peer(config: config, logger: logger) { request in
+      console.request(request)
+      return "ack from \(name): \(request.text)"
+    }
+
+    let failures = FailureCount()
+    let exitOnEOF = self.exitOnEof
+    enum Finished { case peer, events, input }
+
+    try await withThrowingTaskGroup(of: Finished.self) { group in
+      group.addTask {
+        let services = ServiceGroup(
+          configuration: .init(
+            services: [.init(service: peer)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+          )
+        )
+        try await services.run()
+        return .peer
+      }
+      group.addTask {
+        for await event in peer.events {
+          console.report(event, selfName: peer.name)
+        }
+        return .events
+      }
+      group.addTask {
+        await Self.sendLines(StandardInputLines.make(), through: peer, console: console, failures: failures)
+        if exitOnEOF {
+          peer.beginGracefulShutdown()
+        }
+        return .input
+      }
+      while let finished = try await group.next() {
+        if finished == .peer {
+          group.cancelAll()
+        }
+      }
+    }
+
+    if exitOnEOF, failures.value > 0 {
+      throw CommandFailure(message: "\(failures.value) request(s) failed")
+    }
+  }
+
+  /// Sends each line as a request (several in flight at once) and reports each reply.
+  static func sendLines(
+    _ lines: AsyncStream<String>,
+    through peer: Peer,
+    console: ConsoleOutput,
+    failures: FailureCount
+  ) async {
+    let maximumInFlight = 1024
+    await withTaskGroup(of: Void.self) { group in
+      var inFlight = 0
+      for await line in lines {
+        let (target, text) = Self.parse(line)
+        if text.isEmpty { continue }
+        let recipients: [String?]
+        if let target {
+          recipients = [target]
+        } else {
+          let connected = peer.connectedPeers.map(\.name)
+          recipients = connected.count > 1 ? connected : [nil]
+        }
+        for recipient in recipients {
+          if inFlight >= maximumInFlight {
+            await group.next()
+            inFlight -= 1
+          }
+          inFlight += 1
+          group.addTask {
+            do {
+              let reply = try await peer.send(text, to: recipient)
+              console.reply(reply, to: text)
+            } catch {
+              failures.increment()
+              let message = (error as? PeerAgentError)?.message ?? "\(error)"
+              console.failure(peer: recipient ?? "", text: text, message: message)
+            }
+          }
+        }
+      }
+    }
+  }
+
+  /// `@name text` → (`name`, `text`); anything else → (`nil`, line).
+  static func parse(_ line: String) -> (String?, String) {
+    guard line.hasPrefix("@"), let space = line.firstIndex(of: " ") else {
+      return (nil, line)
+    }
+    let name = String(line[line.index(after: line.startIndex) ..< space])
+    let text = String(line[line.index(after: space)...])
+    return (name.isEmpty ? nil : name, text)
+  }
+}
+
+extension ConsoleOutput.Format: ExpressibleByArgument {}
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+/// How many requests failed, counted from many tasks.
+final class FailureCount: Sendable {
+  private let count = Atomic<Int>(0)
+  var value: Int { self.count.load(ordering: .relaxed) }
+  func increment() { self.count.add(1, ordering: .relaxed) }
+}
