@@ -59,8 +59,8 @@ extension Peer {
     /// ``Reconnect/defaults``, ``Shutdown/defaults``.
     public static func defaults(
       mode: Mode,
-      configure: (_ config: inout Self) throws -> Void = { _ in }
-    ) rethrows -> Self {
+      configure: (_ config: inout Self) -> Void = { _ in }
+    ) -> Self {
       var config = Self(
         name: nil,
         mode: mode,
@@ -71,7 +71,7 @@ extension Peer {
         reconnect: .defaults,
         shutdown: .defaults
       )
-      try configure(&config)
+      configure(&config)
       return config
     }
   }

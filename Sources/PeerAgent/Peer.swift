@@ -6,6 +6,11 @@ internal import NIOCore
 internal import NIOSSL
 internal import X509
 private import Synchronization
+#if canImport(Glibc)
+private import Glibc
+#elseif canImport(Darwin)
+private import Darwin
+#endif
 
 /// One process's endpoint: a gRPC listener, dialers, or both, that can send requests to any
 /// connected remote peer and hands every request it receives to one handler — in either
@@ -369,6 +374,8 @@ public final class Peer: Sendable {
         current = cause
       } else if let peer = current as? PeerAgentError, let cause = peer.cause {
         current = cause
+      } else if let io = current as? IOError {
+        return String(cString: strerror(io.errnoCode)).lowercased()
       } else {
         return "\(current)"
       }

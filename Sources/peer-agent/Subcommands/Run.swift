@@ -65,7 +65,7 @@ struct Run: AsyncParsableCommand {
       group.addTask {
         let services = ServiceGroup(
           configuration: .init(
-            services: [.init(service: peer)],
+            services: [.init(service: peer, successTerminationBehavior: .gracefullyShutdownGroup)],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
           )

@@ -106,10 +106,12 @@ struct RunOptions: ParsableArguments {
 
   /// The peer configuration these options describe.
   func makeConfig() throws -> Peer.Config {
-    try Peer.Config.defaults(mode: self.mode) { config in
+    let listen = try self.listen.map { try PeerAddress(parsing: $0) }
+    let connect = try self.connect.map { try Peer.Target(parsing: $0) }
+    return Peer.Config.defaults(mode: self.mode) { config in
       config.name = self.name
-      config.listen = try self.listen.map { try PeerAddress(parsing: $0) }
-      config.connect = try self.connect.map { try Peer.Target(parsing: $0) }
+      config.listen = listen
+      config.connect = connect
       config.requests.timeout = .milliseconds(Int64(self.requestTimeout * 1000))
       config.shutdown.gracePeriod = .milliseconds(Int64(self.shutdownGrace * 1000))
       if self.insecure {

@@ -1,0 +1,131 @@
+import ArgumentParser
+import Foundation
+import Testing
+
+@testable import PeerAgent
+@testable import peer_agent
+
+@Suite("Addresses, options and configuration errors")
+struct ConfigurationTests {
+  @Test(
+    "Addresses parse",
+    arguments: [
+      ("127.0.0.1:7000", "127.0.0.1", 7000),
+      ("localhost:0", "localhost", 0),
+      ("[::1]:65535", "::1", 65535),
+      ("hub.example.com:443", "hub.example.com", 443),
+    ]
+  )
+  func parsesAddresses(text: String, host: String, port: Int) throws {
+    let address = try PeerAddress(parsing: text)
+    #expect(address.host == host)
+    #expect(address.port == port)
+  }
+
+  @Test(
+    "Bad addresses are refused with the reason",
+    arguments: [
+      ("127.0.0.1", "missing ':PORT'"),
+      (":7000", "missing host"),
+      ("127.0.0.1:99999", "is not a port number"),
+      ("::1:7000", "in brackets"),
+      ("[::1:7000", "missing ']'"),
+    ]
+  )
+  func refusesBadAddresses(text: String, reason: String) {
+    #expect {
+      try PeerAddress(parsing: text)
+    } throws: { error in
+      (error as? PeerAgentError)?.message.contains(reason) == true
+    }
+  }
+
+  @Test("A target may pin the identity it expects")
+  func parsesTargets() throws {
+    let pinned = try Peer.Target(parsing: "hub@127.0.0.1:7000")
+    #expect(pinned.expectedIdentity == "hub")
+    #expect(pinned.address == PeerAddress(host: "127.0.0.1", port: 7000))
+    #expect(try Peer.Target(parsing: "127.0.0.1:7000").expectedIdentity == nil)
+  }
+
+  @Test("The defaults are what the documentation says")
+  func defaults() {
+    let config = Peer.Config.defaults(mode: .single)
+    #expect(config.requests.timeout == .seconds(30))
+    #expect(config.shutdown.gracePeriod == .seconds(5))
+    #expect(config.reconnect == .init(initialBackoff: .milliseconds(100), maximumBackoff: .seconds(5), multiplier: 2, jitter: 0.2))
+    #expect(!config.security.isMutualTLS)
+  }
+
+  @Test("Backoff grows, is capped, and is jittered downwards")
+  func backoff() {
+    let reconnect = Peer.Config.Reconnect.defaults
+    for attempt in 0 ..< 20 {
+      let delay = reconnect.delay(attempt: attempt)
+      #expect(delay <= .seconds(5))
+      #expect(delay >= .milliseconds(Int64(min(5000, 100 * (1 << min(attempt, 10))) * 8 / 10)))
+    }
+  }
+
+  @Test(
+    "peer-agent run refuses bad option sets with a clear message",
+    arguments: [
+      (["run", "--name", "hub", "--mode", "single", "--insecure"], "needs --listen"),
+      (["run", "--name", "hub", "--mode", "dual", "--listen", "127.0.0.1:0", "--insecure"], "both --listen and --connect"),
+      (["run", "--name", "hub", "--mode", "single", "--listen", "127.0.0.1:0"], "mutual TLS needs --certs"),
+      (["run", "--name", "hub", "--mode", "single", "--listen", "127.0.0.1:0", "--certs", "x", "--insecure"], "--insecure turns TLS off"),
+      (["run", "--name", "hub", "--mode", "single", "--listen", "nope", "--insecure"], "--listen: invalid address"),
+      (["run", "--name", "hub", "--mode", "triple", "--listen", "127.0.0.1:0", "--insecure"], "triple"),
+      (["run", "--name", "h u b", "--mode", "single", "--listen", "127.0.0.1:0", "--insecure"], "not a usable peer name"),
+      (["run", "--name", "hub", "--mode", "single", "--connect", "@127.0.0.1:1", "--insecure"], "invalid peer name"),
+      (["certs", "--out", "x", "--names", ","], "at least one name"),
+    ]
+  )
+  func refusesBadOptions(arguments: [String], message: String) {
+    do {
+      _ = try PeerAgentCommand.parseAsRoot(arguments)
+      Issue.record("\(arguments) parsed")
+    } catch {
+      let text = PeerAgentCommand.message(for: error)
+      #expect(text.contains(message), "\(text)")
+      #expect(!text.contains("\n"), "one line: \(text)")
+    }
+  }
+
+  @Test("--certs DIR maps to DIR/ca.pem, DIR/NAME.pem and DIR/NAME-key.pem")
+  func certsDirectory() throws {
+    let command = try PeerAgentCommand.parseAsRoot(
+      ["run", "--name", "edge", "--mode", "single", "--connect", "hub@127.0.0.1:7000", "--certs", "/c"]
+    )
+    let run = try #require(command as? Run)
+    let config = try run.options.makeConfig()
+    #expect(
+      config.security
+        == .mutualTLS(trustRoots: .file("/c/ca.pem"), certificateChain: .file("/c/edge.pem"), privateKey: .file("/c/edge-key.pem"))
+    )
+    #expect(config.connect == [Peer.Target(address: PeerAddress(host: "127.0.0.1", port: 7000), expectedIdentity: "hub")])
+  }
+
+  @Test("Missing, malformed and mismatched TLS files are refused when the peer is made")
+  func refusesBadTLSFiles() throws {
+    let certificates = try TestCertificates()
+    let hub = try certificates.authority.issue(name: "hub")
+    let edge = try certificates.authority.issue(name: "edge")
+    let ca = PEMSource.pem(certificates.authority.authority.certificatePEM)
+    let cases: [(Peer.Config.Security, String)] = [
+      (.mutualTLS(trustRoots: .file("/nonexistent/ca.pem"), certificateChain: .pem(hub.certificatePEM), privateKey: .pem(hub.privateKeyPEM)), "CA certificate file not found: /nonexistent/ca.pem"),
+      (.mutualTLS(trustRoots: .pem("not a certificate"), certificateChain: .pem(hub.certificatePEM), privateKey: .pem(hub.privateKeyPEM)), "is not a PEM certificate"),
+      (.mutualTLS(trustRoots: ca, certificateChain: .pem(hub.certificatePEM), privateKey: .pem("garbage")), "is not a PEM private key"),
+      (.mutualTLS(trustRoots: ca, certificateChain: .pem(hub.certificatePEM), privateKey: .pem(edge.privateKeyPEM)), "does not belong to the certificate"),
+      (.mutualTLS(trustRoots: .pem(certificates.other.authority.certificatePEM), certificateChain: .pem(hub.certificatePEM), privateKey: .pem(hub.privateKeyPEM)), "does not chain to the configured CA"),
+    ]
+    for (security, message) in cases {
+      #expect {
+        _ = try Peer(config: .defaults(mode: .single) { $0.security = security }) { _ in "" }
+      } throws: { error in
+        let text = (error as? PeerAgentError)?.message ?? "\(error)"
+        return text.contains(message)
+      }
+    }
+  }
+}
