@@ -119,6 +119,12 @@ public final class Peer: Sendable {
     var logger = logger
     logger[metadataKey: "peer"] = "\(self.name)"
     self.logger = logger
+    if let problem = self.material?.ownCertificateProblem {
+      logger.warning(
+        "this peer's own certificate will be refused by peers that trust the same CA",
+        metadata: ["reason": "\(problem)"]
+      )
+    }
     (self.events, self.eventContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1024))
     (self.control, self.controlContinuation) = AsyncStream.makeStream()
     if let listen = config.listen, !(listen.isIPv4 || listen.isIPv6 || listen.host == "localhost") {

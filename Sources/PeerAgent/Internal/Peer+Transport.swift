@@ -2,6 +2,7 @@ internal import GRPCCore
 internal import GRPCNIOTransportHTTP2
 internal import NIOCore
 internal import NIOSSL
+internal import NIOHTTP2
 internal import X509
 internal import SwiftASN1
 internal import Logging
@@ -49,8 +50,12 @@ extension Peer {
           let pipeline = channel.pipeline.syncOperations
           if isTLS, let ssl = try? pipeline.handler(type: NIOSSLServerHandler.self) {
             try pipeline.addHandler(observer, position: .after(ssl))
+          } else if let http2 = try? pipeline.handler(type: NIOHTTP2Handler.self) {
+            // Right behind the HTTP/2 handler: its errors (a bad preface) travel towards the
+            // tail, and the connection manager after it does not pass them on.
+            try pipeline.addHandler(observer, position: .after(http2))
           } else {
-            try pipeline.addHandler(observer, position: .first)
+            try pipeline.addHandler(observer, position: .last)
           }
         }
       }

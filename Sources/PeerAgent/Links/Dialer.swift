@@ -37,7 +37,7 @@ struct Dialer {
         attempt = 0
         lastReport = nil
       }
-      if let refusal = diagnostics.failure {
+      if let refusal = diagnostics.failure ?? self.plaintextRefusal(outcome) {
         if refusal != lastReport {
           logger.error("connection refused", metadata: ["reason": "\(refusal)"])
           self.peer.emit(.refused(remote: "\(self.target)", reason: refusal))
@@ -156,6 +156,15 @@ struct Dialer {
     } catch {
       return Outcome(wasConnected: connected.current, reason: Peer.rootCause(error))
     }
+  }
+
+  /// A plaintext dialer whose connection is closed before HTTP/2 starts has almost certainly
+  /// reached a TLS listener: say so, rather than "unavailable".
+  private func plaintextRefusal(_ outcome: Outcome) -> String? {
+    guard self.peer.material == nil, !outcome.wasConnected,
+      outcome.reason.contains("before completing the HTTP/2 connection preface")
+    else { return nil }
+    return "the listener closed the connection before HTTP/2 started: it most likely requires TLS (this peer runs --insecure)"
   }
 
   private func identity(_ diagnostics: DialDiagnostics) -> PeerIdentity {

@@ -13,6 +13,8 @@ struct TLSMaterial: Sendable {
   var privateKey: NIOSSLPrivateKey
   /// The name in this peer's own certificate.
   var ownIdentity: String
+  /// Why this peer's own certificate would not verify against its own CA, if it would not.
+  var ownCertificateProblem: String?
   /// The same material as PEM, for the transports.
   var trustRootsPEM: String
   var certificatePEM: String
@@ -72,16 +74,15 @@ struct TLSMaterial: Sendable {
         error
       )
     }
-    // The peer's own certificate must chain to the CA it trusts: otherwise every handshake
-    // fails later with a less helpful message.
+    // The peer's own certificate should chain to the CA it trusts and be valid now; if not,
+    // peers that trust the same CA will refuse it. Not an error (a deployment may trust
+    // another CA than its own issuer), but worth saying at start rather than per handshake.
+    self.ownIdentity = CertificateVerifier.identityName(of: chain[0]) ?? "peer"
     do {
-      let identity = try self.verifier.verify(chain: chain, presentedBy: .dialer)
-      self.ownIdentity = identity.name
+      _ = try self.verifier.verify(chain: chain, presentedBy: .dialer)
+      self.ownCertificateProblem = nil
     } catch {
-      throw Self.invalid(
-        "this peer's own certificate is not usable with the CA \(config.trustRoots): \(error)",
-        nil
-      )
+      self.ownCertificateProblem = "\(error)"
     }
   }
 
