@@ -1,0 +1,123 @@
+import Foundation
+import Testing
+
+/// Two `peer-agent run` processes, as a user starts them, talking through their standard
+/// input and output.
+@Suite("peer-agent processes", .serialized)
+struct ProcessTests {
+  private func makeCertificates() throws -> String {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("peer-agent-test-\(UUID().uuidString)").path
+    let result = try PeerProcess.runToCompletion(["certs", "--out", directory, "--names", "hub,edge"])
+    #expect(result.status == 0, "\(result.error)")
+    #expect(result.error.contains("for development only"))
+    for file in ["ca.pem", "ca-key.pem", "hub.pem", "hub-key.pem", "edge.pem", "edge-key.pem"] {
+      #expect(result.output.contains("\(directory)/\(file)"))
+    }
+    for key in ["ca-key.pem", "hub-key.pem", "edge-key.pem"] {
+      let attributes = try FileManager.default.attributesOfItem(atPath: "\(directory)/\(key)")
+      #expect((attributes[.posixPermissions] as? NSNumber)?.intValue == 0o600, "\(key)")
+    }
+    return directory
+  }
+
+  @Test("Two processes exchange messages both ways", arguments: ["single", "dual"])
+  func exchange(mode: String) async throws {
+    let certs = try self.makeCertificates()
+    defer { try? FileManager.default.removeItem(atPath: certs) }
+
+    let hubArguments: [String]
+    let edgeArguments: [String]
+    let common = ["--mode", mode, "--certs", certs, "--output", "json"]
+    if mode == "single" {
+      hubArguments = ["run", "--name", "hub", "--listen", "127.0.0.1:0"] + common
+      edgeArguments = []
+    } else {
+      let (hubPort, edgePort) = (try freeLoopbackPort(), try freeLoopbackPort())
+      hubArguments = ["run", "--name", "hub", "--listen", "127.0.0.1:\(hubPort)", "--connect", "edge@127.0.0.1:\(edgePort)"] + common
+      edgeArguments = ["run", "--name", "edge", "--listen", "127.0.0.1:\(edgePort)", "--connect", "hub@127.0.0.1:\(hubPort)", "--exit-on-eof"] + common
+    }
+
+    let hub = try PeerProcess(hubArguments)
+    defer { hub.terminate() }
+    let listening = try #require(await hub.event("listening"), "hub log: \(hub.log)")
+    #expect(listening["peer"] as? String == "hub")
+    let address = try #require(listening["address"] as? String)
+
+    let edge = try PeerProcess(
+      mode == "single"
+        ? ["run", "--name", "edge", "--connect", "hub@\(address)", "--exit-on-eof"] + common
+        : edgeArguments
+    )
+    defer { edge.terminate() }
+
+    #expect(await edge.event("connected", where: { $0["peer"] as? String == "hub" }) != nil, "edge log: \(edge.log)")
+    #expect(await hub.event("connected", where: { $0["peer"] as? String == "edge" }) != nil, "hub log: \(hub.log)")
+
+    edge.send("hello from edge")
+    hub.send("hello from hub")
+
+    let reply = try #require(await edge.event("reply"), "edge log: \(edge.log)")
+    #expect(reply["peer"] as? String == "hub")
+    #expect(reply["text"] as? String == "hello from edge")
+    #expect(reply["reply"] as? String == "ack from hub: hello from edge")
+    #expect((reply["rtt_ms"] as? Double ?? -1) >= 0)
+    #expect((reply["id"] as? String)?.isEmpty == false)
+
+    let request = try #require(await hub.event("request"), "hub log: \(hub.log)")
+    #expect(request["peer"] as? String == "edge")
+    #expect(request["text"] as? String == "hello from edge")
+    #expect(request["id"] as? String == reply["id"] as? String)
+
+    let hubReply = try #require(await hub.event("reply"), "hub log: \(hub.log)")
+    #expect(hubReply["peer"] as? String == "edge")
+    #expect(hubReply["reply"] as? String == "ack from edge: hello from hub")
+    let edgeRequest = try #require(await edge.event("request"))
+    #expect(edgeRequest["peer"] as? String == "hub")
+    #expect(edgeRequest["text"] as? String == "hello from hub")
+
+    // With several lines at once, every one gets its reply.
+    for n in 1 ... 20 { edge.send("line \(n)") }
+    edge.closeInput()
+    #expect(await edge.waitForExit() == 0, "edge log: \(edge.log)")
+    #expect(edge.events.filter { $0["event"] as? String == "reply" }.count == 21)
+    #expect(hub.events.filter { $0["event"] as? String == "request" }.count == 21)
+
+    // SIGTERM: the hub shuts down gracefully and exits 0.
+    hub.terminate()
+    #expect(await hub.waitForExit() == 0, "hub log: \(hub.log)")
+  }
+
+  @Test("Bad flags and files: one line on standard error, non-zero exit")
+  func badInput() throws {
+    let cases: [([String], String)] = [
+      (["run", "--name", "hub", "--mode", "single", "--listen", "127.0.0.1:0", "--certs", "/nonexistent"], "file not found: /nonexistent/ca.pem"),
+      (["run", "--name", "hub", "--mode", "single"], "needs --listen"),
+      (["run", "--name", "hub", "--mode", "single", "--listen", "127.0.0.1:x", "--insecure"], "is not a port number"),
+      (["frobnicate"], "frobnicate"),
+    ]
+    for (arguments, message) in cases {
+      let result = try PeerProcess.runToCompletion(arguments)
+      #expect(result.status != 0)
+      #expect(result.error.contains(message), "\(arguments): \(result.error)")
+      #expect(!result.error.contains("Stack dump"), "\(result.error)")
+    }
+  }
+
+  @Test("--insecure warns, and a plaintext link is named by its address")
+  func insecure() async throws {
+    let hub = try PeerProcess(["run", "--name", "hub", "--mode", "single", "--listen", "127.0.0.1:0", "--insecure", "--output", "json"])
+    defer { hub.terminate() }
+    let address = try #require(await hub.event("listening")?["address"] as? String)
+    let edge = try PeerProcess(["run", "--name", "edge", "--mode", "single", "--connect", address, "--insecure", "--output", "json", "--exit-on-eof"])
+    defer { edge.terminate() }
+    edge.send("plain")
+    edge.closeInput()
+    #expect(await edge.waitForExit() == 0, "\(edge.log)")
+    #expect(edge.log.contains("WARNING: --insecure"))
+    let connected = try #require(await edge.event("connected"))
+    #expect(connected["peer"] as? String == address)
+    #expect(connected["verified"] as? Bool == false)
+    let request = try #require(await hub.event("request"))
+    #expect((request["peer"] as? String)?.hasPrefix("127.0.0.1:") == true)
+  }
+}

@@ -1,0 +1,160 @@
+import Foundation
+import Synchronization
+
+/// A `peer-agent` process started by a test, with its standard input to write to and its JSON
+/// events (standard output) and log (standard error) collected as they come.
+final class PeerProcess: Sendable {
+  /// The `peer-agent` binary built next to the test bundle.
+  static var executable: URL {
+    get throws {
+      if let path = ProcessInfo.processInfo.environment["PEER_AGENT_BIN"] {
+        return URL(fileURLWithPath: path)
+      }
+      let testBinary = URL(fileURLWithPath: try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+      var directory = testBinary.deletingLastPathComponent()
+      // The bundle may be a directory (.xctest/…) on some platforms.
+      while directory.pathComponents.count > 1 {
+        let candidate = directory.appendingPathComponent("peer-agent")
+        if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
+        directory.deleteLastPathComponent()
+      }
+      throw CocoaError(.fileNoSuchFile, userInfo: [NSFilePathErrorKey: "peer-agent next to \(testBinary.path)"])
+    }
+  }
+
+  /// Runs `peer-agent` with `arguments` to completion; returns its exit status and output.
+  static func runToCompletion(_ arguments: [String]) throws -> (status: Int32, output: String, error: String) {
+    let process = Process()
+    process.executableURL = try Self.executable
+    process.arguments = arguments
+    let out = Pipe()
+    let err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    try process.run()
+    let output = out.fileHandleForReading.readDataToEndOfFile()
+    let error = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: output, as: UTF8.self), String(decoding: error, as: UTF8.self))
+  }
+
+  private let process: Process
+  private let input: Pipe
+  private final class Collected: Sendable {
+    let lines = Mutex<[String]>([])
+    let partial = Mutex<String>("")
+    let log = Mutex<String>("")
+  }
+
+  private let collected = Collected()
+
+  init(_ arguments: [String]) throws {
+    self.process = Process()
+    self.process.executableURL = try Self.executable
+    self.process.arguments = arguments
+    self.input = Pipe()
+    let out = Pipe()
+    let err = Pipe()
+    self.process.standardInput = self.input
+    self.process.standardOutput = out
+    self.process.standardError = err
+    let collected = self.collected
+    out.fileHandleForReading.readabilityHandler = { handle in
+      let data = handle.availableData
+      if data.isEmpty {
+        handle.readabilityHandler = nil
+        return
+      }
+      let complete: [String] = collected.partial.withLock { buffer in
+        buffer += String(decoding: data, as: UTF8.self)
+        var parts = buffer.components(separatedBy: "\n")
+        buffer = parts.removeLast()
+        return parts
+      }
+      collected.lines.withLock { $0 += complete }
+    }
+    err.fileHandleForReading.readabilityHandler = { handle in
+      let data = handle.availableData
+      if data.isEmpty {
+        handle.readabilityHandler = nil
+        return
+      }
+      collected.log.withLock { $0 += String(decoding: data, as: UTF8.self) }
+    }
+    try self.process.run()
+  }
+
+  /// The JSON events printed so far.
+  var events: [[String: any Sendable]] {
+    self.collected.lines.withLock { $0 }.compactMap { line in
+      (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: any Sendable]
+    }
+  }
+
+  var log: String { self.collected.log.withLock { $0 } }
+
+  /// Waits up to `timeout` for an event matching `predicate`.
+  func wait(
+    timeout: Duration = .seconds(20),
+    for predicate: ([String: any Sendable]) -> Bool
+  ) async -> [String: any Sendable]? {
+    let deadline = ContinuousClock.now.advanced(by: timeout)
+    while ContinuousClock.now < deadline {
+      if let event = self.events.first(where: predicate) { return event }
+      try? await Task.sleep(for: .milliseconds(25))
+    }
+    return nil
+  }
+
+  func event(_ name: String, timeout: Duration = .seconds(20), where test: @escaping ([String: any Sendable]) -> Bool = { _ in true }) async -> [String: any Sendable]? {
+    await self.wait(timeout: timeout) { $0["event"] as? String == name && test($0) }
+  }
+
+  func send(_ line: String) {
+    self.input.fileHandleForWriting.write(Data((line + "\n").utf8))
+  }
+
+  func closeInput() {
+    try? self.input.fileHandleForWriting.close()
+  }
+
+  func terminate() {
+    if self.process.isRunning { self.process.terminate() }
+  }
+
+  /// Waits up to `timeout` for the process to exit; returns its status, or `nil` (and kills it).
+  func waitForExit(timeout: Duration = .seconds(20)) async -> Int32? {
+    let deadline = ContinuousClock.now.advanced(by: timeout)
+    while self.process.isRunning && ContinuousClock.now < deadline {
+      try? await Task.sleep(for: .milliseconds(25))
+    }
+    if self.process.isRunning {
+      kill(self.process.processIdentifier, SIGKILL)
+      return nil
+    }
+    return self.process.terminationStatus
+  }
+
+  deinit {
+    if self.process.isRunning { kill(self.process.processIdentifier, SIGKILL) }
+  }
+}
+
+/// A free TCP port on 127.0.0.1 (bound to 0, read, released).
+func freeLoopbackPort() throws -> Int {
+  let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+  defer { close(fd) }
+  var address = sockaddr_in()
+  address.sin_family = sa_family_t(AF_INET)
+  address.sin_port = 0
+  address.sin_addr.s_addr = inet_addr("127.0.0.1")
+  let bound = withUnsafePointer(to: &address) {
+    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+  }
+  guard bound == 0 else { throw POSIXError(.EADDRINUSE) }
+  var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+  _ = withUnsafeMutablePointer(to: &address) {
+    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+  }
+  return Int(UInt16(bigEndian: address.sin_port))
+}
