@@ -43,7 +43,7 @@ public struct DevelopmentCertificates: Sendable {
   ///   - validity: How long the CA certificate is valid, from now.
   /// - Returns: The CA, ready to ``issue(name:notValidBefore:notValidAfter:)`` certificates.
   public static func makeAuthority(
-    name: String = "PeerAgent development CA",
+    name: String = "PeerAgent development CA \(String(UInt32.random(in: .min ... .max), radix: 16))",
     validity: TimeInterval = 10 * 365 * 24 * 3600
   ) throws -> Self {
     let key = P256.Signing.PrivateKey()
