@@ -159,6 +159,7 @@ public final class Peer: Sendable {
 
   private func runLinks() async throws {
     let failure = LockedBox<(any Error)?>(nil)
+    let serverStopped = LockedBox(false)
     try await withThrowingDiscardingTaskGroup { group in
       var server: GRPCServer<HTTP2ServerTransport.Posix>?
       if let listen = self.config.listen {
@@ -166,6 +167,7 @@ public final class Peer: Sendable {
         let grpcServer = GRPCServer(transport: transport, services: [ContactService(peer: self)])
         server = grpcServer
         group.addTask {
+          defer { serverStopped.withLock { $0 = true } }
           do {
             try await grpcServer.serve()
           } catch {
@@ -209,6 +211,14 @@ public final class Peer: Sendable {
         self.emit(.disconnected(peer: route.identity, link: route.kind, reason: "shutdown"))
       }
       server?.beginGracefulShutdown()
+      if graceful, server != nil {
+        // Let streams the remotes are closing finish (a last reply, a half-close) before
+        // cancelling what is left.
+        let deadline = ContinuousClock.now.advanced(by: .seconds(1))
+        while !serverStopped.current, ContinuousClock.now < deadline {
+          try? await Task.sleep(for: .milliseconds(10))
+        }
+      }
       group.cancelAll()
     }
     if let error = failure.current {
@@ -324,10 +334,16 @@ public final class Peer: Sendable {
     self.emit(.connected(peer: route.identity, link: route.kind))
   }
 
-  /// Ends `route`: fails its waiting requests and, if it was current, says the peer is gone.
+  /// Ends `route`: fails its waiting requests (unless their replies may still come on an open
+  /// `tellResult`) and, if it was current, says the peer is gone.
   func detach(_ route: OutboundRoute, reason: String) {
-    route.close(with: route.disconnectedError)
-    if self.registry.remove(route) {
+    let (wasCurrent, lingers) = self.registry.remove(route)
+    if lingers {
+      route.finishOutgoing()
+    } else {
+      route.close(with: route.disconnectedError)
+    }
+    if wasCurrent {
       self.logger(for: route.identity).info(
         "disconnected",
         metadata: ["link.kind": "\(route.kind)", "reason": "\(reason)"]

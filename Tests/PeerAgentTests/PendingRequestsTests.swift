@@ -11,7 +11,9 @@ struct PendingRequestsTests {
   ) -> Task<ReplyBody, any Error> {
     Task {
       try await withCheckedThrowingContinuation { continuation in
-        _ = pending.register(id: id, deadline: deadline, continuation: continuation)
+        if pending.register(id: id, deadline: deadline, continuation: continuation) {
+          pending.markWritten(id: id)
+        }
       }
     }
   }
@@ -53,6 +55,31 @@ struct PendingRequestsTests {
     #expect(replies.map(\.text) == ["zero", "one", "two", "three", "four"])
     #expect(replies.map(\.id) == ["r0", "r1", "r2", "r3", "r4"])
     #expect(!pending.resolve(ReplyBody(id: "", text: "nobody waits")))
+  }
+
+  @Test("Replies without an id follow the order requests were written, not registered")
+  func matchesInWireOrder() async throws {
+    let pending = PendingRequests()
+    let deadline = ContinuousClock.now.advanced(by: .seconds(10))
+    let first = Task {
+      try await withCheckedThrowingContinuation { continuation in
+        _ = pending.register(id: "first", deadline: deadline, continuation: continuation)
+      }
+    }
+    await self.waitForCount(pending, 1)
+    let second = Task {
+      try await withCheckedThrowingContinuation { continuation in
+        _ = pending.register(id: "second", deadline: deadline, continuation: continuation)
+      }
+    }
+    await self.waitForCount(pending, 2)
+    // Two concurrent senders: the second reached the stream first.
+    pending.markWritten(id: "second")
+    pending.markWritten(id: "first")
+    pending.resolve(ReplyBody(id: "", text: "answer to the first written"))
+    pending.resolve(ReplyBody(id: "", text: "answer to the second written"))
+    #expect(try await second.value.text == "answer to the first written")
+    #expect(try await first.value.text == "answer to the second written")
   }
 
   @Test("Overdue requests fail, others keep waiting")

@@ -18,6 +18,9 @@ final class LinkRegistry: Sendable {
     var live: [ObjectIdentifier: OutboundRoute] = [:]
     var waiters: [Int: Waiter] = [:]
     var nextWaiter = 0
+    /// Open `tellResult` streams per remote name: while one is open, a `getTask` route that
+    /// ended keeps its waiting requests, since their replies may still come on it.
+    var replyStreams: [String: Int] = [:]
     var closedWith: (any Error)?
   }
 
@@ -60,22 +63,52 @@ final class LinkRegistry: Sendable {
     return replaced
   }
 
-  /// Removes `route` if it is still the current one for its peer. Returns whether it was.
-  func remove(_ route: OutboundRoute) -> Bool {
+  /// Removes `route` from the current routes, if it is still current.
+  ///
+  /// - Returns: `wasCurrent`: whether it was (the peer is now disconnected); `lingers`:
+  ///   whether its waiting requests should stay, because a `tellResult` stream of the same peer
+  ///   is still open and may yet carry their replies.
+  func remove(_ route: OutboundRoute) -> (wasCurrent: Bool, lingers: Bool) {
     self.state.withLock { state in
-      state.live.removeValue(forKey: ObjectIdentifier(route))
-      if state.routes[route.identity.name] === route {
-        state.routes.removeValue(forKey: route.identity.name)
-        return true
+      let name = route.identity.name
+      let lingers = route.kind == .getTask && state.replyStreams[name, default: 0] > 0
+      if !lingers {
+        state.live.removeValue(forKey: ObjectIdentifier(route))
       }
-      return false
+      if state.routes[name] === route {
+        state.routes.removeValue(forKey: name)
+        return (true, lingers)
+      }
+      return (false, lingers)
     }
   }
 
-  /// The route to the peer that answers on `key` (replies on `tellResult`).
-  func route(forKey key: String, kind: LinkKind) -> OutboundRoute? {
+  /// A `tellResult` stream from `name` opened.
+  func openReplyStream(from name: String) {
+    self.state.withLock { $0.replyStreams[name, default: 0] += 1 }
+  }
+
+  /// A `tellResult` stream from `name` closed. Returns the ended `getTask` routes whose
+  /// waiting requests can no longer be answered (the caller fails them).
+  func closeReplyStream(from name: String) -> [OutboundRoute] {
     self.state.withLock { state in
-      state.routes.values.first { $0.key == key && $0.kind == kind }
+      let open = state.replyStreams[name, default: 1] - 1
+      state.replyStreams[name] = open > 0 ? open : nil
+      guard open <= 0 else { return [] }
+      let ended = state.live.values.filter {
+        $0.kind == .getTask && $0.identity.name == name && state.routes[name] !== $0
+      }
+      for route in ended { state.live.removeValue(forKey: ObjectIdentifier(route)) }
+      return ended
+    }
+  }
+
+  /// The route whose requests a reply on `tellResult` from `name` answers: the current
+  /// `getTask` route, else one that ended but still has requests waiting.
+  func replyRoute(from name: String) -> OutboundRoute? {
+    self.state.withLock { state in
+      if let current = state.routes[name], current.kind == .getTask { return current }
+      return state.live.values.first { $0.kind == .getTask && $0.identity.name == name && $0.pending.count > 0 }
     }
   }
 

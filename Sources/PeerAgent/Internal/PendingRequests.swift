@@ -9,7 +9,8 @@ struct ReplyBody: Sendable, Hashable {
 }
 
 /// The requests one link has sent and not yet seen answered, and the matching of replies to
-/// them: by id, or — for a reply without one, from an older peer — in order, oldest first.
+/// them: by id, or — for a reply without one, from an older peer — in the order they were
+/// written, oldest first.
 ///
 /// Every entry has a deadline; ``expire(now:)`` fails the overdue ones, so a caller never
 /// hangs. ``close(with:)`` fails everything still waiting and refuses new entries.
@@ -23,7 +24,8 @@ final class PendingRequests: Sendable {
 
   private struct State {
     var entries: [String: Entry] = [:]
-    /// Ids in the order they were sent; may hold ids already answered (skipped lazily).
+    /// Ids in the order they were written to the stream; may hold ids already answered
+    /// (skipped lazily). Replies without an id answer these in order.
     var order: [String] = []
     var head = 0
     var closedWith: (any Error)?
@@ -65,7 +67,6 @@ final class PendingRequests: Sendable {
         return PeerAgentError(code: .invalidConfiguration, message: "request id '\(id)' is already waiting")
       }
       state.entries[id] = Entry(continuation: continuation, deadline: deadline)
-      state.order.append(id)
       return nil
     }
     if let refusal {
@@ -73,6 +74,13 @@ final class PendingRequests: Sendable {
       return false
     }
     return true
+  }
+
+  /// Records that request `id` is being written to the stream now. The wire order, not the
+  /// order callers registered in (concurrent callers race), is what a peer answering without
+  /// ids follows.
+  func markWritten(id: String) {
+    self.state.withLock { $0.order.append(id) }
   }
 
   /// Matches a reply to its request: by id, or the oldest waiting when the reply has no id.

@@ -44,6 +44,7 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
       do {
         try await withRPCCancellationHandler {
           for await outgoing in route.outgoing {
+            route.pending.markWritten(id: outgoing.id)
             var message = Contact_ServerMsg()
             message.task = outgoing.text
             message.id = outgoing.id
@@ -69,10 +70,15 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
     let identity = try self.peer.identity(of: context)
     let peer = self.peer
     return StreamingServerResponse { writer in
+      peer.registry.openReplyStream(from: identity.name)
+      defer {
+        for ended in peer.registry.closeReplyStream(from: identity.name) {
+          ended.close(with: ended.disconnectedError)
+        }
+      }
       for try await result in request.messages {
         let reply = ReplyBody(result)
-        guard let route = peer.registry.route(forKey: identity.name, kind: .getTask),
-          route.pending.resolve(reply)
+        guard let route = peer.registry.replyRoute(from: identity.name), route.pending.resolve(reply)
         else {
           peer.logger(for: identity).notice(
             "a reply on tellResult matched no waiting request",

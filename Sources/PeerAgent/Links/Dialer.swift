@@ -84,28 +84,31 @@ struct Dialer {
             try await contact.sendStatus(
               options: options,
               requestProducer: { writer in
-                for await route in routes {
-                  for await outgoing in route.outgoing {
-                    var message = Contact_ClientMsg()
-                    message.msg = outgoing.text
-                    message.id = outgoing.id
-                    try await writer.write(message)
-                  }
-                  break
+                // The stream is open, so the TLS handshake is done and the listener's identity
+                // known. Attach now, not when response headers arrive: a server may send those
+                // only with its first reply (grpcio's generator handlers do).
+                let identity = self.identity(diagnostics)
+                let route = OutboundRoute(identity: identity, kind: .sendStatus, key: identity.name)
+                routeContinuation.yield(route)
+                routeContinuation.finish()
+                connected.withLock { $0 = true }
+                self.peer.attach(route)
+                for await outgoing in route.outgoing {
+                  route.pending.markWritten(id: outgoing.id)
+                  var message = Contact_ClientMsg()
+                  message.msg = outgoing.text
+                  message.id = outgoing.id
+                  try await writer.write(message)
                 }
               }
             ) { response in
-              let identity = self.identity(diagnostics)
-              let route = OutboundRoute(identity: identity, kind: .sendStatus, key: identity.name)
-              routeContinuation.yield(route)
-              routeContinuation.finish()
-              connected.withLock { $0 = true }
-              self.peer.attach(route)
+              if case .failure(let error) = response.accepted { throw error }
+              guard let route = await routes.first(where: { _ in true }) else { return }
               var reason = "the remote closed sendStatus"
               do {
                 for try await result in response.messages {
                   if !route.pending.resolve(ReplyBody(result)) {
-                    self.peer.logger(for: identity).notice(
+                    self.peer.logger(for: route.identity).notice(
                       "a reply on sendStatus matched no waiting request",
                       metadata: ["id": "\(result.id)"]
                     )
