@@ -1,0 +1,85 @@
+import Foundation
+
+/// What /proc says about a process: CPU time, peak memory, open files and TCP connections.
+struct ProcessStats: Codable, Sendable {
+  /// User + system CPU seconds since the process started.
+  var cpuSeconds: Double
+  /// Peak resident set size, in KiB (VmHWM).
+  var peakRSSKiB: Int
+  /// Open file descriptors.
+  var openFiles: Int
+  /// Established TCP connections owned by the process.
+  var connections: Int
+
+  static func read(pid: Int32) -> ProcessStats? {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+      let close = stat.lastIndex(of: ")")
+    else { return nil }
+    // Fields after "comm)": state is field 3; utime 14, stime 15 (1-based).
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    guard fields.count > 13, let utime = Double(fields[11]), let stime = Double(fields[12]) else { return nil }
+    let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+    var peak = 0
+    if let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) {
+      for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+        peak = Int(line.split(separator: " ").dropFirst().first.map(String.init) ?? "") ?? 0
+      }
+    }
+    let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
+    var sockets = Set<String>()
+    for fd in fds {
+      if let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(fd)"),
+        target.hasPrefix("socket:[")
+      {
+        sockets.insert(String(target.dropFirst(8).dropLast()))
+      }
+    }
+    var established = 0
+    for table in ["/proc/\(pid)/net/tcp", "/proc/\(pid)/net/tcp6"] {
+      guard let text = try? String(contentsOfFile: table, encoding: .utf8) else { continue }
+      for line in text.split(separator: "\n").dropFirst() {
+        let columns = line.split(separator: " ")
+        // st == 01 is ESTABLISHED; column 9 is the inode.
+        if columns.count > 9, columns[3] == "01", sockets.contains(String(columns[9])) {
+          established += 1
+        }
+      }
+    }
+    return ProcessStats(
+      cpuSeconds: (utime + stime) / ticks,
+      peakRSSKiB: peak,
+      openFiles: fds.count,
+      connections: established
+    )
+  }
+}
+
+/// Latency percentiles, exact: the bench keeps every sample (counts are bounded).
+struct LatencySummary: Codable, Sendable {
+  var count: Int
+  var p50: Double
+  var p90: Double
+  var p99: Double
+  var p999: Double
+  var max: Double
+  /// Up to 200 points of the CDF: (latency µs, fraction ≤).
+  var cdf: [[Double]]
+
+  init(microseconds samples: [Double]) {
+    let sorted = samples.sorted()
+    func at(_ q: Double) -> Double {
+      guard !sorted.isEmpty else { return 0 }
+      let index = Swift.min(sorted.count - 1, Swift.max(0, Int((q * Double(sorted.count)).rounded(.up)) - 1))
+      return sorted[index]
+    }
+    self.count = sorted.count
+    self.p50 = at(0.5)
+    self.p90 = at(0.9)
+    self.p99 = at(0.99)
+    self.p999 = at(0.999)
+    self.max = sorted.last ?? 0
+    let step = Swift.max(1, sorted.count / 200)
+    self.cdf = stride(from: 0, to: sorted.count, by: step).map { [sorted[$0], Double($0 + 1) / Double(sorted.count)] }
+    if let last = sorted.last { self.cdf.append([last, 1]) }
+  }
+}

@@ -1,0 +1,276 @@
+"""Runs the article's programs (grpcio) against peer-agent, in both roles and both modes, and
+checks that every task, acknowledgement and reply arrives once, matched to its own request.
+
+Called by scripts/interop.sh, which prepares the virtual environment, the stubs and the
+certificates. Prints one line per scenario and `N passed, N failed` at the end.
+"""
+import argparse
+import json
+import os
+import queue
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PeerAgent:
+    """A `peer-agent run` process: JSON events from its stdout, lines to its stdin."""
+
+    def __init__(self, binary, args, log_path):
+        self.log = open(log_path, "w")
+        self.proc = subprocess.Popen([binary, "run", "--output", "json", "--log-level", "notice"] + args,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.log, text=True, bufsize=1)
+        self.events = []
+        self.lock = threading.Lock()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            with self.lock:
+                self.events.append(event)
+
+    def of(self, name):
+        with self.lock:
+            return [e for e in self.events if e.get("event") == name]
+
+    def wait_for(self, name, count=1, timeout=60, where=lambda e: True):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            matching = [e for e in self.of(name) if where(e)]
+            if len(matching) >= count:
+                return matching
+            if self.proc.poll() is not None and name != "exit":
+                break
+            time.sleep(0.05)
+        return [e for e in self.of(name) if where(e)]
+
+    def send_lines(self, lines, close=False):
+        for line in lines:
+            self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        if close:
+            self.proc.stdin.close()
+
+    def stop(self, timeout=20):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return None
+
+
+class Python:
+    def __init__(self, python, script, args, log_path):
+        self.log_path = log_path
+        self.log = open(log_path, "w")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen([python, os.path.join(HERE, script)] + args,
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=env)
+
+    def wait(self, timeout):
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return None
+
+    def summary(self):
+        with open(self.log_path) as f:
+            lines = [l.strip() for l in f if l.startswith("PASS ") or l.startswith("FAIL ")]
+        return lines[-1] if lines else "(no summary)"
+
+
+class Run:
+    def __init__(self, args):
+        self.args = args
+        self.passed = 0
+        self.failed = 0
+        self.tls = args.security == "mtls"
+
+    def check(self, scenario, ok, detail):
+        status = "ok  " if ok else "FAIL"
+        print(f"{status} [{self.args.security}] {scenario}: {detail}", flush=True)
+        if ok:
+            self.passed += 1
+        else:
+            self.failed += 1
+
+    def log(self, name):
+        return os.path.join(self.args.logs, f"{self.args.security}-{name}.log")
+
+    def peer_tls(self, name):
+        return ["--certs", self.args.certs] if self.tls else ["--insecure"]
+
+    def py_tls(self, name, server_name=None, certs=None):
+        if not self.tls:
+            return ["--insecure"]
+        certs = certs or self.args.certs
+        flags = ["--ca", os.path.join(self.args.certs, "ca.pem"),
+                 "--cert", os.path.join(certs, f"{name}.pem"),
+                 "--key", os.path.join(certs, f"{name}-key.pem")]
+        if server_name:
+            flags += ["--server-name", server_name]
+        return flags
+
+    # 1. the article's client against a single-channel peer-agent listener
+    def article_client(self):
+        n, m = self.args.tasks, 15
+        hub = PeerAgent(self.args.peer_agent, ["--name", "hub", "--mode", "single",
+                                               "--listen", "127.0.0.1:0", "--exit-on-eof",
+                                               "--request-timeout", "120"] + self.peer_tls("hub"),
+                        self.log("hub-vs-article-client"))
+        listening = hub.wait_for("listening", timeout=30)
+        if not listening:
+            hub.stop()
+            return self.check("article client -> peer-agent listener", False, "the hub did not listen")
+        address = listening[0]["address"]
+        client = Python(self.args.python, "contact_client.py",
+                        ["--address", address, "--tasks", str(n), "--status", str(m), "--quiet",
+                         "--timeout", "120"] + self.py_tls("article-client", "hub"),
+                        self.log("article-client"))
+        tasks = [f"task {i}" for i in range(n)]
+        hub.send_lines(tasks, close=True)
+        client_status = client.wait(timeout=180)
+        hub_status = hub.proc.wait(timeout=180)
+        replies = hub.of("reply")
+        texts = [r["text"] for r in replies]
+        matched = all(r["reply"] == f"客户端接收到任务:{r['text']}" for r in replies)
+        requests = hub.of("request")
+        expected_peer = "article-client" if self.tls else None
+        from_client = all((expected_peer is None) or r["peer"] == expected_peer for r in requests)
+        ok = (client_status == 0 and hub_status == 0 and len(replies) == n
+              and sorted(texts) == sorted(tasks) and len(set(r["id"] for r in replies)) == n
+              and matched and len(requests) == m and from_client and not hub.of("error"))
+        self.check("article client -> peer-agent listener", ok,
+                   f"{len(replies)}/{n} tasks pushed on getTask and acknowledged on tellResult, "
+                   f"matched={matched}; {len(requests)}/{m} sendStatus answered; "
+                   f"hub exit {hub_status}; client: {client.summary()}")
+
+    # 2. a peer-agent dialer against the article's server
+    def article_server(self):
+        n, m = self.args.tasks, 50
+        port = free_port()
+        server = Python(self.args.python, "contact_server.py",
+                        ["--address", f"127.0.0.1:{port}", "--tasks", str(n), "--status", str(m),
+                         "--quiet", "--timeout", "120"] + self.py_tls("article-server"),
+                        self.log("article-server"))
+        target = f"article-server@127.0.0.1:{port}" if self.tls else f"127.0.0.1:{port}"
+        edge = PeerAgent(self.args.peer_agent, ["--name", "edge", "--mode", "single", "--connect", target,
+                                                "--request-timeout", "120"] + self.peer_tls("edge"),
+                         self.log("edge-vs-article-server"))
+        statuses = [f"status {i}" for i in range(m)]
+        edge.send_lines(statuses)
+        server_status = server.wait(timeout=180)
+        edge.wait_for("reply", count=m, timeout=30)
+        edge_status = edge.stop()
+        requests = edge.of("request")
+        replies = edge.of("reply")
+        tasks_in_order = [r["text"] for r in requests] == [f"任务:{i}" for i in range(n)]
+        matched = all(r["reply"] == f"服务端接收到消息:{r['text']}" for r in replies)
+        ok = (server_status == 0 and edge_status == 0 and len(requests) == n and tasks_in_order
+              and len(replies) == m and matched and sorted(r["text"] for r in replies) == sorted(statuses))
+        self.check("peer-agent dialer -> article server", ok,
+                   f"{len(requests)}/{n} tasks received in order and acknowledged; "
+                   f"{len(replies)}/{m} sendStatus replies matched={matched}; edge exit {edge_status}; "
+                   f"server: {server.summary()}")
+
+    # 3. dual-channel: a grpcio peer (server + client) and peer-agent --mode dual
+    def dual(self):
+        n = self.args.tasks
+        hub_port, py_port = free_port(), free_port()
+        target = f"dual-peer@127.0.0.1:{py_port}" if self.tls else f"127.0.0.1:{py_port}"
+        hub = PeerAgent(self.args.peer_agent, ["--name", "hub", "--mode", "dual",
+                                               "--listen", f"127.0.0.1:{hub_port}", "--connect", target,
+                                               "--request-timeout", "120"] + self.peer_tls("hub"),
+                        self.log("hub-dual"))
+        peer = Python(self.args.python, "dual_peer.py",
+                      ["--listen", f"127.0.0.1:{py_port}", "--connect", f"127.0.0.1:{hub_port}",
+                       "--requests", str(n), "--expect", str(n), "--timeout", "120"]
+                      + self.py_tls("dual-peer", "hub"), self.log("dual-peer"))
+        lines = [f"dual hub {i}" for i in range(n)]
+        hub.send_lines(lines)
+        peer_status = peer.wait(timeout=180)
+        hub.wait_for("reply", count=n, timeout=30)
+        hub_status = hub.stop()
+        replies = hub.of("reply")
+        requests = hub.of("request")
+        matched = all(r["reply"] == f"服务端接收到消息:{r['text']}" for r in replies)
+        ok = (peer_status == 0 and hub_status == 0 and len(replies) == n and matched
+              and sorted(r["text"] for r in replies) == sorted(lines) and len(requests) == n
+              and [r["text"] for r in requests] == [f"dual {i}" for i in range(n)])
+        self.check("dual-channel: grpcio peer <-> peer-agent", ok,
+                   f"peer-agent -> grpcio {len(replies)}/{n} replies matched={matched}; "
+                   f"grpcio -> peer-agent {len(requests)}/{n} requests; hub exit {hub_status}; "
+                   f"grpcio: {peer.summary()}")
+
+    # Wrong set-ups: refused, and peer-agent says why
+    def refusals(self):
+        cases = [
+            ("a grpcio client without a certificate", ["--ca", os.path.join(self.args.certs, "ca.pem"),
+                                                      "--server-name", "hub"], "no client certificate"),
+            ("a grpcio client with a certificate from another CA",
+             self.py_tls("intruder", "hub", certs=self.args.other_certs), "does not chain to the configured CA"),
+        ]
+        for name, flags, reason in cases:
+            hub = PeerAgent(self.args.peer_agent, ["--name", "hub", "--mode", "single",
+                                                   "--listen", "127.0.0.1:0"] + self.peer_tls("hub"),
+                            self.log("hub-refusal"))
+            listening = hub.wait_for("listening", timeout=30)
+            address = listening[0]["address"] if listening else "127.0.0.1:1"
+            client = Python(self.args.python, "contact_client.py",
+                            ["--address", address, "--tasks", "1", "--status", "1", "--quiet",
+                             "--timeout", "10"] + flags, self.log("refused-client"))
+            client_status = client.wait(timeout=30)
+            errors = hub.wait_for("error", timeout=10, where=lambda e: reason in e.get("message", ""))
+            hub.stop()
+            ok = client_status not in (0, None) and bool(errors) and not hub.of("request")
+            self.check(f"refused: {name}", ok,
+                       f"client exit {client_status}; peer-agent: "
+                       f"{errors[0]['message'] if errors else 'no matching error event'}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--peer-agent", required=True)
+    parser.add_argument("--python", required=True)
+    parser.add_argument("--certs", required=True)
+    parser.add_argument("--other-certs", required=True)
+    parser.add_argument("--logs", required=True)
+    parser.add_argument("--tasks", type=int, default=1000)
+    parser.add_argument("--security", choices=["mtls", "plaintext"], action="append")
+    args = parser.parse_args()
+    passed = failed = 0
+    for security in args.security or ["mtls", "plaintext"]:
+        args.security = security
+        run = Run(args)
+        run.article_client()
+        run.article_server()
+        run.dual()
+        if run.tls:
+            run.refusals()
+        passed += run.passed
+        failed += run.failed
+    print(f"{passed} passed, {failed} failed")
+    sys.exit(0 if failed == 0 else 1)
+
+
+if __name__ == "__main__":
+    main()
