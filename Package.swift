@@ -75,6 +75,11 @@ let targets: [Target] = [
     name: "peer-agent",
     dependencies: [
       .target(name: "PeerAgent"),
+      // The bench's raw baseline: plain grpc-swift-2 on the generated stubs.
+      .target(name: "ContactProto"),
+      .product(name: "GRPCCore", package: "grpc-swift-2"),
+      .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+      .product(name: "SwiftProtobuf", package: "swift-protobuf"),
       .product(name: "ArgumentParser", package: "swift-argument-parser"),
       .product(name: "Logging", package: "swift-log"),
       .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -32,6 +32,8 @@ extension Peer {
     public var reconnect: Reconnect
     /// How the peer shuts down.
     public var shutdown: Shutdown
+    /// HTTP/2 transport tuning, for the listener and the dialers alike.
+    public var transport: Transport
 
     /// Creates a configuration; see ``defaults(mode:configure:)`` for the usual way.
     public init(
@@ -42,7 +44,8 @@ extension Peer {
       security: Security,
       requests: Requests,
       reconnect: Reconnect,
-      shutdown: Shutdown
+      shutdown: Shutdown,
+      transport: Transport
     ) {
       self.name = name
       self.mode = mode
@@ -52,11 +55,12 @@ extension Peer {
       self.requests = requests
       self.reconnect = reconnect
       self.shutdown = shutdown
+      self.transport = transport
     }
 
     /// The defaults: no listener, nothing to dial, **plaintext** until you set ``security``
     /// (the command line requires mutual TLS unless `--insecure`), ``Requests/defaults``,
-    /// ``Reconnect/defaults``, ``Shutdown/defaults``.
+    /// ``Reconnect/defaults``, ``Shutdown/defaults``, ``Transport/defaults``.
     public static func defaults(
       mode: Mode,
       configure: (_ config: inout Self) -> Void = { _ in }
@@ -69,7 +73,8 @@ extension Peer {
         security: .plaintext,
         requests: .defaults,
         reconnect: .defaults,
-        shutdown: .defaults
+        shutdown: .defaults,
+        transport: .defaults
       )
       configure(&config)
       return config
@@ -194,5 +199,36 @@ extension Peer.Config {
 
     /// `gracePeriod` 5 seconds.
     public static var defaults: Self { Self(gracePeriod: .seconds(5)) }
+  }
+}
+
+extension Peer.Config {
+  /// HTTP/2 transport tuning.
+  public struct Transport: Sendable, Hashable {
+    /// Flush coalescing: how long a write may wait for others to share one flush, and how many
+    /// bytes it may gather; `nil` disables coalescing.
+    public struct FlushCoalescing: Sendable, Hashable {
+      public var maximumDelay: Duration
+      public var maximumBytes: Int
+
+      public init(maximumDelay: Duration, maximumBytes: Int) {
+        self.maximumDelay = maximumDelay
+        self.maximumBytes = maximumBytes
+      }
+    }
+
+    /// Flush coalescing on every connection; `nil` disables it.
+    public var flushCoalescing: FlushCoalescing?
+
+    public init(flushCoalescing: FlushCoalescing?) {
+      self.flushCoalescing = flushCoalescing
+    }
+
+    /// Flush coalescing with no delay and up to 64 KiB: writes made together still share a
+    /// flush, but a lone request or reply is never held back. grpc-swift-nio-transport's own
+    /// default waits up to 100 µs, which a ping-pong round trip pays on both sides.
+    public static var defaults: Self {
+      Self(flushCoalescing: FlushCoalescing(maximumDelay: .zero, maximumBytes: 64 * 1024))
+    }
   }
 }

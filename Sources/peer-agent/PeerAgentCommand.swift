@@ -12,7 +12,7 @@ struct PeerAgentCommand: AsyncParsableCommand {
       then start two peers with `peer-agent run` (single-channel: one listens, one dials; \
       dual-channel: both listen and both dial).
       """,
-    subcommands: [Run.self, Certs.self, Demo.self]
+    subcommands: [Run.self, Certs.self, Demo.self, Bench.self, BenchWorker.self]
   )
 
   /// Runs the command and turns every error into one line on standard error and a non-zero

@@ -55,6 +55,7 @@ struct ConfigurationTests {
     #expect(config.shutdown.gracePeriod == .seconds(5))
     #expect(config.reconnect == .init(initialBackoff: .milliseconds(100), maximumBackoff: .seconds(5), multiplier: 2, jitter: 0.2))
     #expect(!config.security.isMutualTLS)
+    #expect(config.transport.flushCoalescing == .init(maximumDelay: .zero, maximumBytes: 65536))
   }
 
   @Test("Backoff grows, is capped, and is jittered downwards")

@@ -43,7 +43,11 @@ extension Peer {
       self.logger.warning("refused connection", metadata: ["remote": "\(remote)", "reason": "\(reason)"])
       self.emit(.refused(remote: remote, reason: reason))
     }
+    let flushCoalescing = self.config.transport.flushCoalescing
     let config = HTTP2ServerTransport.Posix.Config.defaults { config in
+      config.connection.flushCoalescing = flushCoalescing.map {
+        .init(maxFlushDelay: $0.maximumDelay, maxBytes: $0.maximumBytes)
+      }
       config.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
         channel.eventLoop.makeCompletedFuture {
           let observer = ListenerConnectionObserver(failures: failures, report: report)
@@ -121,7 +125,11 @@ extension Peer {
     }
 
     let isTLS = self.material != nil
+    let flushCoalescing = self.config.transport.flushCoalescing
     let config = HTTP2ClientTransport.Posix.Config.defaults { config in
+      config.connection.flushCoalescing = flushCoalescing.map {
+        .init(maxFlushDelay: $0.maximumDelay, maxBytes: $0.maximumBytes)
+      }
       config.channelDebuggingCallbacks.onCreateTCPConnection = { channel in
         channel.eventLoop.makeCompletedFuture {
           let observer = DialerConnectionObserver(diagnostics: diagnostics)

@@ -1,0 +1,152 @@
+import ArgumentParser
+import Foundation
+import PeerAgent
+
+struct Bench: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Compare single- and dual-channel mode with raw grpc-swift-2, in the same run.",
+    discussion: """
+      Runs the same workloads in each mode and each direction (dialer-to-listener and \
+      listener-to-dialer): ping-pong (one request in flight: latency), pipelined (a window of \
+      requests in flight: throughput) for each payload size, fan-out (one listener sending to \
+      many dialers by identity) and recovery (time from a listener restart to the first \
+      successful reply). Each side is a separate peer-agent process. `raw` is the baseline: \
+      the same Contact traffic with plain grpc-swift-2 calls on the generated stubs, the same \
+      transport and TLS, and no PeerAgent logic; the table gives PeerAgent ÷ raw.
+
+      Build in release mode for real figures: swift run -c release peer-agent bench
+      """
+  )
+
+  @Flag(help: "A first look in under a minute: fewer requests, one repeat, small payloads, 10 dialers for fan-out.")
+  var quick = false
+
+  @Option(help: "Repeats per cell (min/median/max are reported).")
+  var repeats: Int?
+
+  @Option(help: "Requests in flight for pipelined loads.")
+  var window: Int = 64
+
+  @Option(help: ArgumentHelp("Payload sizes in bytes for pipelined loads.", valueName: "B,B,…"))
+  var payloads: String?
+
+  @Option(help: "Dialers for the fan-out workload.")
+  var fanout: Int?
+
+  @Option(help: "Requests per ping-pong repeat.")
+  var pingPongRequests: Int?
+
+  @Option(help: "Requests per pipelined repeat.")
+  var pipelinedRequests: Int?
+
+  @Option(help: ArgumentHelp("Modes to run.", valueName: "raw,single,dual"))
+  var modes: String = "raw,single,dual"
+
+  @Flag(help: "Plaintext instead of mutual TLS.")
+  var insecure = false
+
+  @Option(help: ArgumentHelp(
+    "Directory of the interop environment with grpcio (made by scripts/interop.sh); the grpcio cells are skipped when it is missing.",
+    valueName: "DIR"
+  ))
+  var grpcio: String = ".build/interop"
+
+  @Flag(help: "Skip the grpcio cells.")
+  var noGrpcio = false
+
+  @Option(help: ArgumentHelp("Write every figure as JSON to FILE.", valueName: "FILE"))
+  var json: String?
+
+  @Option(help: ArgumentHelp("Write a Markdown report with SVG charts to DIR.", valueName: "DIR"))
+  var report: String?
+
+  func validate() throws {
+    let modes = self.modes.split(separator: ",").map(String.init)
+    guard !modes.isEmpty, modes.allSatisfy({ ["raw", "single", "dual"].contains($0) }) else {
+      throw ValidationError("--modes takes raw, single and dual, comma-separated")
+    }
+    if let payloads = self.payloads {
+      guard payloads.split(separator: ",").allSatisfy({ Int($0).map { (1 ... 4_000_000).contains($0) } ?? false }) else {
+        throw ValidationError("--payloads takes sizes in bytes (1 to 4000000), comma-separated")
+      }
+    }
+    guard self.window >= 1, (self.repeats ?? 1) >= 1, (self.fanout ?? 1) >= 1 else {
+      throw ValidationError("--window, --repeats and --fanout must be at least 1")
+    }
+  }
+
+  func run() async throws {
+    let plan = BenchPlan(
+      quick: self.quick,
+      repeats: self.repeats ?? (self.quick ? 1 : 3),
+      window: self.window,
+      payloads: self.payloads.map { $0.split(separator: ",").compactMap { Int($0) } } ?? (self.quick ? [16, 1024] : [16, 1024, 65536]),
+      fanout: self.fanout ?? (self.quick ? 10 : 100),
+      pingPong: self.pingPongRequests ?? (self.quick ? 300 : 3000),
+      pipelined: self.pipelinedRequests ?? (self.quick ? 3000 : 30000),
+      modes: self.modes.split(separator: ",").map(String.init),
+      tls: !self.insecure,
+      grpcio: self.noGrpcio ? nil : Self.findGRPCIO(self.grpcio)
+    )
+    if plan.grpcio == nil && !self.noGrpcio {
+      FileHandle.standardError.write(Data("note: no grpcio environment in \(self.grpcio) (run scripts/interop.sh once): skipping the grpcio cells\n".utf8))
+    }
+    #if DEBUG
+    FileHandle.standardError.write(Data("""
+      WARNING: this is a debug build; its figures say little about production. For real figures:
+               swift run -c release peer-agent bench
+
+      """.utf8))
+    #endif
+    let runner = try BenchRunner(plan: plan)
+    let results = try await runner.run()
+    print(BenchReport.table(results))
+    if let json = self.json {
+      try BenchReport.json(results).write(toFile: json, atomically: true, encoding: .utf8)
+      FileHandle.standardError.write(Data("wrote \(json)\n".utf8))
+    }
+    if let report = self.report {
+      try BenchReport.write(results, to: report)
+      FileHandle.standardError.write(Data("wrote \(report)/README.md and its charts\n".utf8))
+    }
+    let missing = results.cells.filter { !$0.hasFigures }
+    if !missing.isEmpty {
+      throw CommandFailure(message: "\(missing.count) cell(s) produced no figures: \(missing.map(\.label).joined(separator: "; "))")
+    }
+  }
+}
+
+extension Bench {
+  static func findGRPCIO(_ directory: String) -> BenchPlan.GRPCIO? {
+    let root = FileManager.default.currentDirectoryPath
+    let base = directory.hasPrefix("/") ? directory : (root as NSString).appendingPathComponent(directory)
+    let python = (base as NSString).appendingPathComponent("venv/bin/python")
+    let generated = (base as NSString).appendingPathComponent("gen")
+    let script = (root as NSString).appendingPathComponent("Tests/Interop/bench_grpcio.py")
+    let files = FileManager.default
+    guard files.isExecutableFile(atPath: python), files.fileExists(atPath: script),
+      files.fileExists(atPath: (generated as NSString).appendingPathComponent("contact/contact_pb2.py"))
+    else { return nil }
+    return .init(python: python, script: script, pythonPath: "\(generated):\(generated)/contact")
+  }
+}
+
+struct BenchPlan: Sendable {
+  /// Where grpcio runs from, when it is available.
+  struct GRPCIO: Sendable {
+    var python: String
+    var script: String
+    var pythonPath: String
+  }
+
+  var quick: Bool
+  var repeats: Int
+  var window: Int
+  var payloads: [Int]
+  var fanout: Int
+  var pingPong: Int
+  var pipelined: Int
+  var modes: [String]
+  var tls: Bool
+  var grpcio: GRPCIO?
+}

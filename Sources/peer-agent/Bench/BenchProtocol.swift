@@ -1,0 +1,43 @@
+import Foundation
+
+/// What `peer-agent bench` and its `bench-worker` processes say to each other: one JSON object
+/// a line, commands on the worker's standard input, events on its standard output.
+enum BenchProtocol {
+  struct Command: Codable, Sendable {
+    /// `load`, `probe` or `exit`.
+    var cmd: String
+    /// Who to send to (round-robin); empty: the only connected peer.
+    var to: [String] = []
+    var count: Int = 0
+    var window: Int = 1
+    var payload: Int = 16
+    var warmup: Int = 0
+    /// `probe`: give up after this many seconds.
+    var timeout: Double = 30
+  }
+
+  struct Event: Codable, Sendable {
+    /// `listening`, `connected`, `result`, `probed`, `error`.
+    var event: String
+    var address: String?
+    var peer: String?
+    var result: LoadResult?
+    /// `probed`: wall-clock time (seconds since 1970) of the first successful reply.
+    var at: Double?
+    var message: String?
+  }
+
+  struct LoadResult: Codable, Sendable {
+    var requests: Int
+    var errors: Int
+    var seconds: Double
+    var latency: LatencySummary
+    var firstError: String?
+  }
+
+  static func encode<T: Encodable>(_ value: T) -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    return (try? String(decoding: encoder.encode(value), as: UTF8.self)) ?? "{}"
+  }
+}

@@ -1,0 +1,190 @@
+import Foundation
+
+/// The bench's output: a table for the terminal, JSON, and a Markdown report with SVG charts.
+enum BenchReport {
+  static func table(_ results: BenchResults) -> String {
+    let m = results.machine
+    var lines = [
+      "peer-agent bench — \(m.date), \(m.cores) cores, \(m.cpu), Swift \(m.swift), \(m.build) build, \(m.tls ? "mutual TLS" : "plaintext")",
+      "",
+      Self.row(["mode", "direction", "workload", "payload", "req/s", "p50 µs", "p99 µs", "p99.9 µs", "CPU s/1k", "÷raw thr", "÷raw p99", "÷grpcio p50"]),
+    ]
+    for cell in results.cells {
+      if cell.workload == "recovery" {
+        lines.append(Self.row([cell.mode, cell.direction, "recovery", "", "", String(format: "%.1f ms", cell.recoveryMs ?? 0), "", "", "", "", "", ""]))
+        continue
+      }
+      lines.append(
+        Self.row([
+          cell.mode, cell.direction, cell.workload, Self.bytes(cell.payloadBytes),
+          String(Int(cell.requestsPerS)), String(Int(cell.p50Us)), String(Int(cell.p99Us)), String(Int(cell.p999Us)),
+          cell.cpuSecondsPerThousand.map { String(format: "%.3f", $0) } ?? "",
+          cell.ratioVsRawThroughput.map { String(format: "%.2f", $0) } ?? "",
+          cell.ratioVsRawP99.map { String(format: "%.2f", $0) } ?? "",
+          cell.ratioVsGrpcioP50.map { String(format: "%.2f", $0) } ?? "",
+        ])
+      )
+    }
+    return lines.joined(separator: "\n")
+  }
+
+  private static func row(_ columns: [String]) -> String {
+    let widths = [12, 19, 10, 8, 8, 10, 8, 9, 9, 9, 9, 11]
+    return zip(columns, widths).map { $0.padding(toLength: max($1, $0.count), withPad: " ", startingAt: 0) }.joined(separator: " ")
+  }
+
+  static func bytes(_ count: Int) -> String {
+    count >= 1024 ? "\(count / 1024) KiB" : "\(count) B"
+  }
+
+  static func json(_ results: BenchResults) throws -> String {
+    let encoder = JSONEncoder()
+    encoder.keyEncodingStrategy = .convertToSnakeCase
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    return String(decoding: try encoder.encode(results), as: UTF8.self)
+  }
+
+  /// Writes `DIR/README.md`, `DIR/latency-cdf.svg`, `DIR/throughput.svg` and `DIR/bench.json`.
+  static func write(_ results: BenchResults, to directory: String) throws {
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    let path = { (file: String) in (directory as NSString).appendingPathComponent(file) }
+    try Self.json(results).write(toFile: path("bench.json"), atomically: true, encoding: .utf8)
+    try Self.cdfChart(results).write(toFile: path("latency-cdf.svg"), atomically: true, encoding: .utf8)
+    try Self.throughputChart(results).write(toFile: path("throughput.svg"), atomically: true, encoding: .utf8)
+    let m = results.machine
+    let markdown = """
+      # peer-agent bench
+
+      \(m.date) · \(m.host) · \(m.cores) cores, \(m.memoryGib) GiB, \(m.cpu) · \(m.os) · Swift \(m.swift) · \(m.build) build · \(m.tls ? "mutual TLS" : "plaintext")
+
+      Command: `\(m.command)`
+
+      ![Ping-pong latency CDF](latency-cdf.svg)
+
+      ![Pipelined throughput](throughput.svg)
+
+      ```
+      \(Self.table(results))
+      ```
+
+      Figures are medians over the repeats (each cell lists min and max in `bench.json`). `÷raw` is
+      PeerAgent's figure divided by raw grpc-swift-2's for the same direction, workload and payload:
+      throughput above 1 and p99 below 1 are better than raw.
+
+      """
+    try markdown.write(toFile: path("README.md"), atomically: true, encoding: .utf8)
+  }
+
+  private static let colors = [
+    "raw": "#7f7f7f", "raw-defaults": "#bcbd22", "grpcio": "#2ca02c", "single": "#1f77b4", "dual": "#d62728",
+  ]
+
+  static func cdfChart(_ results: BenchResults) -> String {
+    let cells = results.cells.filter { $0.workload == "ping-pong" && $0.cdf != nil }
+    let maxLatency = max(1, cells.compactMap { $0.cdf?.last?.first }.map { min($0, cells.map(\.p99Us).max() ?? $0) }.max() ?? 1) * 1.2
+    var svg = SVG(width: 720, height: 420, title: "Ping-pong round trip: latency CDF (µs), one request in flight")
+    svg.axes(xLabel: "latency (µs)", yLabel: "fraction of requests ≤", xMax: maxLatency, yMax: 1)
+    for (index, cell) in cells.enumerated() {
+      let dashed = cell.direction == "listener-to-dialer"
+      let points = (cell.cdf ?? []).filter { $0[0] <= maxLatency }.map { (x: $0[0] / maxLatency, y: $0[1]) }
+      svg.line(points, color: Self.colors[cell.mode] ?? "#000", dashed: dashed)
+      svg.legend(index: index, text: "\(cell.mode) \(cell.direction) (p50 \(Int(cell.p50Us)) µs)", color: Self.colors[cell.mode] ?? "#000", dashed: dashed)
+    }
+    return svg.render()
+  }
+
+  static func throughputChart(_ results: BenchResults) -> String {
+    let cells = results.cells.filter { $0.workload == "pipelined" }
+    let groups = Array(Set(cells.map { "\($0.direction) \(Self.bytes($0.payloadBytes))" })).sorted()
+    let maxRate = max(1, cells.map(\.requestsPerSMax).max() ?? 1) * 1.1
+    var svg = SVG(width: 720, height: 420, title: "Pipelined throughput (requests/s), window \(cells.first?.window ?? 0)")
+    svg.axes(xLabel: "", yLabel: "requests/s", xMax: 1, yMax: maxRate, xTicks: false)
+    let modes = ["raw-defaults", "raw", "single", "dual"].filter { mode in cells.contains { $0.mode == mode } }
+    let groupWidth = 1.0 / Double(max(1, groups.count))
+    for (g, group) in groups.enumerated() {
+      for (i, mode) in modes.enumerated() {
+        guard let cell = cells.first(where: { "\($0.direction) \(Self.bytes($0.payloadBytes))" == group && $0.mode == mode }) else { continue }
+        let barWidth = groupWidth * 0.8 / Double(modes.count)
+        svg.bar(x: Double(g) * groupWidth + groupWidth * 0.1 + Double(i) * barWidth, width: barWidth, height: cell.requestsPerS / maxRate, color: Self.colors[mode] ?? "#000")
+      }
+      svg.label(x: Double(g) * groupWidth + groupWidth / 2, text: group)
+    }
+    for (index, mode) in modes.enumerated() {
+      svg.legend(index: index, text: mode, color: Self.colors[mode] ?? "#000", dashed: false)
+    }
+    return svg.render()
+  }
+}
+
+/// Just enough SVG for two charts.
+struct SVG {
+  let width: Double
+  let height: Double
+  private var body: [String] = []
+  private let left = 70.0, right = 20.0, top = 40.0, bottom = 60.0
+
+  init(width: Double, height: Double, title: String) {
+    self.width = width
+    self.height = height
+    self.body.append(#"<text x="\#(width / 2)" y="22" text-anchor="middle" font-size="14">\#(Self.escape(title))</text>"#)
+  }
+
+  private var plotWidth: Double { self.width - self.left - self.right }
+  private var plotHeight: Double { self.height - self.top - self.bottom }
+  private func x(_ fraction: Double) -> Double { self.left + fraction * self.plotWidth }
+  private func y(_ fraction: Double) -> Double { self.top + (1 - fraction) * self.plotHeight }
+
+  mutating func axes(xLabel: String, yLabel: String, xMax: Double, yMax: Double, xTicks: Bool = true) {
+    self.body.append(#"<rect x="\#(self.left)" y="\#(self.top)" width="\#(self.plotWidth)" height="\#(self.plotHeight)" fill="none" stroke="rgb(51,51,51)"/>"#)
+    for i in 0 ... 4 {
+      let f = Double(i) / 4
+      self.body.append(#"<text x="\#(self.left - 6)" y="\#(self.y(f) + 4)" text-anchor="end" font-size="11">\#(Self.number(f * yMax))</text>"#)
+      self.body.append(#"<line x1="\#(self.left)" y1="\#(self.y(f))" x2="\#(self.left + self.plotWidth)" y2="\#(self.y(f))" stroke="rgb(221,221,221)"/>"#)
+      if xTicks {
+        self.body.append(#"<text x="\#(self.x(f))" y="\#(self.top + self.plotHeight + 16)" text-anchor="middle" font-size="11">\#(Self.number(f * xMax))</text>"#)
+      }
+    }
+    self.body.append(#"<text x="\#(self.left + self.plotWidth / 2)" y="\#(self.height - 8)" text-anchor="middle" font-size="12">\#(Self.escape(xLabel))</text>"#)
+    self.body.append(#"<text x="14" y="\#(self.top + self.plotHeight / 2)" text-anchor="middle" font-size="12" transform="rotate(-90 14 \#(self.top + self.plotHeight / 2))">\#(Self.escape(yLabel))</text>"#)
+  }
+
+  mutating func line(_ points: [(x: Double, y: Double)], color: String, dashed: Bool) {
+    let path = points.map { "\(self.x($0.x)),\(self.y($0.y))" }.joined(separator: " ")
+    self.body.append(#"<polyline points="\#(path)" fill="none" stroke="\#(color)" stroke-width="2"\#(dashed ? #" stroke-dasharray="6 4""# : "")/>"#)
+  }
+
+  mutating func bar(x: Double, width: Double, height: Double, color: String) {
+    self.body.append(#"<rect x="\#(self.x(x))" y="\#(self.y(height))" width="\#(width * self.plotWidth)" height="\#(height * self.plotHeight)" fill="\#(color)"/>"#)
+  }
+
+  mutating func label(x: Double, text: String) {
+    self.body.append(#"<text x="\#(self.x(x))" y="\#(self.top + self.plotHeight + 16)" text-anchor="middle" font-size="10">\#(Self.escape(text))</text>"#)
+  }
+
+  mutating func legend(index: Int, text: String, color: String, dashed: Bool) {
+    let y = self.top + 14 + Double(index) * 16
+    let x = self.left + self.plotWidth - 300
+    self.body.append(#"<line x1="\#(x)" y1="\#(y - 4)" x2="\#(x + 24)" y2="\#(y - 4)" stroke="\#(color)" stroke-width="3"\#(dashed ? #" stroke-dasharray="6 4""# : "")/>"#)
+    self.body.append(#"<text x="\#(x + 30)" y="\#(y)" font-size="11">\#(Self.escape(text))</text>"#)
+  }
+
+  func render() -> String {
+    """
+    <svg xmlns="http://www.w3.org/2000/svg" width="\(self.width)" height="\(self.height)" font-family="sans-serif">
+    <rect width="100%" height="100%" fill="white"/>
+    \(self.body.joined(separator: "\n"))
+    </svg>
+
+    """
+  }
+
+  static func number(_ value: Double) -> String {
+    if value >= 10000 { return "\(Int((value / 1000).rounded()))k" }
+    if value >= 10 { return "\(Int(value.rounded()))" }
+    return String(format: "%.2f", value)
+  }
+
+  static func escape(_ text: String) -> String {
+    text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
+  }
+}

@@ -1,0 +1,107 @@
+import Foundation
+
+/// Everything one `peer-agent bench` run measured (`--json FILE` writes it).
+struct BenchResults: Codable, Sendable {
+  struct Machine: Codable, Sendable {
+    var date: String
+    var host: String
+    var cores: Int
+    var memoryGib: Double
+    var cpu: String
+    var os: String
+    var swift: String
+    var build: String
+    var tls: Bool
+    var command: String
+  }
+
+  struct Repeat: Codable, Sendable {
+    var requestsPerS: Double
+    var p50Us: Double
+    var p99Us: Double
+  }
+
+  struct Cell: Codable, Sendable {
+    var mode: String
+    var direction: String
+    var workload: String
+    var payloadBytes: Int
+    var window: Int
+    var requests: Int
+    var errors: Int
+    /// Median over the repeats, with the minimum and maximum.
+    var requestsPerS: Double
+    var requestsPerSMin: Double
+    var requestsPerSMax: Double
+    var p50Us: Double
+    var p90Us: Double
+    var p99Us: Double
+    var p999Us: Double
+    var repeats: [Repeat]
+    /// User + system CPU of both processes, per 1,000 requests.
+    var cpuSecondsPerThousand: Double?
+    var peakRssKibListener: Int?
+    var peakRssKibDialer: Int?
+    var connectionsListener: Int?
+    var connectionsDialer: Int?
+    var openFilesListener: Int?
+    var openFilesDialer: Int?
+    /// Recovery only: from the listener's restart to the first successful reply.
+    var recoveryMs: Double?
+    var ratioVsRawThroughput: Double?
+    var ratioVsRawP99: Double?
+    var ratioVsGrpcioP50: Double?
+    /// The latency CDF of the median repeat: [µs, fraction].
+    var cdf: [[Double]]?
+
+    var label: String {
+      "\(self.mode) \(self.direction) \(self.workload)\(self.workload == "recovery" ? "" : " \(self.payloadBytes) B")"
+    }
+
+    var hasFigures: Bool {
+      if self.workload == "recovery" { return (self.recoveryMs ?? 0) > 0 }
+      return self.requestsPerS > 0 && self.p50Us > 0 && self.p99Us > 0
+    }
+  }
+
+  var machine: Machine
+  var cells: [Cell]
+}
+
+extension BenchResults.Machine {
+  static func current(tls: Bool) -> Self {
+    func read(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
+    let cpu = read("/proc/cpuinfo").split(separator: "\n").first { $0.hasPrefix("model name") }
+      .map { String($0.split(separator: ":", maxSplits: 1).last ?? "").trimmingCharacters(in: .whitespaces) } ?? "unknown"
+    let os = read("/etc/os-release").split(separator: "\n").first { $0.hasPrefix("PRETTY_NAME=") }
+      .map { String($0.dropFirst(12)).trimmingCharacters(in: CharacterSet(charactersIn: "\"")) } ?? "Linux"
+    #if DEBUG
+    let build = "debug"
+    #else
+    let build = "release"
+    #endif
+    let formatter = ISO8601DateFormatter()
+    return Self(
+      date: formatter.string(from: Date()),
+      host: ProcessInfo.processInfo.hostName,
+      cores: ProcessInfo.processInfo.activeProcessorCount,
+      memoryGib: (Double(ProcessInfo.processInfo.physicalMemory) / 1_073_741_824 * 10).rounded() / 10,
+      cpu: cpu,
+      os: os,
+      swift: Self.swiftVersion,
+      build: build,
+      tls: tls,
+      command: (["peer-agent"] + CommandLine.arguments.dropFirst()).joined(separator: " ")
+    )
+  }
+
+  static var swiftVersion: String {
+    #if swift(>=6.3)
+    return "6.3"
+    #elseif swift(>=6.2)
+    return "6.2"
+    #else
+    return "6.x"
+    #endif
+  }
+}

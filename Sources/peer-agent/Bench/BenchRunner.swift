@@ -1,0 +1,275 @@
+import Foundation
+import PeerAgent
+
+/// Starts the worker processes for each cell, drives the loads, and collects the figures.
+final class BenchRunner: Sendable {
+  let plan: BenchPlan
+  let executable: URL
+  let certificates: String
+  private let progress = ProgressLine()
+
+  init(plan: BenchPlan) throws {
+    self.plan = plan
+    self.executable = URL(fileURLWithPath: try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+    self.certificates = FileManager.default.temporaryDirectory
+      .appendingPathComponent("peer-agent-bench-\(UInt32.random(in: .min ... .max))").path
+  }
+
+  func run() async throws -> BenchResults {
+    defer { try? FileManager.default.removeItem(atPath: self.certificates) }
+    if self.plan.tls {
+      try DevelopmentCertificates.write(
+        names: ["hub", "edge"] + (0 ..< self.plan.fanout).map { "edge-\($0)" },
+        to: self.certificates
+      )
+    }
+    var cells: [BenchResults.Cell] = []
+    for mode in self.plan.modes {
+      cells += try await self.runPair(mode: mode)
+    }
+    // What PeerAgent's transport tuning buys: raw grpc-swift with nio-transport's defaults.
+    cells += try await self.runPair(mode: "raw-defaults", payloads: [16])
+    if self.plan.grpcio != nil {
+      cells += try await self.runPair(mode: "grpcio", payloads: [])
+    }
+    if self.plan.modes.contains("single") {
+      cells.append(try await self.runFanOut())
+    }
+    for mode in self.plan.modes {
+      cells.append(try await self.runRecovery(mode: mode))
+    }
+    self.progress.done()
+    return BenchResults(machine: .current(tls: self.plan.tls), cells: Self.withRatios(cells))
+  }
+
+  // MARK: - Workers
+
+  private var security: [String] {
+    self.plan.tls ? ["--certs", self.certificates] : ["--insecure"]
+  }
+
+  private func worker(_ arguments: [String]) throws -> WorkerProcess {
+    let mode = arguments.firstIndex(of: "--mode").map { arguments[$0 + 1] }
+    if mode == "grpcio", let grpcio = self.plan.grpcio {
+      return try WorkerProcess(
+        launch: [grpcio.python, grpcio.script],
+        arguments: arguments + self.security,
+        environment: ["PYTHONPATH": grpcio.pythonPath]
+      )
+    }
+    return try WorkerProcess(launch: [self.executable.path, "bench-worker"], arguments: arguments + self.security)
+  }
+
+  /// Starts a listener and a dialer in `mode` and waits until each has connected.
+  private func startPair(mode: String, listenPort: Int = 0) async throws -> (WorkerProcess, WorkerProcess) {
+    switch mode {
+    case "dual":
+      let (hubPort, edgePort) = (listenPort == 0 ? try freePort() : listenPort, try freePort())
+      let listener = try self.worker(["--role", "listener", "--mode", "dual", "--name", "hub", "--listen", "127.0.0.1:\(hubPort)", "--connect", "edge@127.0.0.1:\(edgePort)"])
+      let dialer = try self.worker(["--role", "dialer", "--mode", "dual", "--name", "edge", "--listen", "127.0.0.1:\(edgePort)", "--connect", "hub@127.0.0.1:\(hubPort)"])
+      _ = try await listener.wait(for: "connected", timeout: .seconds(30))
+      _ = try await dialer.wait(for: "connected", timeout: .seconds(30))
+      return (listener, dialer)
+    default:
+      let listener = try self.worker(["--role", "listener", "--mode", mode, "--name", "hub", "--listen", "127.0.0.1:\(listenPort)"])
+      let address = try await listener.wait(for: "listening", timeout: .seconds(30)).address ?? ""
+      let dialer = try self.worker(["--role", "dialer", "--mode", mode, "--name", "edge", "--connect", "hub@\(address)"])
+      _ = try await listener.wait(for: "connected", timeout: .seconds(30))
+      _ = try await dialer.wait(for: "connected", timeout: .seconds(30))
+      return (listener, dialer)
+    }
+  }
+
+  // MARK: - Cells
+
+  private func runPair(mode: String, payloads: [Int]? = nil) async throws -> [BenchResults.Cell] {
+    let (listener, dialer) = try await self.startPair(mode: mode)
+    var cells: [BenchResults.Cell] = []
+    do {
+      for direction in ["dialer-to-listener", "listener-to-dialer"] {
+        let (sender, target) = direction == "dialer-to-listener" ? (dialer, "hub") : (listener, "edge")
+        cells.append(
+          try await self.measure(
+            mode: mode, direction: direction, workload: "ping-pong", payload: 16, window: 1,
+            count: self.plan.pingPong, to: [target], sender: sender, listener: listener, dialer: dialer
+          )
+        )
+        for payload in payloads ?? self.plan.payloads {
+          let count = payload >= 65536 ? max(self.plan.window * 4, self.plan.pipelined / 10) : self.plan.pipelined
+          cells.append(
+            try await self.measure(
+              mode: mode, direction: direction, workload: "pipelined", payload: payload, window: self.plan.window,
+              count: count, to: [target], sender: sender, listener: listener, dialer: dialer
+            )
+          )
+        }
+      }
+    } catch {
+      await listener.stop()
+      await dialer.stop()
+      throw error
+    }
+    let (listenerStats, dialerStats) = (listener.stats, dialer.stats)
+    for index in cells.indices {
+      cells[index].peakRssKibListener = listenerStats?.peakRSSKiB
+      cells[index].peakRssKibDialer = dialerStats?.peakRSSKiB
+      cells[index].connectionsListener = listenerStats?.connections
+      cells[index].connectionsDialer = dialerStats?.connections
+      cells[index].openFilesListener = listenerStats?.openFiles
+      cells[index].openFilesDialer = dialerStats?.openFiles
+    }
+    await listener.stop()
+    await dialer.stop()
+    return cells
+  }
+
+  private func runFanOut() async throws -> BenchResults.Cell {
+    let listener = try self.worker(["--role", "listener", "--mode", "single", "--name", "hub", "--listen", "127.0.0.1:0"])
+    let address = try await listener.wait(for: "listening", timeout: .seconds(30)).address ?? ""
+    let dialers = try self.worker(["--role", "dialer", "--mode", "single", "--name", "edge", "--peers", "\(self.plan.fanout)", "--connect", "hub@\(address)"])
+    _ = try await listener.wait(for: "connected", index: self.plan.fanout - 1, timeout: .seconds(60))
+    var cell = try await self.measure(
+      mode: "single", direction: "listener-to-dialer", workload: "fan-out", payload: 16,
+      window: self.plan.window, count: self.plan.pipelined,
+      to: (0 ..< self.plan.fanout).map { "edge-\($0)" }, sender: listener, listener: listener, dialer: dialers
+    )
+    let (listenerStats, dialerStats) = (listener.stats, dialers.stats)
+    cell.peakRssKibListener = listenerStats?.peakRSSKiB
+    cell.peakRssKibDialer = dialerStats?.peakRSSKiB
+    cell.connectionsListener = listenerStats?.connections
+    cell.connectionsDialer = dialerStats?.connections
+    cell.openFilesListener = listenerStats?.openFiles
+    cell.openFilesDialer = dialerStats?.openFiles
+    await listener.stop()
+    await dialers.stop()
+    return cell
+  }
+
+  private func runRecovery(mode: String) async throws -> BenchResults.Cell {
+    self.progress.show("\(mode) recovery: restarting the listener")
+    let port = try freePort()
+    let (listener, dialer) = try await self.startPair(mode: mode, listenPort: port)
+    let arguments = listener.arguments
+    listener.kill()
+    let restarted = Date().timeIntervalSince1970
+    let replacement = try WorkerProcess(launch: listener.launch, arguments: arguments)
+    let probed: BenchProtocol.Event
+    do {
+      probed = try await dialer.run(.init(cmd: "probe", to: mode == "raw" ? [] : ["hub"], timeout: 30), answer: "probed", timeout: .seconds(40))
+    } catch {
+      await dialer.stop()
+      await replacement.stop()
+      throw error
+    }
+    await dialer.stop()
+    await replacement.stop()
+    let milliseconds = ((probed.at ?? restarted) - restarted) * 1000
+    self.progress.finished("\(mode) recovery: \(String(format: "%.1f", milliseconds)) ms from restart to first reply")
+    return BenchResults.Cell(
+      mode: mode, direction: "dialer-to-listener", workload: "recovery", payloadBytes: 5, window: 1,
+      requests: 1, errors: 0, requestsPerS: 0, requestsPerSMin: 0, requestsPerSMax: 0,
+      p50Us: milliseconds * 1000, p90Us: milliseconds * 1000, p99Us: milliseconds * 1000, p999Us: milliseconds * 1000,
+      repeats: [], recoveryMs: (milliseconds * 10).rounded() / 10
+    )
+  }
+
+  private func measure(
+    mode: String, direction: String, workload: String, payload: Int, window: Int, count: Int,
+    to targets: [String], sender: WorkerProcess, listener: WorkerProcess, dialer: WorkerProcess
+  ) async throws -> BenchResults.Cell {
+    let label = "\(mode) \(direction) \(workload) \(payload) B"
+    self.progress.show(label)
+    let cpuBefore = (listener.stats?.cpuSeconds ?? 0) + (dialer.stats?.cpuSeconds ?? 0)
+    var results: [BenchProtocol.LoadResult] = []
+    for repeatIndex in 0 ..< self.plan.repeats {
+      var command = BenchProtocol.Command(cmd: "load")
+      command.to = mode == "single" || mode == "dual" ? targets : []
+      command.count = count
+      command.window = window
+      command.payload = payload
+      command.warmup = repeatIndex == 0 ? max(window * 2, count / 10) : 0
+      let event = try await sender.run(command, answer: "result", timeout: .seconds(600))
+      if let result = event.result { results.append(result) }
+    }
+    let cpuAfter = (listener.stats?.cpuSeconds ?? 0) + (dialer.stats?.cpuSeconds ?? 0)
+    let repeats = results.map {
+      BenchResults.Repeat(requestsPerS: $0.seconds > 0 ? Double($0.requests) / $0.seconds : 0, p50Us: $0.latency.p50, p99Us: $0.latency.p99)
+    }
+    let byThroughput = zip(results, repeats).sorted { $0.1.requestsPerS < $1.1.requestsPerS }
+    let median = byThroughput[byThroughput.count / 2]
+    let medianOf = { (values: [Double]) in values.sorted()[values.count / 2] }
+    let totalRequests = results.reduce(0) { $0 + $1.requests } + (self.plan.repeats > 0 ? max(window * 2, count / 10) : 0)
+    let cell = BenchResults.Cell(
+      mode: mode, direction: direction, workload: workload, payloadBytes: payload, window: window,
+      requests: results.reduce(0) { $0 + $1.requests }, errors: results.reduce(0) { $0 + $1.errors },
+      requestsPerS: median.1.requestsPerS.rounded(),
+      requestsPerSMin: (repeats.map(\.requestsPerS).min() ?? 0).rounded(),
+      requestsPerSMax: (repeats.map(\.requestsPerS).max() ?? 0).rounded(),
+      p50Us: medianOf(results.map(\.latency.p50)), p90Us: medianOf(results.map(\.latency.p90)),
+      p99Us: medianOf(results.map(\.latency.p99)), p999Us: medianOf(results.map(\.latency.p999)),
+      repeats: repeats,
+      cpuSecondsPerThousand: totalRequests > 0 ? ((cpuAfter - cpuBefore) / Double(totalRequests) * 1000 * 10000).rounded() / 10000 : nil,
+      cdf: workload == "pipelined" && payload != 16 ? nil : median.0.latency.cdf
+    )
+    if let error = results.compactMap(\.firstError).first {
+      FileHandle.standardError.write(Data("\n  \(label): \(cell.errors) error(s), first: \(error)\n".utf8))
+    }
+    self.progress.finished(
+      "\(label): \(Int(cell.requestsPerS)) req/s, p50 \(Int(cell.p50Us)) µs, p99 \(Int(cell.p99Us)) µs"
+    )
+    return cell
+  }
+
+  /// PeerAgent ÷ raw, for each single and dual cell that has a raw twin.
+  static func withRatios(_ cells: [BenchResults.Cell]) -> [BenchResults.Cell] {
+    cells.map { cell in
+      var cell = cell
+      guard cell.mode == "single" || cell.mode == "dual", cell.workload != "recovery",
+        let raw = cells.first(where: {
+          $0.mode == "raw" && $0.direction == cell.direction && $0.workload == cell.workload && $0.payloadBytes == cell.payloadBytes
+        })
+      else { return cell }
+      if cell.workload == "ping-pong",
+        let grpcio = cells.first(where: { $0.mode == "grpcio" && $0.direction == cell.direction && $0.workload == "ping-pong" }),
+        grpcio.p50Us > 0
+      {
+        cell.ratioVsGrpcioP50 = ((cell.p50Us / grpcio.p50Us) * 100).rounded() / 100
+      }
+      if raw.requestsPerS > 0 { cell.ratioVsRawThroughput = ((cell.requestsPerS / raw.requestsPerS) * 100).rounded() / 100 }
+      if raw.p99Us > 0 { cell.ratioVsRawP99 = ((cell.p99Us / raw.p99Us) * 100).rounded() / 100 }
+      return cell
+    }
+  }
+}
+
+/// One progress line on standard error.
+final class ProgressLine: Sendable {
+  func show(_ text: String) {
+    FileHandle.standardError.write(Data("  … \(text)\r".utf8))
+  }
+
+  func finished(_ text: String) {
+    FileHandle.standardError.write(Data("\u{1B}[2K  ✓ \(text)\n".utf8))
+  }
+
+  func done() {}
+}
+
+/// A free TCP port on 127.0.0.1.
+func freePort() throws -> Int {
+  let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+  defer { close(fd) }
+  var address = sockaddr_in()
+  address.sin_family = sa_family_t(AF_INET)
+  address.sin_port = 0
+  address.sin_addr.s_addr = inet_addr("127.0.0.1")
+  let bound = withUnsafePointer(to: &address) {
+    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+  }
+  guard bound == 0 else { throw CommandFailure(message: "no free port on 127.0.0.1") }
+  var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+  _ = withUnsafeMutablePointer(to: &address) {
+    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+  }
+  return Int(UInt16(bigEndian: address.sin_port))
+}

@@ -1,0 +1,158 @@
+import ArgumentParser
+import ContactProto
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import Logging
+import PeerAgent
+import Synchronization
+
+/// One side of a `peer-agent bench` cell, in its own process. Not for direct use.
+struct BenchWorker: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "bench-worker",
+    abstract: "One side of a `peer-agent bench` cell (started by `peer-agent bench`).",
+    shouldDisplay: false
+  )
+
+  enum Role: String, ExpressibleByArgument, Sendable { case listener, dialer }
+  enum Kind: String, ExpressibleByArgument, Sendable {
+    case single, dual, raw
+    case rawDefaults = "raw-defaults"
+  }
+
+  @Option(help: "listener or dialer.") var role: Role
+  @Option(help: "single, dual, raw or raw-defaults.") var mode: Kind
+  @Option(help: "This worker's peer name (with --peers, the prefix).") var name: String
+  @Option(help: "Listen here.") var listen: String?
+  @Option(help: "Dial here ([NAME@]HOST:PORT).") var connect: String?
+  @Option(help: "Dialers in this process (fan-out), named NAME-0 … NAME-(N-1).") var peers: Int = 1
+  @Option(help: "Certificates directory (ca.pem, NAME.pem, NAME-key.pem).") var certs: String?
+  @Flag(help: "Plaintext.") var insecure = false
+  @Flag(help: "raw only: grpc-swift-nio-transport's default settings instead of PeerAgent's.") var grpcDefaults = false
+
+  func run() async throws {
+    LoggingSystem.bootstrap { label in
+      var handler = StreamLogHandler.standardError(label: label)
+      handler.logLevel = .error
+      return handler
+    }
+    let output = WorkerOutput()
+    let commands = StandardInputLines.make()
+    switch self.mode {
+    case .single, .dual:
+      try await self.runPeers(commands: commands, output: output)
+    case .raw, .rawDefaults:
+      try await RawWorker(options: self).run(commands: commands, output: output)
+    }
+  }
+
+  /// raw-defaults, or raw with --grpc-defaults: nio-transport's own settings.
+  var usesGRPCDefaults: Bool { self.grpcDefaults || self.mode == .rawDefaults }
+
+  func security(for name: String) -> Peer.Config.Security {
+    guard let certs = self.certs, !self.insecure else { return .plaintext }
+    let path = { (file: String) in (certs as NSString).appendingPathComponent(file) }
+    return .mutualTLS(
+      trustRoots: .file(path("ca.pem")),
+      certificateChain: .file(path("\(name).pem")),
+      privateKey: .file(path("\(name)-key.pem"))
+    )
+  }
+
+  private func runPeers(commands: AsyncStream<String>, output: WorkerOutput) async throws {
+    let mode: Mode = self.mode == .dual ? .dual : .single
+    let names = self.peers == 1 ? [self.name] : (0 ..< self.peers).map { "\(self.name)-\($0)" }
+    let listen = try self.listen.map { try PeerAddress(parsing: $0) }
+    let connect = try self.connect.map { try Peer.Target(parsing: $0) }
+    let peers = try names.map { name in
+      try Peer(
+        config: .defaults(mode: mode) { config in
+          config.name = name
+          config.listen = listen
+          config.connect = connect.map { [$0] } ?? []
+          config.security = self.security(for: name)
+          config.reconnect.initialBackoff = .milliseconds(10)
+          config.reconnect.maximumBackoff = .milliseconds(200)
+          config.requests.timeout = .seconds(60)
+        },
+        logger: Logger(label: "bench.\(name)")
+      ) { request in request.text }
+    }
+    try await withThrowingDiscardingTaskGroup { group in
+      for peer in peers {
+        group.addTask { try await peer.run() }
+        group.addTask {
+          for await event in peer.events {
+            switch event {
+            case .listening(let address):
+              output.emit(.init(event: "listening", address: "\(address)", peer: peer.name))
+            case .connected(let remote, _):
+              output.emit(.init(event: "connected", peer: remote.name))
+            default:
+              break
+            }
+          }
+        }
+      }
+      for await line in commands {
+        guard let command = try? JSONDecoder().decode(BenchProtocol.Command.self, from: Data(line.utf8)) else {
+          continue
+        }
+        switch command.cmd {
+        case "load":
+          output.emit(.init(event: "result", result: await Self.load(command, through: peers[0])))
+        case "probe":
+          output.emit(await Self.probe(command, through: peers[0]))
+        default:
+          for peer in peers { peer.beginGracefulShutdown() }
+          return
+        }
+      }
+      for peer in peers { peer.beginGracefulShutdown() }
+    }
+  }
+
+  static func load(_ command: BenchProtocol.Command, through peer: Peer) async -> BenchProtocol.LoadResult {
+    let text = String(repeating: "x", count: command.payload)
+    let targets: [String?] = command.to.isEmpty ? [nil] : command.to
+    if command.warmup > 0 {
+      _ = await WindowedLoad.run(count: command.warmup, window: command.window) { index in
+        _ = try await peer.send(text, to: targets[index % targets.count])
+      }
+    }
+    let run = await WindowedLoad.run(count: command.count, window: command.window) { index in
+      _ = try await peer.send(text, to: targets[index % targets.count])
+    }
+    return .init(
+      requests: run.latencies.count,
+      errors: run.errors,
+      seconds: run.seconds,
+      latency: LatencySummary(microseconds: run.latencies),
+      firstError: run.firstError
+    )
+  }
+
+  static func probe(_ command: BenchProtocol.Command, through peer: Peer) async -> BenchProtocol.Event {
+    let deadline = ContinuousClock.now.advanced(by: .milliseconds(Int64(command.timeout * 1000)))
+    while ContinuousClock.now < deadline {
+      do {
+        _ = try await peer.send("probe", to: command.to.first, timeout: .milliseconds(500))
+        return .init(event: "probed", at: Date().timeIntervalSince1970)
+      } catch {
+        try? await Task.sleep(for: .milliseconds(5))
+      }
+    }
+    return .init(event: "error", message: "no reply within \(command.timeout) s")
+  }
+}
+
+/// Writes a worker's events to standard output, one JSON object a line.
+final class WorkerOutput: Sendable {
+  private let lock = Mutex(())
+
+  func emit(_ event: BenchProtocol.Event) {
+    let line = BenchProtocol.encode(event) + "\n"
+    self.lock.withLock { _ in FileHandle.standardOutput.write(Data(line.utf8)) }
+  }
+}

@@ -1,0 +1,106 @@
+import Foundation
+import Synchronization
+
+/// A `bench-worker` child process: commands in, events out.
+final class WorkerProcess: Sendable {
+  private final class Collected: Sendable {
+    let events = Mutex<[BenchProtocol.Event]>([])
+    let partial = Mutex<String>("")
+  }
+
+  let arguments: [String]
+  private let process: Process
+  private let input: Pipe
+  private let collected = Collected()
+
+  var pid: Int32 { self.process.processIdentifier }
+
+  let launch: [String]
+
+  /// Starts `launch + arguments`: `launch` is the program and its leading arguments (this
+  /// binary and `bench-worker`, or a Python and its script).
+  init(launch: [String], arguments: [String], environment: [String: String] = [:]) throws {
+    self.launch = launch
+    self.arguments = arguments
+    self.process = Process()
+    self.process.executableURL = URL(fileURLWithPath: launch[0])
+    self.process.arguments = Array(launch.dropFirst()) + arguments
+    if !environment.isEmpty {
+      self.process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    }
+    self.input = Pipe()
+    let out = Pipe()
+    self.process.standardInput = self.input
+    self.process.standardOutput = out
+    self.process.standardError = FileHandle.nullDevice
+    let collected = self.collected
+    out.fileHandleForReading.readabilityHandler = { handle in
+      let data = handle.availableData
+      if data.isEmpty {
+        handle.readabilityHandler = nil
+        return
+      }
+      let lines: [String] = collected.partial.withLock { buffer in
+        buffer += String(decoding: data, as: UTF8.self)
+        var parts = buffer.components(separatedBy: "\n")
+        buffer = parts.removeLast()
+        return parts
+      }
+      let events = lines.compactMap { try? JSONDecoder().decode(BenchProtocol.Event.self, from: Data($0.utf8)) }
+      collected.events.withLock { $0 += events }
+    }
+    try self.process.run()
+  }
+
+  /// Waits for the `index`-th event (0-based) named `name`.
+  func wait(for name: String, index: Int = 0, timeout: Duration) async throws -> BenchProtocol.Event {
+    let deadline = ContinuousClock.now.advanced(by: timeout)
+    while ContinuousClock.now < deadline {
+      let matching = self.collected.events.withLock { $0.filter { $0.event == name } }
+      if matching.count > index { return matching[index] }
+      if !self.process.isRunning { break }
+      try await Task.sleep(for: .milliseconds(10))
+    }
+    throw CommandFailure(message: "bench worker (\(self.arguments.prefix(6).joined(separator: " "))) gave no '\(name)' event")
+  }
+
+  func count(of name: String) -> Int {
+    self.collected.events.withLock { $0.filter { $0.event == name }.count }
+  }
+
+  /// Sends a command and waits for its answer (`result` or `probed`).
+  func run(_ command: BenchProtocol.Command, answer: String, timeout: Duration) async throws -> BenchProtocol.Event {
+    let before = self.count(of: answer)
+    let errors = self.count(of: "error")
+    self.input.fileHandleForWriting.write(Data((BenchProtocol.encode(command) + "\n").utf8))
+    let deadline = ContinuousClock.now.advanced(by: timeout)
+    while ContinuousClock.now < deadline {
+      if self.count(of: answer) > before { return try await self.wait(for: answer, index: before, timeout: .seconds(1)) }
+      if self.count(of: "error") > errors {
+        let error = try await self.wait(for: "error", index: errors, timeout: .seconds(1))
+        throw CommandFailure(message: error.message ?? "bench worker failed")
+      }
+      if !self.process.isRunning { break }
+      try await Task.sleep(for: .milliseconds(5))
+    }
+    throw CommandFailure(message: "bench worker did not answer '\(command.cmd)' in time")
+  }
+
+  var stats: ProcessStats? { ProcessStats.read(pid: self.pid) }
+
+  func stop() async {
+    if self.process.isRunning {
+      self.input.fileHandleForWriting.write(Data("{\"cmd\":\"exit\"}\n".utf8))
+      let deadline = ContinuousClock.now.advanced(by: .seconds(5))
+      while self.process.isRunning, ContinuousClock.now < deadline {
+        try? await Task.sleep(for: .milliseconds(10))
+      }
+    }
+    self.kill()
+  }
+
+  func kill() {
+    if self.process.isRunning { Foundation.kill(self.process.processIdentifier, SIGKILL) }
+    self.process.waitUntilExit()
+  }
+}
