@@ -82,8 +82,8 @@ struct Bench: AsyncParsableCommand {
       window: self.window,
       payloads: self.payloads.map { $0.split(separator: ",").compactMap { Int($0) } } ?? (self.quick ? [16, 1024] : [16, 1024, 65536]),
       fanout: self.fanout ?? (self.quick ? 10 : 100),
-      pingPong: self.pingPongRequests ?? (self.quick ? 300 : 3000),
-      pipelined: self.pipelinedRequests ?? (self.quick ? 3000 : 30000),
+      pingPong: self.pingPongRequests ?? (self.quick ? 1000 : 5000),
+      pipelined: self.pipelinedRequests ?? (self.quick ? 10000 : 50000),
       modes: self.modes.split(separator: ",").map(String.init),
       tls: !self.insecure,
       grpcio: self.noGrpcio ? nil : Self.findGRPCIO(self.grpcio)
@@ -101,13 +101,25 @@ struct Bench: AsyncParsableCommand {
     let runner = try BenchRunner(plan: plan)
     let results = try await runner.run()
     print(BenchReport.table(results))
-    if let json = self.json {
-      try BenchReport.json(results).write(toFile: json, atomically: true, encoding: .utf8)
-      FileHandle.standardError.write(Data("wrote \(json)\n".utf8))
-    }
     if let report = self.report {
-      try BenchReport.write(results, to: report)
+      do {
+        try BenchReport.write(results, to: report)
+      } catch {
+        throw CommandFailure(message: "cannot write the report to \(report): \(error.localizedDescription)")
+      }
       FileHandle.standardError.write(Data("wrote \(report)/README.md and its charts\n".utf8))
+    }
+    if let json = self.json {
+      do {
+        let directory = (json as NSString).deletingLastPathComponent
+        if !directory.isEmpty {
+          try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        }
+        try BenchReport.json(results).write(toFile: json, atomically: true, encoding: .utf8)
+      } catch {
+        throw CommandFailure(message: "cannot write \(json): \(error.localizedDescription)")
+      }
+      FileHandle.standardError.write(Data("wrote \(json)\n".utf8))
     }
     let missing = results.cells.filter { !$0.hasFigures }
     if !missing.isEmpty {

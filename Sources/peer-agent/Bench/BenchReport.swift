@@ -95,19 +95,22 @@ enum BenchReport {
 
   static func throughputChart(_ results: BenchResults) -> String {
     let cells = results.cells.filter { $0.workload == "pipelined" }
-    let groups = Array(Set(cells.map { "\($0.direction) \(Self.bytes($0.payloadBytes))" })).sorted()
+    let group = { (cell: BenchResults.Cell) in
+      "\(cell.direction == "dialer-to-listener" ? "d→l" : "l→d") \(Self.bytes(cell.payloadBytes))"
+    }
+    let groups = Array(Set(cells.map(group))).sorted()
     let maxRate = max(1, cells.map(\.requestsPerSMax).max() ?? 1) * 1.1
-    var svg = SVG(width: 720, height: 420, title: "Pipelined throughput (requests/s), window \(cells.first?.window ?? 0)")
+    var svg = SVG(width: 720, height: 420, title: "Pipelined throughput (requests/s), window \(cells.first?.window ?? 0); d→l: dialer to listener")
     svg.axes(xLabel: "", yLabel: "requests/s", xMax: 1, yMax: maxRate, xTicks: false)
     let modes = ["raw-defaults", "raw", "single", "dual"].filter { mode in cells.contains { $0.mode == mode } }
     let groupWidth = 1.0 / Double(max(1, groups.count))
-    for (g, group) in groups.enumerated() {
+    for (g, name) in groups.enumerated() {
       for (i, mode) in modes.enumerated() {
-        guard let cell = cells.first(where: { "\($0.direction) \(Self.bytes($0.payloadBytes))" == group && $0.mode == mode }) else { continue }
+        guard let cell = cells.first(where: { group($0) == name && $0.mode == mode }) else { continue }
         let barWidth = groupWidth * 0.8 / Double(modes.count)
         svg.bar(x: Double(g) * groupWidth + groupWidth * 0.1 + Double(i) * barWidth, width: barWidth, height: cell.requestsPerS / maxRate, color: Self.colors[mode] ?? "#000")
       }
-      svg.label(x: Double(g) * groupWidth + groupWidth / 2, text: group)
+      svg.label(x: Double(g) * groupWidth + groupWidth / 2, text: name)
     }
     for (index, mode) in modes.enumerated() {
       svg.legend(index: index, text: mode, color: Self.colors[mode] ?? "#000", dashed: false)
@@ -163,7 +166,7 @@ struct SVG {
 
   mutating func legend(index: Int, text: String, color: String, dashed: Bool) {
     let y = self.top + 14 + Double(index) * 16
-    let x = self.left + self.plotWidth - 300
+    let x = self.left + self.plotWidth - 290
     self.body.append(#"<line x1="\#(x)" y1="\#(y - 4)" x2="\#(x + 24)" y2="\#(y - 4)" stroke="\#(color)" stroke-width="3"\#(dashed ? #" stroke-dasharray="6 4""# : "")/>"#)
     self.body.append(#"<text x="\#(x + 30)" y="\#(y)" font-size="11">\#(Self.escape(text))</text>"#)
   }

@@ -88,14 +88,9 @@ final class WorkerProcess: Sendable {
 
   var stats: ProcessStats? { ProcessStats.read(pid: self.pid) }
 
+  /// Ends the worker. A cell's figures are taken by then, so there is nothing to drain: the
+  /// bench does not wait for a graceful shutdown it does not measure.
   func stop() async {
-    if self.process.isRunning {
-      self.input.fileHandleForWriting.write(Data("{\"cmd\":\"exit\"}\n".utf8))
-      let deadline = ContinuousClock.now.advanced(by: .seconds(5))
-      while self.process.isRunning, ContinuousClock.now < deadline {
-        try? await Task.sleep(for: .milliseconds(10))
-      }
-    }
     self.kill()
   }
 
