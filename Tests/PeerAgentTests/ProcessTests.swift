@@ -1,6 +1,8 @@
 import Foundation
 import Testing
 
+@testable import peer_agent
+
 /// Two `peer-agent run` processes, as a user starts them, talking through their standard
 /// input and output.
 @Suite("peer-agent processes", .serialized)
@@ -32,7 +34,7 @@ struct ProcessTests {
       hubArguments = ["run", "--name", "hub", "--listen", "127.0.0.1:0"] + common
       edgeArguments = []
     } else {
-      let (hubPort, edgePort) = (try freeLoopbackPort(), try freeLoopbackPort())
+      let (hubPort, edgePort) = (try freePort(), try freePort())
       hubArguments = ["run", "--name", "hub", "--listen", "127.0.0.1:\(hubPort)", "--connect", "edge@127.0.0.1:\(edgePort)"] + common
       edgeArguments = ["run", "--name", "edge", "--listen", "127.0.0.1:\(edgePort)", "--connect", "hub@127.0.0.1:\(hubPort)", "--exit-on-eof"] + common
     }
