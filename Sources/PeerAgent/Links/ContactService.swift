@@ -38,7 +38,7 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
     let identity = try self.peer.identity(of: context)
     let peer = self.peer
     return StreamingServerResponse { writer in
-      let route = OutboundRoute(identity: identity, kind: .getTask, key: identity.name)
+      let route = OutboundRoute(identity: identity, kind: .getTask)
       peer.attach(route)
       var reason = "the dialer closed getTask"
       do {

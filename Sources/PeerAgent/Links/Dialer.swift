@@ -88,7 +88,7 @@ struct Dialer {
                 // known. Attach now, not when response headers arrive: a server may send those
                 // only with its first reply (grpcio's generator handlers do).
                 let identity = self.identity(diagnostics)
-                let route = OutboundRoute(identity: identity, kind: .sendStatus, key: identity.name)
+                let route = OutboundRoute(identity: identity, kind: .sendStatus)
                 routeContinuation.yield(route)
                 routeContinuation.finish()
                 connected.withLock { $0 = true }

@@ -15,17 +15,13 @@ final class OutboundRoute: Sendable {
 
   let identity: PeerIdentity
   let kind: LinkKind
-  /// The key replies are matched by, across streams: the verified identity, or in plaintext
-  /// the connection.
-  let key: String
   let pending = PendingRequests()
   let outgoing: AsyncStream<Outgoing>
   private let continuation: AsyncStream<Outgoing>.Continuation
 
-  init(identity: PeerIdentity, kind: LinkKind, key: String) {
+  init(identity: PeerIdentity, kind: LinkKind) {
     self.identity = identity
     self.kind = kind
-    self.key = key
     (self.outgoing, self.continuation) = AsyncStream.makeStream()
   }
 

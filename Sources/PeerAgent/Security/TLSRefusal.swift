@@ -188,11 +188,6 @@ final class DialDiagnostics: Sendable {
       if state.failure == nil { state.failure = reason }
     }
   }
-
-  /// Forgets the last attempt, before a new one.
-  func reset() {
-    self.state.withLock { $0 = State() }
-  }
 }
 
 /// Watches one dialed connection and records why it failed.

@@ -38,7 +38,6 @@ final class BenchRunner: Sendable {
     for mode in self.plan.modes {
       cells.append(try await self.runRecovery(mode: mode))
     }
-    self.progress.done()
     return BenchResults(machine: .current(tls: self.plan.tls), cells: Self.withRatios(cells))
   }
 
@@ -251,8 +250,6 @@ final class ProgressLine: Sendable {
   func finished(_ text: String) {
     FileHandle.standardError.write(Data("\u{1B}[2K  ✓ \(text)\n".utf8))
   }
-
-  func done() {}
 }
 
 /// A free TCP port on 127.0.0.1.
