@@ -37,6 +37,10 @@ package nonisolated struct Contact_ClientMsg: Sendable {
   /// PeerAgent: request id for correlation and de-duplication (empty from older peers).
   package var id: String = String()
 
+  /// PeerAgent: a heartbeat, not a request (sent only to peers that announced them in
+  /// metadata; answered with a heartbeat `Result`, never passed to a handler).
+  package var heartbeat: Bool = false
+
   package var unknownFields = SwiftProtobuf.UnknownStorage()
 
   package init() {}
@@ -51,6 +55,9 @@ package nonisolated struct Contact_ServerMsg: Sendable {
 
   /// PeerAgent: request id for correlation and de-duplication (empty from older peers).
   package var id: String = String()
+
+  /// PeerAgent: a heartbeat, not a request (see ClientMsg.heartbeat).
+  package var heartbeat: Bool = false
 
   package var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -80,6 +87,9 @@ package nonisolated struct Contact_Result: Sendable {
   /// PeerAgent: set when the receiving peer's handler failed; `ret` is then empty.
   package var error: String = String()
 
+  /// PeerAgent: the answer to a heartbeat (see ClientMsg.heartbeat).
+  package var heartbeat: Bool = false
+
   package var unknownFields = SwiftProtobuf.UnknownStorage()
 
   package init() {}
@@ -89,7 +99,7 @@ package nonisolated struct Contact_Result: Sendable {
 
 nonisolated extension Contact_ClientMsg: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   package static let protoMessageName: String = "ClientMsg"
-  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}msg\0\u{1}id\0")
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}msg\0\u{1}id\0\u{2}\u{2}heartbeat\0")
 
   package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -99,6 +109,7 @@ nonisolated extension Contact_ClientMsg: SwiftProtobuf.Message, SwiftProtobuf._M
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.msg) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.heartbeat) }()
       default: break
       }
     }
@@ -111,12 +122,16 @@ nonisolated extension Contact_ClientMsg: SwiftProtobuf.Message, SwiftProtobuf._M
     if !self.id.isEmpty {
       try visitor.visitSingularStringField(value: self.id, fieldNumber: 2)
     }
+    if self.heartbeat != false {
+      try visitor.visitSingularBoolField(value: self.heartbeat, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   package static func ==(lhs: Contact_ClientMsg, rhs: Contact_ClientMsg) -> Bool {
     if lhs.msg != rhs.msg {return false}
     if lhs.id != rhs.id {return false}
+    if lhs.heartbeat != rhs.heartbeat {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -124,7 +139,7 @@ nonisolated extension Contact_ClientMsg: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension Contact_ServerMsg: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   package static let protoMessageName: String = "ServerMsg"
-  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}task\0\u{1}id\0")
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}task\0\u{1}id\0\u{2}\u{2}heartbeat\0")
 
   package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -134,6 +149,7 @@ nonisolated extension Contact_ServerMsg: SwiftProtobuf.Message, SwiftProtobuf._M
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.task) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.heartbeat) }()
       default: break
       }
     }
@@ -146,12 +162,16 @@ nonisolated extension Contact_ServerMsg: SwiftProtobuf.Message, SwiftProtobuf._M
     if !self.id.isEmpty {
       try visitor.visitSingularStringField(value: self.id, fieldNumber: 2)
     }
+    if self.heartbeat != false {
+      try visitor.visitSingularBoolField(value: self.heartbeat, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   package static func ==(lhs: Contact_ServerMsg, rhs: Contact_ServerMsg) -> Bool {
     if lhs.task != rhs.task {return false}
     if lhs.id != rhs.id {return false}
+    if lhs.heartbeat != rhs.heartbeat {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -178,7 +198,7 @@ nonisolated extension Contact_Empty: SwiftProtobuf.Message, SwiftProtobuf._Messa
 
 nonisolated extension Contact_Result: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   package static let protoMessageName: String = "Result"
-  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}ret\0\u{1}id\0\u{1}error\0")
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}ret\0\u{1}id\0\u{1}error\0\u{1}heartbeat\0")
 
   package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -189,6 +209,7 @@ nonisolated extension Contact_Result: SwiftProtobuf.Message, SwiftProtobuf._Mess
       case 1: try { try decoder.decodeSingularStringField(value: &self.ret) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.id) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.error) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.heartbeat) }()
       default: break
       }
     }
@@ -204,6 +225,9 @@ nonisolated extension Contact_Result: SwiftProtobuf.Message, SwiftProtobuf._Mess
     if !self.error.isEmpty {
       try visitor.visitSingularStringField(value: self.error, fieldNumber: 3)
     }
+    if self.heartbeat != false {
+      try visitor.visitSingularBoolField(value: self.heartbeat, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -211,6 +235,7 @@ nonisolated extension Contact_Result: SwiftProtobuf.Message, SwiftProtobuf._Mess
     if lhs.ret != rhs.ret {return false}
     if lhs.id != rhs.id {return false}
     if lhs.error != rhs.error {return false}
+    if lhs.heartbeat != rhs.heartbeat {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

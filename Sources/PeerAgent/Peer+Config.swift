@@ -34,6 +34,10 @@ extension Peer {
     public var shutdown: Shutdown
     /// HTTP/2 transport tuning, for the listener and the dialers alike.
     public var transport: Transport
+    /// Where unanswered requests and recent replies are kept, and how many may be unanswered.
+    public var delivery: Delivery
+    /// Keepalive pings and heartbeats: how a dead or stalled link is noticed.
+    public var health: Health
 
     /// Creates a configuration; see ``defaults(mode:configure:)`` for the usual way.
     public init(
@@ -45,7 +49,9 @@ extension Peer {
       requests: Requests,
       reconnect: Reconnect,
       shutdown: Shutdown,
-      transport: Transport
+      transport: Transport,
+      delivery: Delivery,
+      health: Health
     ) {
       self.name = name
       self.mode = mode
@@ -56,11 +62,15 @@ extension Peer {
       self.reconnect = reconnect
       self.shutdown = shutdown
       self.transport = transport
+      self.delivery = delivery
+      self.health = health
     }
 
     /// The defaults: no listener, nothing to dial, **plaintext** until you set ``security``
     /// (the command line requires mutual TLS unless `--insecure`), ``Requests/defaults``,
-    /// ``Reconnect/defaults``, ``Shutdown/defaults``, ``Transport/defaults``.
+    /// ``Reconnect/defaults``, ``Shutdown/defaults``, ``Transport/defaults``,
+    /// ``Delivery/defaults`` (in memory: the command line stores on disk by default),
+    /// ``Health/defaults``.
     public static func defaults(
       mode: Mode,
       configure: (_ config: inout Self) -> Void = { _ in }
@@ -74,7 +84,9 @@ extension Peer {
         requests: .defaults,
         reconnect: .defaults,
         shutdown: .defaults,
-        transport: .defaults
+        transport: .defaults,
+        delivery: .defaults,
+        health: .defaults
       )
       configure(&config)
       return config
@@ -138,8 +150,10 @@ extension Peer.Config {
 
   /// Request deadlines.
   public struct Requests: Sendable, Hashable {
-    /// How long ``Peer/send(_:to:timeout:)`` waits, by default, for a link and then for the
-    /// reply before it fails with `timedOut` (or `notConnected`).
+    /// A request's time to live: how long ``Peer/send(_:to:timeout:)`` waits, by default, for
+    /// room in the window, for the remote to connect, and for the reply — across reconnects and,
+    /// with a durable store, restarts — before it fails with `timedOut` (or `unknownPeer` when
+    /// the remote never connected).
     public var timeout: Duration
 
     public init(timeout: Duration) {
@@ -170,9 +184,10 @@ extension Peer.Config {
       self.jitter = jitter
     }
 
-    /// 100 ms first, doubling up to 5 s, with 20 % jitter.
+    /// 100 ms first, doubling up to 5 s, each wait shortened at random by up to half: when a
+    /// hub with many dialers restarts, they come back spread over the wait, not in one burst.
     public static var defaults: Self {
-      Self(initialBackoff: .milliseconds(100), maximumBackoff: .seconds(5), multiplier: 2, jitter: 0.2)
+      Self(initialBackoff: .milliseconds(100), maximumBackoff: .seconds(5), multiplier: 2, jitter: 0.5)
     }
 
     /// The wait before attempt `attempt` (0 for the first retry).
@@ -229,6 +244,100 @@ extension Peer.Config {
     /// default waits up to 100 µs, which a ping-pong round trip pays on both sides.
     public static var defaults: Self {
       Self(flushCoalescing: FlushCoalescing(maximumDelay: .zero, maximumBytes: 64 * 1024))
+    }
+  }
+}
+
+extension Peer.Config {
+  /// Delivery: where unanswered requests and the de-duplication window live, and the window of
+  /// unanswered requests per remote peer.
+  public struct Delivery: Sendable, Hashable {
+    /// Where a peer keeps its outbox and its de-duplication window.
+    public struct Storage: Sendable, Hashable {
+      enum Wrapped: Sendable, Hashable {
+        case inMemory
+        case sqlite(directory: String)
+      }
+
+      let wrapped: Wrapped
+
+      /// In memory: lost when the process ends. For tests and benchmarks.
+      public static var inMemory: Self { Self(wrapped: .inMemory) }
+
+      /// An embedded SQLite database in `directory` (created if needed, locked while the peer
+      /// runs): a restart resends what was unanswered and handles no request twice.
+      public static func sqlite(directory: String) -> Self { Self(wrapped: .sqlite(directory: directory)) }
+
+      /// Whether what is stored survives the process.
+      public var isDurable: Bool {
+        if case .sqlite = self.wrapped { return true }
+        return false
+      }
+    }
+
+    /// Where the outbox and the de-duplication window live.
+    public var storage: Storage
+    /// The most requests to one remote peer that may be unanswered at once; ``Peer/send(_:to:timeout:)``
+    /// waits for room beyond it (backpressure), so memory stays bounded.
+    public var maximumInFlight: Int
+    /// How long a receiver remembers the reply it gave to a request id, to answer a repeat
+    /// without calling the handler again. Keep it longer than senders' time to live.
+    public var replyRetention: Duration
+    /// The most replies remembered; the oldest are forgotten first.
+    public var replyCapacity: Int
+
+    public init(storage: Storage, maximumInFlight: Int, replyRetention: Duration, replyCapacity: Int) {
+      self.storage = storage
+      self.maximumInFlight = maximumInFlight
+      self.replyRetention = replyRetention
+      self.replyCapacity = replyCapacity
+    }
+
+    /// In memory, 1,024 unanswered requests per remote peer, replies remembered for an hour
+    /// (at most 1,000,000).
+    public static var defaults: Self {
+      Self(storage: .inMemory, maximumInFlight: 1024, replyRetention: .seconds(3600), replyCapacity: 1_000_000)
+    }
+  }
+
+  /// How a dead or stalled link is noticed.
+  ///
+  /// Two mechanisms, because either alone lies: HTTP/2 keepalive pings notice a dead
+  /// connection but not a stalled stream; heartbeats on the long-lived streams notice both,
+  /// but only with a PeerAgent on the other side.
+  public struct Health: Sendable, Hashable {
+    /// How often a heartbeat goes out on each long-lived stream; `nil` disables heartbeats.
+    public var heartbeatInterval: Duration?
+    /// The silence after which a link is closed (and a dialer reconnects). A link is
+    /// ``LinkState/degraded`` after two intervals of silence.
+    public var heartbeatTimeout: Duration
+    /// How often a dialer sends an HTTP/2 keepalive ping; `nil` disables them. A listener
+    /// accepts pings this often (and up to twice as often) without answering GOAWAY.
+    public var keepaliveInterval: Duration?
+    /// How long a ping may go unanswered before the connection is closed.
+    public var keepaliveTimeout: Duration
+
+    public init(
+      heartbeatInterval: Duration?,
+      heartbeatTimeout: Duration,
+      keepaliveInterval: Duration?,
+      keepaliveTimeout: Duration
+    ) {
+      self.heartbeatInterval = heartbeatInterval
+      self.heartbeatTimeout = heartbeatTimeout
+      self.keepaliveInterval = keepaliveInterval
+      self.keepaliveTimeout = keepaliveTimeout
+    }
+
+    /// Heartbeats every 2 s, a link closed after 6 s of silence; keepalive pings every 10 s,
+    /// answered within 5 s.
+    public static var defaults: Self {
+      Self(
+        heartbeatInterval: .seconds(2),
+        heartbeatTimeout: .seconds(6),
+        keepaliveInterval: .seconds(10),
+        keepaliveTimeout: .seconds(5)
+      )
     }
   }
 }

@@ -65,14 +65,24 @@ public final class Peer: Sendable {
   let material: TLSMaterial?
   let registry = LinkRegistry()
   let verificationFailures = VerificationFailures()
+  /// This peer's unanswered requests, per remote peer.
+  let outbox: Outbox
+  /// Exactly-once handling of incoming requests.
+  let inbox: Inbox
+
+  /// The requests a previous run on the same durable store left unanswered, loaded when the
+  /// peer was created. They are sent again once their remotes connect; wait for their replies
+  /// with ``Delivery/reply()``. Empty with an in-memory store.
+  public let recoveredDeliveries: [Delivery]
 
   private let eventContinuation: AsyncStream<PeerEvent>.Continuation
   private let control: AsyncStream<Control>
   private let controlContinuation: AsyncStream<Control>.Continuation
   private let state = Mutex(State())
   private let requestIDs = RequestIDGenerator()
-  /// Requests this peer sent that are not finished, and requests it is handling.
-  private let inFlight = Atomic<Int>(0)
+  /// Requests this peer is handling.
+  private let handling = Atomic<Int>(0)
+  private let links = Mutex<[String: LinkState]>([:])
 
   private enum Control: Sendable {
     case dial(Target)
@@ -119,6 +129,35 @@ public final class Peer: Sendable {
     var logger = logger
     logger[metadataKey: "peer"] = "\(self.name)"
     self.logger = logger
+
+    let store: any DeliveryStore
+    switch config.delivery.storage.wrapped {
+    case .inMemory:
+      store = InMemoryDeliveryStore(capacity: config.delivery.replyCapacity)
+    case .sqlite(let directory):
+      store = try SQLiteDeliveryStore(directory: directory)
+    }
+    self.outbox = Outbox(store: store, window: config.delivery.maximumInFlight)
+    self.inbox = Inbox(
+      store: store,
+      retention: config.delivery.replyRetention,
+      capacity: config.delivery.replyCapacity
+    )
+    do {
+      self.recoveredDeliveries = try self.outbox.recover()
+    } catch {
+      throw PeerAgentError(
+        code: .invalidConfiguration,
+        message: "cannot read the unanswered requests from the state store: \(error)",
+        cause: error
+      )
+    }
+    if !self.recoveredDeliveries.isEmpty {
+      logger.notice(
+        "resuming unanswered requests from the previous run",
+        metadata: ["count": "\(self.recoveredDeliveries.count)"]
+      )
+    }
     if let problem = self.material?.ownCertificateProblem {
       logger.warning(
         "this peer's own certificate will be refused by peers that trust the same CA",
@@ -205,9 +244,17 @@ public final class Peer: Sendable {
 
       self.state.withLock { $0.lifecycle = .draining }
       if graceful { await self.drain() }
-      let shuttingDown = PeerAgentError(code: .shuttingDown, message: "the peer shut down")
+      let shuttingDown = PeerAgentError(
+        code: .shuttingDown,
+        message: self.outbox.store.isDurable
+          ? "the peer shut down before the reply came; the request stays in the state store for the next run"
+          : "the peer shut down before the reply came"
+      )
+      self.outbox.close(with: shuttingDown)
       for route in self.registry.close(with: shuttingDown) {
-        route.close(with: shuttingDown)
+        route.finishOutgoing()
+        self.outbox.detach(route)
+        self.setLinkState(.down, of: route.identity.name, reason: "shutdown")
         self.emit(.disconnected(peer: route.identity, link: route.kind, reason: "shutdown"))
       }
       server?.beginGracefulShutdown()
@@ -269,17 +316,34 @@ public final class Peer: Sendable {
 
   /// Sends `text` to a remote peer and waits for its reply.
   ///
-  /// Works the same from either side and in either mode. When the peer is not connected yet,
-  /// waits for it to connect, within the same deadline.
+  /// Works the same from either side and in either mode. The request is kept until its reply
+  /// arrives: when the peer is not connected yet, or the link drops, it waits and is written
+  /// again on the next link, within the same deadline; the receiver answers a repeat from its
+  /// window without calling its handler again.
   ///
   /// - Parameters:
   ///   - text: The request.
   ///   - name: The remote peer's identity; `nil` when exactly one peer is (or will be) connected.
-  ///   - timeout: How long to wait for the link and the reply; ``Config/Requests/timeout`` if `nil`.
+  ///   - timeout: The request's time to live; ``Config/Requests/timeout`` if `nil`.
   /// - Returns: The reply, who sent it, and the round-trip time.
   /// - Throws: ``PeerAgentError``: `timedOut`, `notConnected`, `unknownPeer`, `ambiguousPeer`,
-  ///   `disconnected`, `remoteHandlerFailed` or `shuttingDown`.
+  ///   `remoteHandlerFailed`, `storageFailed` or `shuttingDown`.
   public func send(_ text: String, to name: String? = nil, timeout: Duration? = nil) async throws -> Reply {
+    try await self.submit(text, to: name, timeout: timeout).reply()
+  }
+
+  /// Accepts a request for a remote peer and returns as soon as it is in the outbox (on disk,
+  /// with a durable store), without waiting for the reply.
+  ///
+  /// Waits while the remote's window of unanswered requests
+  /// (``Config/Delivery/maximumInFlight``) is full: this is the backpressure that keeps memory
+  /// bounded.
+  ///
+  /// - Parameters: As ``send(_:to:timeout:)``.
+  /// - Returns: The delivery; ``Delivery/reply()`` waits for its reply.
+  /// - Throws: ``PeerAgentError``: `timedOut` (no room in the window before the deadline),
+  ///   `notConnected`, `ambiguousPeer`, `storageFailed` or `shuttingDown`.
+  public func submit(_ text: String, to name: String? = nil, timeout: Duration? = nil) async throws -> Delivery {
     let refusal: PeerAgentError? = self.state.withLock { state in
       switch state.lifecycle {
       case .idle, .running: return nil
@@ -289,67 +353,122 @@ public final class Peer: Sendable {
     }
     if let refusal { throw refusal }
 
-    self.inFlight.add(1, ordering: .relaxed)
-    defer { self.inFlight.subtract(1, ordering: .relaxed) }
-    let start = ContinuousClock.now
-    let deadline = start.advanced(by: timeout ?? self.config.requests.timeout)
-    let route = try await self.registry.route(to: name, deadline: deadline)
-    let id = self.requestIDs.next()
-    let body = try await route.send(id: id, text: text, deadline: deadline)
-    if let error = body.error {
-      throw PeerAgentError(
-        code: .remoteHandlerFailed,
-        message: "'\(route.identity)' could not handle request \(id): \(error)"
-      )
+    let deadline = ContinuousClock.now.advanced(by: timeout ?? self.config.requests.timeout)
+    let peer: String
+    if let name {
+      peer = name
+    } else {
+      peer = try await self.registry.onlyPeer(deadline: deadline).name
     }
-    return Reply(id: id, text: body.text, from: route.identity, roundTrip: .now - start)
+    return try await self.outbox.submit(id: self.requestIDs.next(), to: peer, text: text, deadline: deadline)
+  }
+
+  /// The application heartbeat, unless disabled.
+  var heartbeat: Heartbeat? {
+    self.config.health.heartbeatInterval.map { Heartbeat(interval: $0, timeout: self.config.health.heartbeatTimeout) }
+  }
+
+  /// The state of the link to each remote peer this peer has heard of, by name.
+  public var linkStates: [String: LinkState] { self.links.withLock { $0 } }
+
+  /// Counters of the delivery machinery since the peer started.
+  public var deliveryStatistics: DeliveryStatistics {
+    DeliveryStatistics(
+      unanswered: self.outbox.count(),
+      resent: self.outbox.resends,
+      repeatsAnswered: self.inbox.repeats
+    )
   }
 
   // MARK: - Internal, for the links
 
-  /// Calls the handler for one incoming request and makes its reply.
-  func handle(_ request: IncomingRequest) async -> ReplyBody {
-    self.inFlight.add(1, ordering: .relaxed)
-    defer { self.inFlight.subtract(1, ordering: .relaxed) }
+  /// Handles one incoming request exactly once: a repeat of an id already handled gets the
+  /// reply already given.
+  ///
+  /// The request counts as in flight (a graceful shutdown waits for it) until `reply` has
+  /// taken the reply.
+  func handle(_ request: IncomingRequest, reply: (ReplyBody) -> Void) async {
+    self.handling.add(1, ordering: .relaxed)
+    defer { self.handling.subtract(1, ordering: .relaxed) }
+    reply(await self.inbox.handle(request) { request in await self.callHandler(request) })
+  }
+
+  private func callHandler(_ request: IncomingRequest) async -> ReplyBody {
     do {
       let text = try await self.handler(request)
       return ReplyBody(id: request.id, text: text, error: nil)
     } catch {
       var logger = self.logger
       logger[metadataKey: "link"] = "\(request.from)"
+      if error is CancellationError || Task.isCancelled {
+        logger.debug("handler cancelled: its stream went away", metadata: ["id": "\(request.id)"])
+        return ReplyBody(id: request.id, text: "", error: "cancelled", wasCancelled: true)
+      }
       logger.warning("handler failed", metadata: ["id": "\(request.id)", "error": "\(error)"])
       return ReplyBody(id: request.id, text: "", error: "\(error)")
     }
   }
 
-  /// Makes `route` the way to its peer and says so.
+  /// Makes `route` the way to its peer, writes on it what the peer is owed, and says so.
   func attach(_ route: OutboundRoute) {
-    if let replaced = self.registry.add(route) {
-      replaced.finishOutgoing()
+    let (replaced, accepted) = self.registry.add(route)
+    guard accepted else {
+      route.finishOutgoing()
+      return
     }
+    replaced?.finishOutgoing()
+    self.outbox.attach(route)
     self.logger(for: route.identity).info(
       "connected",
-      metadata: ["link.kind": "\(route.kind)"]
+      metadata: ["link.kind": "\(route.kind)", "unanswered": "\(self.outbox.count(for: route.identity.name))"]
     )
     self.emit(.connected(peer: route.identity, link: route.kind))
+    self.setLinkState(.ready, of: route.identity.name, reason: nil)
   }
 
-  /// Ends `route`: fails its waiting requests (unless their replies may still come on an open
-  /// `tellResult`) and, if it was current, says the peer is gone.
+  /// Ends `route`. Its unanswered requests stay in the outbox for the next route to the peer.
   func detach(_ route: OutboundRoute, reason: String) {
-    let (wasCurrent, lingers) = self.registry.remove(route)
-    if lingers {
-      route.finishOutgoing()
-    } else {
-      route.close(with: route.disconnectedError)
+    route.finishOutgoing()
+    self.outbox.detach(route)
+    guard self.registry.remove(route) else { return }
+    self.logger(for: route.identity).info(
+      "disconnected",
+      metadata: ["link.kind": "\(route.kind)", "reason": "\(reason)"]
+    )
+    self.emit(.disconnected(peer: route.identity, link: route.kind, reason: reason))
+    self.setLinkState(.down, of: route.identity.name, reason: reason)
+  }
+
+  /// Delivers a reply that came on `route` (or, for `getTask` routes, on the dialer's
+  /// `tellResult`) to its request: by id, or — without one — to the oldest request written on
+  /// the route.
+  func deliver(_ reply: ReplyBody, from identity: PeerIdentity, on route: OutboundRoute?) {
+    var reply = reply
+    if reply.id.isEmpty {
+      guard let id = route?.oldestWritten(where: { self.outbox.isWaiting(id: $0) }) else {
+        self.logger(for: identity).notice("a reply without an id matched no waiting request")
+        return
+      }
+      reply.id = id
     }
-    if wasCurrent {
-      self.logger(for: route.identity).info(
-        "disconnected",
-        metadata: ["link.kind": "\(route.kind)", "reason": "\(reason)"]
-      )
-      self.emit(.disconnected(peer: route.identity, link: route.kind, reason: reason))
+    if !self.outbox.resolve(reply, from: identity) {
+      // A repeat: the request was resent after a reconnect, and both copies were answered.
+      self.logger(for: identity).debug("a reply matched no waiting request", metadata: ["id": "\(reply.id)"])
     }
+  }
+
+  /// Records and reports a link's new state, if it changed.
+  func setLinkState(_ state: LinkState, of name: String, reason: String?) {
+    let changed = self.links.withLock { links in
+      guard links[name] != state else { return false }
+      links[name] = state
+      return true
+    }
+    guard changed else { return }
+    if state == .degraded {
+      self.logger(for: .verified(name)).warning("link degraded", metadata: ["reason": "\(reason ?? "")"])
+    }
+    self.emit(.linkState(peer: name, state: state, reason: reason))
   }
 
   func emit(_ event: PeerEvent) {
@@ -444,41 +563,40 @@ public final class Peer: Sendable {
     self.controlContinuation.finish()
   }
 
-  /// Waits until nothing is in flight, or the grace period is over.
+  /// Waits until nothing is in flight (unanswered or being handled), or the grace period is
+  /// over.
   private func drain() async {
     let deadline = ContinuousClock.now.advanced(by: self.config.shutdown.gracePeriod)
-    while self.inFlight.load(ordering: .relaxed) > 0, ContinuousClock.now < deadline {
+    while self.handling.load(ordering: .relaxed) > 0 || self.outbox.count() > 0, ContinuousClock.now < deadline {
       try? await Task.sleep(for: .milliseconds(10))
     }
   }
 
-  /// Fails requests and waits that passed their deadline, ten times a second.
+  /// Fails requests and waits that passed their deadline, ten times a second; prunes the
+  /// de-duplication window once a minute.
   private func sweepDeadlines() async {
+    var sweeps = 0
     while !Task.isCancelled {
       try? await Task.sleep(for: .milliseconds(100))
       let now = ContinuousClock.now
       self.registry.expireWaiters(now: now)
-      for route in self.registry.liveRoutes {
-        route.pending.expire(now: now) { id in
-          PeerAgentError(
-            code: .timedOut,
-            message: "no reply from '\(route.identity)' to request \(id) before the deadline"
-          )
-        }
-      }
+      self.outbox.expire(now: now)
+      sweeps += 1
+      if sweeps % 600 == 1 { self.inbox.prune() }
     }
   }
 }
 
 extension Peer: Service {}
 
-/// Request ids: unique per process run (a random prefix) and increasing (a counter).
+/// Request ids: unique across runs and peers (a random 64-bit prefix per run) and increasing
+/// within a run (a counter). Receivers de-duplicate by them.
 final class RequestIDGenerator: Sendable {
   private let prefix: String
   private let counter = Atomic<UInt64>(0)
 
   init() {
-    self.prefix = String(UInt32.random(in: .min ... .max), radix: 16)
+    self.prefix = String(UInt64.random(in: .min ... .max), radix: 16)
   }
 
   func next() -> String {

@@ -50,6 +50,7 @@ extension PeerAgentError {
       case timedOut
       case remoteHandlerFailed
       case connectionRefused
+      case storageFailed
     }
 
     private var value: Value
@@ -83,6 +84,9 @@ extension PeerAgentError {
     public static var remoteHandlerFailed: Self { Self(.remoteHandlerFailed) }
     /// A connection was refused: TLS handshake failure, wrong identity, plaintext against TLS.
     public static var connectionRefused: Self { Self(.connectionRefused) }
+    /// The request could not be recorded in the peer's store (a full disk, a broken database),
+    /// so it was not accepted.
+    public static var storageFailed: Self { Self(.storageFailed) }
   }
 }
 

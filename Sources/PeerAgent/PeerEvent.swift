@@ -11,6 +11,19 @@ public enum PeerEvent: Sendable, Hashable {
   case refused(remote: String, reason: String)
   /// A dialer could not reach its remote and keeps trying with backoff.
   case unreachable(target: String, reason: String)
+  /// The link to `peer` changed state: connecting, ready, degraded (silent for too long) or
+  /// down; `reason` says why, where there is one.
+  case linkState(peer: String, state: LinkState, reason: String?)
+}
+
+/// Counters of a peer's delivery machinery, since it started.
+public struct DeliveryStatistics: Sendable, Hashable {
+  /// Requests sent and not answered yet (queued, or written and waiting).
+  public var unanswered: Int
+  /// Requests written again after a reconnect or a restart.
+  public var resent: Int
+  /// Repeated requests answered from the de-duplication window, without calling the handler.
+  public var repeatsAnswered: Int
 }
 
 /// A request from a remote peer, as the handler sees it.

@@ -44,9 +44,19 @@ extension Peer {
       self.emit(.refused(remote: remote, reason: reason))
     }
     let flushCoalescing = self.config.transport.flushCoalescing
+    let health = self.config.health
     let config = HTTP2ServerTransport.Posix.Config.defaults { config in
       config.connection.flushCoalescing = flushCoalescing.map {
         .init(maxFlushDelay: $0.maximumDelay, maxBytes: $0.maximumBytes)
+      }
+      if let interval = health.keepaliveInterval {
+        // Ping idle dialers as often as they ping us, and accept their pings at up to twice
+        // that rate, so that two peers with the same settings never GOAWAY each other.
+        config.connection.keepalive = .init(
+          time: interval,
+          timeout: health.keepaliveTimeout,
+          clientBehavior: .init(minPingIntervalWithoutCalls: interval / 2, allowWithoutCalls: true)
+        )
       }
       config.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
         channel.eventLoop.makeCompletedFuture {
@@ -126,9 +136,13 @@ extension Peer {
 
     let isTLS = self.material != nil
     let flushCoalescing = self.config.transport.flushCoalescing
+    let health = self.config.health
     let config = HTTP2ClientTransport.Posix.Config.defaults { config in
       config.connection.flushCoalescing = flushCoalescing.map {
         .init(maxFlushDelay: $0.maximumDelay, maxBytes: $0.maximumBytes)
+      }
+      config.connection.keepalive = health.keepaliveInterval.map {
+        .init(time: $0, timeout: health.keepaliveTimeout, allowWithoutCalls: true)
       }
       config.channelDebuggingCallbacks.onCreateTCPConnection = { channel in
         channel.eventLoop.makeCompletedFuture {

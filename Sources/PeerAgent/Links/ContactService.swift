@@ -2,15 +2,19 @@ internal import ContactProto
 internal import GRPCCore
 internal import Logging
 
+/// The metadata key by which PeerAgent peers announce that they send and answer heartbeats
+/// (value: the sender's heartbeat interval in milliseconds). Older peers never send it, and
+/// never get a heartbeat.
+let heartbeatMetadataKey = "peer-agent-heartbeat"
+
 /// The listener's side of the `Contact` service, for single-channel dialers and dual-channel
 /// peers alike.
 ///
-/// - `sendStatus`: each request goes to the handler, in order; each reply goes back on the same
-///   stream with the request's id.
+/// - `sendStatus`: each request goes to the handler (exactly once per id); each reply goes back
+///   on the same stream with the request's id. Heartbeats are answered here.
 /// - `getTask`: the dialer's stream becomes this peer's route to it: requests sent to the
-///   dialer are pushed down it.
-/// - `tellResult`: replies to those pushed requests, matched by id (or in order, without one)
-///   to the dialer's route, found by the dialer's identity.
+///   dialer are pushed down it, with heartbeats when the dialer announced them.
+/// - `tellResult`: replies to those pushed requests, matched by id (or in order, without one).
 struct ContactService: Contact_Contact.StreamingServiceProtocol {
   let peer: Peer
 
@@ -20,12 +24,27 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
   ) async throws -> StreamingServerResponse<Contact_Result> {
     let identity = try self.peer.identity(of: context)
     let peer = self.peer
-    return StreamingServerResponse { writer in
-      for try await message in request.messages {
-        let reply = await peer.handle(
-          IncomingRequest(id: message.id, text: message.msg, from: identity, link: .sendStatus)
-        )
-        try await writer.write(Contact_Result(reply))
+    var metadata = Metadata()
+    if let interval = peer.config.health.heartbeatInterval {
+      metadata.addString("\(interval.milliseconds)", forKey: heartbeatMetadataKey)
+    }
+    return StreamingServerResponse(metadata: metadata) { writer in
+      let (replies, continuation) = AsyncStream<Contact_Result>.makeStream()
+      let inbound = InboundRequests(peer: peer, identity: identity, link: .sendStatus) { reply in
+        continuation.yield(reply)
+      }
+      try await withThrowingDiscardingTaskGroup { group in
+        group.addTask {
+          for await reply in replies {
+            try await writer.write(reply)
+          }
+        }
+        defer { continuation.finish() }
+        try await withThrowingDiscardingTaskGroup { handlers in
+          for try await message in request.messages {
+            await inbound.receive(id: message.id, text: message.msg, isHeartbeat: message.heartbeat, in: &handlers)
+          }
+        }
       }
       return [:]
     }
@@ -37,18 +56,41 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
   ) async throws -> StreamingServerResponse<Contact_ServerMsg> {
     let identity = try self.peer.identity(of: context)
     let peer = self.peer
+    let announced = request.metadata[stringValues: heartbeatMetadataKey].first(where: { _ in true }) != nil
     return StreamingServerResponse { writer in
-      let route = OutboundRoute(identity: identity, kind: .getTask)
+      let route = OutboundRoute(identity: identity, kind: .getTask, window: peer.outbox.window)
       peer.attach(route)
       var reason = "the dialer closed getTask"
       do {
         try await withRPCCancellationHandler {
-          for await outgoing in route.outgoing {
-            route.pending.markWritten(id: outgoing.id)
-            var message = Contact_ServerMsg()
-            message.task = outgoing.text
-            message.id = outgoing.id
-            try await writer.write(message)
+          try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+              for await outgoing in route.outgoing {
+                var message = Contact_ServerMsg()
+                if outgoing.isHeartbeat {
+                  message.heartbeat = true
+                } else {
+                  guard peer.outbox.willWrite(id: outgoing.id) else { continue }
+                  route.recordWritten(id: outgoing.id)
+                  message.task = outgoing.text
+                  message.id = outgoing.id
+                }
+                try await writer.write(message)
+              }
+            }
+            if announced, let heartbeat = peer.heartbeat {
+              // The dialer answers each heartbeat on tellResult, which marks the route heard.
+              route.health.arm()
+              group.addTask {
+                try await heartbeat.run(
+                  send: { route.enqueue(.heartbeat) },
+                  watched: [route.health],
+                  report: { peer.setLinkState($0, of: identity.name, reason: "heartbeats are late") }
+                )
+              }
+            }
+            try await group.next()
+            group.cancelAll()
           }
         } onCancelRPC: {
           route.finishOutgoing()
@@ -70,22 +112,11 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
     let identity = try self.peer.identity(of: context)
     let peer = self.peer
     return StreamingServerResponse { writer in
-      peer.registry.openReplyStream(from: identity.name)
-      defer {
-        for ended in peer.registry.closeReplyStream(from: identity.name) {
-          ended.close(with: ended.disconnectedError)
-        }
-      }
       for try await result in request.messages {
-        let reply = ReplyBody(result)
-        guard let route = peer.registry.replyRoute(from: identity.name), route.pending.resolve(reply)
-        else {
-          peer.logger(for: identity).notice(
-            "a reply on tellResult matched no waiting request",
-            metadata: ["id": "\(result.id)"]
-          )
-          continue
-        }
+        let route = peer.registry.latestRoute(to: identity.name)
+        route?.health.heard()
+        if result.heartbeat { continue }
+        peer.deliver(ReplyBody(result), from: identity, on: route)
       }
       try await writer.write(Contact_Empty())
       return [:]
@@ -105,5 +136,11 @@ extension Contact_Result {
 extension ReplyBody {
   init(_ result: Contact_Result) {
     self.init(id: result.id, text: result.ret, error: result.error.isEmpty ? nil : result.error)
+  }
+}
+
+extension Duration {
+  var milliseconds: Int64 {
+    self.components.seconds * 1000 + self.components.attoseconds / 1_000_000_000_000_000
   }
 }

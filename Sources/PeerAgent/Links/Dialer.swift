@@ -12,8 +12,10 @@ private import Synchronization
 /// - in single-channel mode also `getTask` (the remote's requests, pushed) and `tellResult`
 ///   (this peer's replies to them).
 ///
-/// All of a session's streams are children of one task group: when one ends, the session ends
-/// and the others are cancelled, so a half-open link never lingers.
+/// All of a session's streams are children of one task group: when one ends — or the
+/// heartbeat finds the remote silent for too long — the session ends and the others are
+/// cancelled, so a half-open link never lingers. Every session re-opens every stream, and the
+/// outbox writes what is unanswered on the new `sendStatus`.
 struct Dialer {
   let peer: Peer
   let target: Peer.Target
@@ -23,6 +25,11 @@ struct Dialer {
     var reason: String
   }
 
+  /// The name the link is known by before the remote's certificate is seen.
+  private var linkName: String {
+    self.target.expectedIdentity ?? "\(self.target.address)"
+  }
+
   func run() async {
     var logger = self.peer.logger
     logger[metadataKey: "target"] = "\(self.target)"
@@ -30,6 +37,7 @@ struct Dialer {
     var lastReport: String?
     while !Task.isCancelled {
       let diagnostics = DialDiagnostics()
+      self.peer.setLinkState(.connecting, of: self.linkName, reason: nil)
       let outcome = await self.runSession(diagnostics: diagnostics, logger: logger)
       if Task.isCancelled { return }
 
@@ -71,6 +79,14 @@ struct Dialer {
       return Outcome(wasConnected: false, reason: "\(Peer.rootCause(error))")
     }
 
+    let peer = self.peer
+    let heartbeat = peer.heartbeat
+    let announcement: Metadata = heartbeat.map {
+      [heartbeatMetadataKey: "\($0.interval.milliseconds)"]
+    } ?? [:]
+    // The remote's pushed requests (single-channel): watched once the listener heartbeats.
+    let getTaskHealth = LinkHealth()
+
     do {
       try await withGRPCClient(transport: transport) { client in
         let contact = Contact_Contact.Client(wrapping: client)
@@ -82,51 +98,74 @@ struct Dialer {
           let (routes, routeContinuation) = AsyncStream<OutboundRoute>.makeStream()
           group.addTask {
             try await contact.sendStatus(
+              metadata: announcement,
               options: options,
               requestProducer: { writer in
                 // The stream is open, so the TLS handshake is done and the listener's identity
                 // known. Attach now, not when response headers arrive: a server may send those
                 // only with its first reply (grpcio's generator handlers do).
                 let identity = self.identity(diagnostics)
-                let route = OutboundRoute(identity: identity, kind: .sendStatus)
+                let route = OutboundRoute(identity: identity, kind: .sendStatus, window: peer.outbox.window)
                 routeContinuation.yield(route)
                 routeContinuation.finish()
                 connected.withLock { $0 = true }
-                self.peer.attach(route)
-                for await outgoing in route.outgoing {
-                  route.pending.markWritten(id: outgoing.id)
-                  var message = Contact_ClientMsg()
-                  message.msg = outgoing.text
-                  message.id = outgoing.id
-                  try await writer.write(message)
+                peer.attach(route)
+                try await withThrowingTaskGroup(of: Void.self) { streams in
+                  streams.addTask {
+                    for await outgoing in route.outgoing {
+                      var message = Contact_ClientMsg()
+                      if outgoing.isHeartbeat {
+                        message.heartbeat = true
+                      } else {
+                        guard peer.outbox.willWrite(id: outgoing.id) else { continue }
+                        route.recordWritten(id: outgoing.id)
+                        message.msg = outgoing.text
+                        message.id = outgoing.id
+                      }
+                      try await writer.write(message)
+                    }
+                  }
+                  if let heartbeat {
+                    streams.addTask {
+                      try await heartbeat.run(
+                        send: { if route.remoteHeartbeats { route.enqueue(.heartbeat) } },
+                        watched: [route.health, getTaskHealth],
+                        report: { peer.setLinkState($0, of: identity.name, reason: "heartbeats are late") }
+                      )
+                    }
+                  }
+                  try await streams.next()
+                  streams.cancelAll()
                 }
               }
             ) { response in
-              if case .failure(let error) = response.accepted { throw error }
               guard let route = await routes.first(where: { _ in true }) else { return }
               var reason = "the remote closed sendStatus"
               do {
+                if case .failure(let error) = response.accepted { throw error }
+                if response.metadata[stringValues: heartbeatMetadataKey].first(where: { _ in true }) != nil {
+                  route.remoteHeartbeats = true
+                  route.health.arm()
+                }
                 for try await result in response.messages {
-                  if !route.pending.resolve(ReplyBody(result)) {
-                    self.peer.logger(for: route.identity).notice(
-                      "a reply on sendStatus matched no waiting request",
-                      metadata: ["id": "\(result.id)"]
-                    )
-                  }
+                  route.health.heard()
+                  if result.heartbeat { continue }
+                  peer.deliver(ReplyBody(result), from: route.identity, on: route)
                 }
               } catch {
                 reason = "\(Peer.rootCause(error))"
               }
-              self.peer.detach(route, reason: reason)
+              peer.detach(route, reason: reason)
             }
             throw SessionEnded(reason: "sendStatus ended")
           }
 
-          guard self.peer.config.mode == .single else { return }
+          guard peer.config.mode == .single else { return }
 
           let (results, resultContinuation) = AsyncStream<Contact_Result>.makeStream()
           group.addTask {
             try await contact.tellResult(
+              metadata: announcement,
               options: options,
               requestProducer: { writer in
                 for await result in results {
@@ -140,13 +179,16 @@ struct Dialer {
           }
           group.addTask {
             defer { resultContinuation.finish() }
-            try await contact.getTask(Contact_Empty(), options: options) { response in
+            try await contact.getTask(Contact_Empty(), metadata: announcement, options: options) { response in
               let identity = self.identity(diagnostics)
-              for try await task in response.messages {
-                let reply = await self.peer.handle(
-                  IncomingRequest(id: task.id, text: task.task, from: identity, link: .getTask)
-                )
-                resultContinuation.yield(Contact_Result(reply))
+              let inbound = InboundRequests(peer: peer, identity: identity, link: .getTask) { result in
+                resultContinuation.yield(result)
+              }
+              try await withThrowingDiscardingTaskGroup { handlers in
+                for try await task in response.messages {
+                  if task.heartbeat { getTaskHealth.arm() } else { getTaskHealth.heard() }
+                  await inbound.receive(id: task.id, text: task.task, isHeartbeat: task.heartbeat, in: &handlers)
+                }
               }
             }
             throw SessionEnded(reason: "getTask ended")
@@ -156,6 +198,8 @@ struct Dialer {
       return Outcome(wasConnected: connected.current, reason: "the session ended")
     } catch let ended as SessionEnded {
       return Outcome(wasConnected: connected.current, reason: ended.reason)
+    } catch let stalled as Heartbeat.Stalled {
+      return Outcome(wasConnected: connected.current, reason: stalled.description)
     } catch {
       return Outcome(wasConnected: connected.current, reason: Peer.rootCause(error))
     }

@@ -1,61 +1,84 @@
 private import Synchronization
 
-/// One way to send requests to one remote peer: an outbound stream (a `sendStatus` request
-/// stream this peer opened, or a `getTask` response stream a dialer opened) and the requests
-/// waiting for their replies.
+/// One way to write requests to one remote peer: an outbound stream (a `sendStatus` request
+/// stream this peer opened, or a `getTask` response stream a dialer opened).
 ///
 /// The stream's owner — the dialer's session or the `getTask` handler — drains ``outgoing``
-/// into the RPC writer and feeds replies to ``pending``. When the stream ends, it calls
-/// ``close(with:)``: waiting callers fail with a clear error, nothing hangs.
+/// into the RPC writer, calling ``Outbox/willWrite(id:)`` and ``recordWritten(id:)`` for each
+/// request. The requests themselves live in the ``Outbox``: when the stream ends they stay
+/// there, and are written again on the next route to the same peer.
 final class OutboundRoute: Sendable {
   struct Outgoing: Sendable {
     var id: String
     var text: String
+    /// A heartbeat, not a request: answered by the remote's PeerAgent, never by its handler.
+    var isHeartbeat = false
+
+    static var heartbeat: Self { Self(id: "", text: "", isHeartbeat: true) }
   }
 
   let identity: PeerIdentity
   let kind: LinkKind
-  let pending = PendingRequests()
   let outgoing: AsyncStream<Outgoing>
+  /// When the remote was last heard on this link's streams (any message, heartbeats included).
+  let health: LinkHealth
   private let continuation: AsyncStream<Outgoing>.Continuation
+  /// Ids in the order they were written, for replies without an id (older peers answer in
+  /// order). Bounded: only the most recent are kept.
+  private let written = Mutex<(ids: [String], head: Int)>(([], 0))
+  private let writtenLimit: Int
+  private let heartbeats = Atomic<Bool>(false)
 
-  init(identity: PeerIdentity, kind: LinkKind) {
+  /// Whether the remote announced that it answers heartbeats on this route's stream.
+  var remoteHeartbeats: Bool {
+    get { self.heartbeats.load(ordering: .relaxed) }
+    set { self.heartbeats.store(newValue, ordering: .relaxed) }
+  }
+
+  init(identity: PeerIdentity, kind: LinkKind, window: Int) {
     self.identity = identity
     self.kind = kind
+    self.health = LinkHealth()
+    self.writtenLimit = max(1024, 2 * window)
     (self.outgoing, self.continuation) = AsyncStream.makeStream()
   }
 
-  /// Sends one request and waits for its reply, until `deadline`.
-  func send(id: String, text: String, deadline: ContinuousClock.Instant) async throws -> ReplyBody {
-    try await withTaskCancellationHandler {
-      try await withCheckedThrowingContinuation { continuation in
-        guard self.pending.register(id: id, deadline: deadline, continuation: continuation) else {
-          return
-        }
-        if case .terminated = self.continuation.yield(Outgoing(id: id, text: text)) {
-          self.pending.fail(id: id, with: self.disconnectedError)
-        }
+  /// Queues one message for the stream. Returns `false` when the stream has ended.
+  @discardableResult
+  func enqueue(_ outgoing: Outgoing) -> Bool {
+    if case .terminated = self.continuation.yield(outgoing) { return false }
+    return true
+  }
+
+  /// Records that request `id` is being written now. The wire order, not the order callers
+  /// submitted in, is what a peer answering without ids follows.
+  func recordWritten(id: String) {
+    self.written.withLock { written in
+      written.ids.append(id)
+      if written.ids.count - written.head > self.writtenLimit {
+        written.head = written.ids.count - self.writtenLimit
       }
-    } onCancel: {
-      self.pending.fail(id: id, with: CancellationError())
+      if written.head > 1024 && written.head * 2 > written.ids.count {
+        written.ids.removeFirst(written.head)
+        written.head = 0
+      }
     }
   }
 
-  /// Ends the outbound stream and fails every request still waiting.
-  func close(with error: any Error) {
-    self.continuation.finish()
-    self.pending.close(with: error)
+  /// The oldest written request that `isWaiting` still, for a reply without an id.
+  func oldestWritten(where isWaiting: (String) -> Bool) -> String? {
+    self.written.withLock { written in
+      while written.head < written.ids.count {
+        let id = written.ids[written.head]
+        written.head += 1
+        if isWaiting(id) { return id }
+      }
+      return nil
+    }
   }
 
-  /// Ends the outbound stream only: requests already sent may still be answered.
+  /// Ends the outbound stream. Requests written on it stay in the outbox.
   func finishOutgoing() {
     self.continuation.finish()
-  }
-
-  var disconnectedError: PeerAgentError {
-    PeerAgentError(
-      code: .disconnected,
-      message: "the link to '\(self.identity)' went down before the reply arrived"
-    )
   }
 }

@@ -1,0 +1,88 @@
+private import Synchronization
+
+/// A ``DeliveryStore`` in memory: for tests and benchmarks, and for peers that accept losing
+/// their unanswered requests (and their de-duplication window) when the process ends.
+///
+/// The de-duplication window holds at most `capacity` replies, oldest dropped first.
+final class InMemoryDeliveryStore: DeliveryStore {
+  private struct Key: Hashable {
+    var sender: String
+    var id: String
+  }
+
+  private struct State {
+    var outgoing: [String: (sequence: Int, record: OutgoingRecord)] = [:]
+    var nextSequence = 0
+    var replies: [Key: StoredReply] = [:]
+    /// Keys in the order they were recorded, for eviction; `head` is the oldest live one.
+    var order: [Key] = []
+    var head = 0
+  }
+
+  private let state = Mutex(State())
+  private let capacity: Int
+
+  init(capacity: Int) {
+    self.capacity = max(1, capacity)
+  }
+
+  var isDurable: Bool { false }
+
+  func recordOutgoing(_ record: OutgoingRecord) throws {
+    self.state.withLock { state in
+      state.nextSequence += 1
+      state.outgoing[record.id] = (state.nextSequence, record)
+    }
+  }
+
+  func recordAnswer(_ answer: StoredAnswer, to id: String) throws {
+    self.state.withLock { $0.outgoing[id]?.record.answer = answer }
+  }
+
+  func removeOutgoing(id: String) throws {
+    _ = self.state.withLock { $0.outgoing.removeValue(forKey: id) }
+  }
+
+  func unansweredOutgoing() throws -> [OutgoingRecord] {
+    self.state.withLock { state in
+      state.outgoing.values.sorted { $0.sequence < $1.sequence }.map(\.record)
+    }
+  }
+
+  func reply(to id: String, from sender: String) throws -> StoredReply? {
+    self.state.withLock { $0.replies[Key(sender: sender, id: id)] }
+  }
+
+  func recordReply(_ reply: StoredReply, to id: String, from sender: String) throws {
+    let capacity = self.capacity
+    self.state.withLock { state in
+      let key = Key(sender: sender, id: id)
+      if state.replies.updateValue(reply, forKey: key) == nil {
+        state.order.append(key)
+      }
+      while state.replies.count > capacity, state.head < state.order.count {
+        state.replies.removeValue(forKey: state.order[state.head])
+        state.head += 1
+      }
+      if state.head > 1024, state.head * 2 > state.order.count {
+        state.order.removeFirst(state.head)
+        state.head = 0
+      }
+    }
+  }
+
+  func pruneReplies(before date: Double, keep: Int) throws {
+    self.state.withLock { state in
+      while state.head < state.order.count {
+        let key = state.order[state.head]
+        guard let reply = state.replies[key] else {
+          state.head += 1
+          continue
+        }
+        if reply.recordedAt >= date && state.replies.count <= keep { break }
+        state.replies.removeValue(forKey: key)
+        state.head += 1
+      }
+    }
+  }
+}

@@ -1,0 +1,190 @@
+private import Foundation
+private import GRDB
+#if canImport(Glibc)
+private import Glibc
+#elseif canImport(Darwin)
+private import Darwin
+#endif
+
+/// A ``DeliveryStore`` in an embedded SQLite database (GRDB), in a folder of its own.
+///
+/// The database runs in WAL mode with `synchronous = NORMAL`: every statement's effect is in
+/// the operating system's hands when it returns, so `kill -9` loses nothing; a power failure
+/// may lose the last transactions (`synchronous = FULL` would fsync each one, at a large cost).
+///
+/// The folder is locked (`flock` on `lock`) for as long as the store is open, so that two
+/// processes never share one peer's state.
+final class SQLiteDeliveryStore: DeliveryStore {
+  private let database: DatabaseQueue
+  private let lockDescriptor: Int32
+
+  /// Opens (creating if needed) the store in `directory`.
+  ///
+  /// - Throws: ``PeerAgentError`` (`invalidConfiguration`) when the folder cannot be made or
+  ///   locked, or the database cannot be opened.
+  init(directory: String) throws {
+    do {
+      try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    } catch {
+      throw PeerAgentError(
+        code: .invalidConfiguration,
+        message: "cannot create the state folder '\(directory)': \(error.localizedDescription)",
+        cause: error
+      )
+    }
+    let lockPath = (directory as NSString).appendingPathComponent("lock")
+    let descriptor = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+    guard descriptor >= 0 else {
+      throw PeerAgentError(
+        code: .invalidConfiguration,
+        message: "cannot open '\(lockPath)': \(String(cString: strerror(errno)))"
+      )
+    }
+    guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
+      close(descriptor)
+      throw PeerAgentError(
+        code: .invalidConfiguration,
+        message: "the state folder '\(directory)' is in use by another peer-agent process: give each peer its own --state-dir"
+      )
+    }
+    self.lockDescriptor = descriptor
+
+    do {
+      var configuration = Configuration()
+      configuration.label = "peer-agent.delivery"
+      configuration.prepareDatabase { db in
+        try db.execute(sql: "PRAGMA synchronous = NORMAL")
+      }
+      let path = (directory as NSString).appendingPathComponent("delivery.sqlite")
+      self.database = try DatabaseQueue(path: path, configuration: configuration)
+      try self.database.writeWithoutTransaction { db in
+        _ = try String.fetchOne(db, sql: "PRAGMA journal_mode = WAL")
+      }
+      try Self.migrator.migrate(self.database)
+    } catch {
+      close(descriptor)
+      throw PeerAgentError(
+        code: .invalidConfiguration,
+        message: "cannot open the delivery database in '\(directory)': \(error)",
+        cause: error
+      )
+    }
+  }
+
+  deinit {
+    close(self.lockDescriptor)
+  }
+
+  private static var migrator: DatabaseMigrator {
+    var migrator = DatabaseMigrator()
+    migrator.registerMigration("v1") { db in
+      try db.execute(
+        sql: """
+          CREATE TABLE outgoing (
+            sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            peer TEXT NOT NULL,
+            text TEXT NOT NULL,
+            expires_at REAL NOT NULL
+          );
+          CREATE TABLE replies (
+            sender TEXT NOT NULL,
+            id TEXT NOT NULL,
+            text TEXT NOT NULL,
+            error TEXT,
+            recorded_at REAL NOT NULL,
+            PRIMARY KEY (sender, id)
+          ) WITHOUT ROWID;
+          CREATE INDEX replies_by_age ON replies (recorded_at);
+          """
+      )
+    }
+    migrator.registerMigration("v2: answers kept until taken") { db in
+      try db.execute(
+        sql: """
+          ALTER TABLE outgoing ADD COLUMN answered_by TEXT;
+          ALTER TABLE outgoing ADD COLUMN answered_verified INTEGER;
+          ALTER TABLE outgoing ADD COLUMN answer TEXT;
+          ALTER TABLE outgoing ADD COLUMN answer_error TEXT;
+          """
+      )
+    }
+    return migrator
+  }
+
+  var isDurable: Bool { true }
+
+  func recordOutgoing(_ record: OutgoingRecord) throws {
+    try self.database.write { db in
+      try db.execute(
+        sql: "INSERT OR REPLACE INTO outgoing (id, peer, text, expires_at) VALUES (?, ?, ?, ?)",
+        arguments: [record.id, record.peer, record.text, record.expiresAt]
+      )
+    }
+  }
+
+  func recordAnswer(_ answer: StoredAnswer, to id: String) throws {
+    try self.database.write { db in
+      try db.execute(
+        sql: "UPDATE outgoing SET answered_by = ?, answered_verified = ?, answer = ?, answer_error = ? WHERE id = ?",
+        arguments: [answer.from, answer.verified, answer.text, answer.error, id]
+      )
+    }
+  }
+
+  func removeOutgoing(id: String) throws {
+    try self.database.write { db in
+      try db.execute(sql: "DELETE FROM outgoing WHERE id = ?", arguments: [id])
+    }
+  }
+
+  func unansweredOutgoing() throws -> [OutgoingRecord] {
+    try self.database.read { db in
+      try Row.fetchAll(db, sql: "SELECT * FROM outgoing ORDER BY sequence").map { row in
+        var record = OutgoingRecord(id: row["id"], peer: row["peer"], text: row["text"], expiresAt: row["expires_at"])
+        if let from: String = row["answered_by"] {
+          record.answer = StoredAnswer(
+            from: from,
+            verified: row["answered_verified"] ?? false,
+            text: row["answer"] ?? "",
+            error: row["answer_error"]
+          )
+        }
+        return record
+      }
+    }
+  }
+
+  func reply(to id: String, from sender: String) throws -> StoredReply? {
+    try self.database.read { db in
+      try Row.fetchOne(
+        db,
+        sql: "SELECT text, error, recorded_at FROM replies WHERE sender = ? AND id = ?",
+        arguments: [sender, id]
+      ).map { StoredReply(text: $0["text"], error: $0["error"], recordedAt: $0["recorded_at"]) }
+    }
+  }
+
+  func recordReply(_ reply: StoredReply, to id: String, from sender: String) throws {
+    try self.database.write { db in
+      try db.execute(
+        sql: "INSERT OR REPLACE INTO replies (sender, id, text, error, recorded_at) VALUES (?, ?, ?, ?, ?)",
+        arguments: [sender, id, reply.text, reply.error, reply.recordedAt]
+      )
+    }
+  }
+
+  func pruneReplies(before date: Double, keep: Int) throws {
+    try self.database.write { db in
+      try db.execute(sql: "DELETE FROM replies WHERE recorded_at < ?", arguments: [date])
+      try db.execute(
+        sql: """
+          DELETE FROM replies WHERE recorded_at < (
+            SELECT recorded_at FROM replies ORDER BY recorded_at DESC LIMIT 1 OFFSET ?
+          )
+          """,
+        arguments: [max(0, keep - 1)]
+      )
+    }
+  }
+}
