@@ -28,7 +28,7 @@ class PeerAgent:
 
     def __init__(self, binary, args, log_path):
         self.log = open(log_path, "w")
-        self.proc = subprocess.Popen([binary, "run", "--output", "json", "--log-level", "notice"] + args,
+        self.proc = subprocess.Popen([binary, "run", "--output", "json", "--log-level", "notice", "--in-memory"] + args,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.log, text=True, bufsize=1)
         self.events = []

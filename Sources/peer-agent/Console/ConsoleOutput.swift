@@ -24,11 +24,15 @@ final class ConsoleOutput: Sendable {
     var rttMs: Double?
     var message: String?
     var reason: String?
+    var state: String?
+    var unanswered: Int?
+    var resent: Int?
+    var repeats: Int?
 
     enum CodingKeys: String, CodingKey {
       case event, peer, address, link, verified, id, text, reply
       case rttMs = "rtt_ms"
-      case message, reason
+      case message, reason, state, unanswered, resent, repeats
     }
 
     init(event: String, peer: String) {
@@ -98,7 +102,41 @@ final class ConsoleOutput: Sendable {
       var line = Line(event: "error", peer: target)
       line.message = "cannot reach \(target) yet (\(reason)); retrying"
       self.emit(line, human: "waiting for \(target): \(reason); retrying")
+    case .linkState(let peer, let state, let reason):
+      var line = Line(event: "link", peer: peer)
+      line.state = state.rawValue
+      line.reason = reason
+      self.emit(line, human: "link to \(peer): \(state)" + (reason.map { " (\($0))" } ?? ""))
     }
+  }
+
+  /// A request from standard input is in the outbox (on disk, when durable): the peer now
+  /// owes its reply.
+  func queued(_ delivery: Delivery) {
+    var line = Line(event: "queued", peer: delivery.peer)
+    line.id = delivery.id
+    line.text = delivery.text
+    self.emit(line, human: "queued for \(delivery.peer): \(delivery.text)")
+  }
+
+  /// A request a previous run left unanswered is being sent again.
+  func resumed(_ delivery: Delivery) {
+    var line = Line(event: "resumed", peer: delivery.peer)
+    line.id = delivery.id
+    line.text = delivery.text
+    self.emit(line, human: "resuming for \(delivery.peer): \(delivery.text)")
+  }
+
+  /// The delivery counters, when the peer stops.
+  func statistics(_ statistics: DeliveryStatistics, selfName: String) {
+    var line = Line(event: "stats", peer: selfName)
+    line.unanswered = statistics.unanswered
+    line.resent = statistics.resent
+    line.repeats = statistics.repeatsAnswered
+    self.emit(
+      line,
+      human: "unanswered \(statistics.unanswered), resent \(statistics.resent), repeats answered from the window \(statistics.repeatsAnswered)"
+    )
   }
 
   func request(_ request: IncomingRequest) {

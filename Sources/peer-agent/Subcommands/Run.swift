@@ -15,8 +15,13 @@ struct Run: AsyncParsableCommand {
       to all. Each request received is printed with the sender's identity and acknowledged.
 
       With --output json, standard output carries one JSON object per event (listening, \
-      connected, disconnected, request, reply, error), each with "event" and "peer"; \
-      human text and warnings go to standard error.
+      connected, disconnected, link, queued, resumed, request, reply, error, stats), each \
+      with "event" and "peer"; human text and warnings go to standard error.
+
+      Every request is kept until its reply arrives: across reconnects, and — with the \
+      default on-disk state (--state-dir) — across restarts, when it is sent again and \
+      reported as "resumed". A repeat is answered from the receiver's record, never handled \
+      twice.
 
       At the end of input the peer keeps serving until SIGINT or SIGTERM, unless \
       --exit-on-eof: then it waits for every reply and exits, 0 only if none failed.
@@ -80,7 +85,13 @@ struct Run: AsyncParsableCommand {
         return .events
       }
       group.addTask {
-        await Self.sendLines(StandardInputLines.make(), through: peer, console: console, failures: failures)
+        await Self.sendLines(
+          StandardInputLines.make(),
+          resuming: peer.recoveredDeliveries,
+          through: peer,
+          console: console,
+          failures: failures
+        )
         if exitOnEOF {
           peer.beginGracefulShutdown()
         }
@@ -93,21 +104,29 @@ struct Run: AsyncParsableCommand {
       }
     }
 
+    console.statistics(peer.deliveryStatistics, selfName: peer.name)
+
     if exitOnEOF, failures.value > 0 {
       throw CommandFailure(message: "\(failures.value) request(s) failed")
     }
   }
 
-  /// Sends each line as a request (several in flight at once) and reports each reply.
+  /// Sends each line as a request (several in flight at once), reports it `queued` once it is
+  /// in the outbox, and reports each reply; also waits for the replies to `resuming`, the
+  /// requests a previous run left unanswered. Returns when every request has its reply or
+  /// failed. Reading waits while a remote's window of unanswered requests is full.
   static func sendLines(
     _ lines: AsyncStream<String>,
+    resuming recovered: [Delivery],
     through peer: Peer,
     console: ConsoleOutput,
     failures: FailureCount
   ) async {
-    let maximumInFlight = 1024
-    await withTaskGroup(of: Void.self) { group in
-      var inFlight = 0
+    await withDiscardingTaskGroup { group in
+      for delivery in recovered {
+        console.resumed(delivery)
+        group.addTask { await Self.report(delivery, console: console, failures: failures) }
+      }
       for await line in lines {
         let (target, text) = Self.parse(line)
         if text.isEmpty { continue }
@@ -119,23 +138,38 @@ struct Run: AsyncParsableCommand {
           recipients = connected.count > 1 ? connected : [nil]
         }
         for recipient in recipients {
-          if inFlight >= maximumInFlight {
-            await group.next()
-            inFlight -= 1
-          }
-          inFlight += 1
-          group.addTask {
-            do {
-              let reply = try await peer.send(text, to: recipient)
-              console.reply(reply, to: text)
-            } catch {
-              failures.increment()
-              let message = (error as? PeerAgentError)?.message ?? "\(error)"
-              console.failure(peer: recipient ?? "", text: text, message: message)
-            }
+          do {
+            let delivery = try await peer.submit(text, to: recipient)
+            console.queued(delivery)
+            group.addTask { await Self.report(delivery, console: console, failures: failures) }
+          } catch {
+            failures.increment()
+            let message = (error as? PeerAgentError)?.message ?? "\(error)"
+            console.failure(peer: recipient ?? "", text: text, message: message)
           }
         }
       }
+    }
+  }
+
+  private static func report(_ delivery: Delivery, console: ConsoleOutput, failures: FailureCount) async {
+    do {
+      // Reported first, forgotten after: a crash in between reports it again after a restart,
+      // rather than never.
+      let reply = try await delivery.waitForReply()
+      console.reply(reply, to: delivery.text)
+      delivery.settle()
+    } catch {
+      failures.increment()
+      let message = (error as? PeerAgentError)?.message ?? "\(error)"
+      var line = ConsoleOutput.Line(event: "error", peer: delivery.peer)
+      line.id = delivery.id
+      line.text = delivery.text
+      line.message = message
+      console.emit(line, human: "error: \(delivery.peer): \(message)")
+      // The remote answered with an error: reported, so forgotten. (A shutdown keeps the
+      // request for the next run.)
+      if (error as? PeerAgentError)?.code == .remoteHandlerFailed { delivery.settle() }
     }
   }
 

@@ -61,6 +61,54 @@ struct RunOptions: ParsableArguments {
   )
   var shutdownGrace: Double = 5
 
+  @Option(
+    name: .long,
+    help: ArgumentHelp(
+      "Keep unanswered requests and recent replies in DIR (SQLite), so a restart resends what it owed and handles nothing twice. Default: $XDG_STATE_HOME/peer-agent/NAME (~/.local/state/peer-agent/NAME).",
+      valueName: "DIR"
+    )
+  )
+  var stateDir: String?
+
+  @Flag(name: .long, help: "Keep unanswered requests and recent replies in memory only: a restart loses them.")
+  var inMemory = false
+
+  @Option(
+    name: .long,
+    help: ArgumentHelp("The most unanswered requests per remote peer; beyond it, reading input waits.", valueName: "N")
+  )
+  var maxInFlight: Int = 1024
+
+  @Option(name: .long, help: ArgumentHelp("First wait before redialing.", valueName: "SECONDS"))
+  var backoffInitial: Double = 0.1
+
+  @Option(name: .long, help: ArgumentHelp("Longest wait between redials.", valueName: "SECONDS"))
+  var backoffMax: Double = 5
+
+  @Option(
+    name: .long,
+    help: ArgumentHelp("Each wait is shortened at random by up to this fraction (0-1), so dialers spread out.", valueName: "FRACTION")
+  )
+  var backoffJitter: Double = 0.5
+
+  @Option(
+    name: .long,
+    help: ArgumentHelp("Heartbeat on every long-lived stream this often; 0 turns heartbeats off.", valueName: "SECONDS")
+  )
+  var heartbeat: Double = 2
+
+  @Option(
+    name: .long,
+    help: ArgumentHelp("Close a link silent this long (it is 'degraded' after two heartbeats).", valueName: "SECONDS")
+  )
+  var heartbeatTimeout: Double = 6
+
+  @Option(
+    name: .long,
+    help: ArgumentHelp("HTTP/2 keepalive ping interval (listeners accept twice this rate); 0 turns pings off.", valueName: "SECONDS")
+  )
+  var keepalive: Double = 10
+
   func validate() throws {
     guard DevelopmentCertificates.isValidName(self.name) else {
       throw ValidationError("--name '\(self.name)' is not a usable peer name: use letters, digits, '-' and '.'")
@@ -102,6 +150,33 @@ struct RunOptions: ParsableArguments {
     guard self.requestTimeout > 0, self.shutdownGrace >= 0 else {
       throw ValidationError("--request-timeout must be positive and --shutdown-grace not negative")
     }
+    if self.inMemory && self.stateDir != nil {
+      throw ValidationError("--in-memory keeps nothing on disk: drop --state-dir, or drop --in-memory")
+    }
+    guard self.maxInFlight >= 1 else {
+      throw ValidationError("--max-in-flight must be at least 1")
+    }
+    guard self.backoffInitial > 0, self.backoffMax >= self.backoffInitial else {
+      throw ValidationError("--backoff-initial must be positive and not above --backoff-max")
+    }
+    guard (0 ... 1).contains(self.backoffJitter) else {
+      throw ValidationError("--backoff-jitter is a fraction between 0 and 1")
+    }
+    guard self.heartbeat >= 0, self.keepalive >= 0 else {
+      throw ValidationError("--heartbeat and --keepalive must not be negative (0 turns them off)")
+    }
+    guard self.heartbeat == 0 || self.heartbeatTimeout > self.heartbeat * 2 else {
+      throw ValidationError("--heartbeat-timeout must be more than two --heartbeat intervals")
+    }
+  }
+
+  /// Where the peer keeps its state: `--state-dir`, else the default per peer name.
+  var stateDirectory: String {
+    if let dir = self.stateDir { return dir }
+    let environment = ProcessInfo.processInfo.environment
+    let base = environment["XDG_STATE_HOME"].flatMap { $0.isEmpty ? nil : $0 }
+      ?? (NSHomeDirectory() as NSString).appendingPathComponent(".local/state")
+    return ((base as NSString).appendingPathComponent("peer-agent") as NSString).appendingPathComponent(self.name)
   }
 
   /// The peer configuration these options describe.
@@ -114,6 +189,14 @@ struct RunOptions: ParsableArguments {
       config.connect = connect
       config.requests.timeout = .milliseconds(Int64(self.requestTimeout * 1000))
       config.shutdown.gracePeriod = .milliseconds(Int64(self.shutdownGrace * 1000))
+      config.delivery.storage = self.inMemory ? .inMemory : .sqlite(directory: self.stateDirectory)
+      config.delivery.maximumInFlight = self.maxInFlight
+      config.reconnect.initialBackoff = .milliseconds(Int64(self.backoffInitial * 1000))
+      config.reconnect.maximumBackoff = .milliseconds(Int64(self.backoffMax * 1000))
+      config.reconnect.jitter = self.backoffJitter
+      config.health.heartbeatInterval = self.heartbeat > 0 ? .milliseconds(Int64(self.heartbeat * 1000)) : nil
+      config.health.heartbeatTimeout = .milliseconds(Int64(self.heartbeatTimeout * 1000))
+      config.health.keepaliveInterval = self.keepalive > 0 ? .milliseconds(Int64(self.keepalive * 1000)) : nil
       if self.insecure {
         config.security = .plaintext
       } else if let dir = self.certs {
