@@ -53,7 +53,20 @@ struct ConfigurationTests {
     let config = Peer.Config.defaults(mode: .single)
     #expect(config.requests.timeout == .seconds(30))
     #expect(config.shutdown.gracePeriod == .seconds(5))
-    #expect(config.reconnect == .init(initialBackoff: .milliseconds(100), maximumBackoff: .seconds(5), multiplier: 2, jitter: 0.2))
+    #expect(config.reconnect == .init(initialBackoff: .milliseconds(100), maximumBackoff: .seconds(5), multiplier: 2, jitter: 0.5))
+    #expect(
+      config.delivery
+        == .init(storage: .inMemory, maximumInFlight: 1024, replyRetention: .seconds(3600), replyCapacity: 1_000_000)
+    )
+    #expect(
+      config.health
+        == .init(
+          heartbeatInterval: .seconds(2),
+          heartbeatTimeout: .seconds(6),
+          keepaliveInterval: .seconds(10),
+          keepaliveTimeout: .seconds(5)
+        )
+    )
     #expect(!config.security.isMutualTLS)
     #expect(config.transport.flushCoalescing == .init(maximumDelay: .zero, maximumBytes: 65536))
   }
@@ -64,7 +77,7 @@ struct ConfigurationTests {
     for attempt in 0 ..< 20 {
       let delay = reconnect.delay(attempt: attempt)
       #expect(delay <= .seconds(5))
-      #expect(delay >= .milliseconds(Int64(min(5000, 100 * (1 << min(attempt, 10))) * 8 / 10)))
+      #expect(delay >= .milliseconds(Int64(min(5000, 100 * (1 << min(attempt, 10))) * 5 / 10)))
     }
   }
 

@@ -29,7 +29,7 @@ struct ProcessTests {
 
     let hubArguments: [String]
     let edgeArguments: [String]
-    let common = ["--mode", mode, "--certs", certs, "--output", "json"]
+    let common = ["--mode", mode, "--certs", certs, "--output", "json", "--in-memory"]
     if mode == "single" {
       hubArguments = ["run", "--name", "hub", "--listen", "127.0.0.1:0"] + common
       edgeArguments = []

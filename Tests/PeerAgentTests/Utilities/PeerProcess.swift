@@ -42,6 +42,9 @@ final class PeerProcess: Sendable {
   private let input: Pipe
   private final class Collected: Sendable {
     let lines = Mutex<[String]>([])
+    /// The events parsed as they arrive (text and value fields only), for tests that count
+    /// thousands of them.
+    let parsed = Mutex<[[String: String]]>([])
     let partial = Mutex<String>("")
     let log = Mutex<String>("")
   }
@@ -72,6 +75,11 @@ final class PeerProcess: Sendable {
         return parts
       }
       collected.lines.withLock { $0 += complete }
+      let events = complete.compactMap { line -> [String: String]? in
+        guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else { return nil }
+        return object.mapValues { "\($0)" }
+      }
+      collected.parsed.withLock { $0 += events }
     }
     err.fileHandleForReading.readabilityHandler = { handle in
       let data = handle.availableData
@@ -92,6 +100,31 @@ final class PeerProcess: Sendable {
   }
 
   var log: String { self.collected.log.withLock { $0 } }
+
+  /// The events so far, every field as a string.
+  var parsedEvents: [[String: String]] { self.collected.parsed.withLock { $0 } }
+
+  /// How many events so far match `predicate`, without copying them.
+  func count(where predicate: ([String: String]) -> Bool) -> Int {
+    self.collected.parsed.withLock { $0.lazy.filter(predicate).count }
+  }
+
+  /// Writes many lines at once.
+  func send(lines: [String]) {
+    self.input.fileHandleForWriting.write(Data(lines.map { $0 + "\n" }.joined().utf8))
+  }
+
+  /// Ends the process at once, as `kill -9` does, and waits for it.
+  func kill() {
+    guard self.process.isRunning else { return }
+    Glibc.kill(self.process.processIdentifier, SIGKILL)
+    self.process.waitUntilExit()
+  }
+
+  /// Asks the process to stop (SIGTERM: graceful shutdown).
+  func stop() {
+    if self.process.isRunning { Glibc.kill(self.process.processIdentifier, SIGTERM) }
+  }
 
   /// Waits up to `timeout` for an event matching `predicate`.
   func wait(
@@ -129,13 +162,13 @@ final class PeerProcess: Sendable {
       try? await Task.sleep(for: .milliseconds(25))
     }
     if self.process.isRunning {
-      kill(self.process.processIdentifier, SIGKILL)
+      Glibc.kill(self.process.processIdentifier, SIGKILL)
       return nil
     }
     return self.process.terminationStatus
   }
 
   deinit {
-    if self.process.isRunning { kill(self.process.processIdentifier, SIGKILL) }
+    if self.process.isRunning { Glibc.kill(self.process.processIdentifier, SIGKILL) }
   }
 }

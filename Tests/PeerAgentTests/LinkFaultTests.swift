@@ -1,0 +1,216 @@
+import Foundation
+import NIOCore
+import Synchronization
+import Testing
+
+@testable import PeerAgent
+
+/// Fault tests through a TCP proxy between the peers, in both modes: the link drops, the link
+/// goes silent without closing (half-open), the receiver is slow. Nothing is lost, nothing is
+/// handled twice, memory stays bounded, and the link state tells the truth.
+@Suite("Link faults: drops, half-open links, slow receivers")
+struct LinkFaultTests {
+  static let heartbeat = Duration.milliseconds(200)
+  static let heartbeatTimeout = Duration.seconds(1)
+
+  /// Fast heartbeats and redials, so faults show within a second.
+  static let fast: @Sendable (inout Peer.Config) -> Void = { config in
+    config.health.heartbeatInterval = heartbeat
+    config.health.heartbeatTimeout = heartbeatTimeout
+    config.reconnect.initialBackoff = .milliseconds(20)
+    config.reconnect.maximumBackoff = .milliseconds(200)
+  }
+
+  /// hub and edge in `mode`, every connection between them through a proxy (one in front of
+  /// each listener).
+  static func withProxiedPeers(
+    mode: Mode,
+    configure: @escaping @Sendable (inout Peer.Config) -> Void = fast,
+    hubHandler: (@Sendable (IncomingRequest) async throws -> String)? = nil,
+    _ body: @Sendable (TestPeer, TestPeer, [TCPProxy]) async throws -> Void
+  ) async throws {
+    let certificates = try TestCertificates()
+    let hub = try TestPeer(
+      name: "hub",
+      mode: mode,
+      security: try certificates.security(for: "hub"),
+      listen: true,
+      configure: configure,
+      handler: hubHandler
+    )
+    try await withRunningPeers([hub], timeout: .seconds(90)) {
+      let hubProxy = try TCPProxy(upstream: try await hub.peer.listeningAddress)
+      let hubPort = try await hubProxy.start()
+      let edge = try TestPeer(
+        name: "edge",
+        mode: mode,
+        security: try certificates.security(for: "edge"),
+        listen: mode == .dual,
+        connect: [Peer.Target(address: PeerAddress(host: "127.0.0.1", port: hubPort), expectedIdentity: "hub")],
+        configure: configure
+      )
+      try await withRunningPeers([edge], timeout: .seconds(90)) {
+        var proxies = [hubProxy]
+        if mode == .dual {
+          let edgeProxy = try TCPProxy(upstream: try await edge.peer.listeningAddress)
+          let edgePort = try await edgeProxy.start()
+          proxies.append(edgeProxy)
+          hub.peer.dial(Peer.Target(address: PeerAddress(host: "127.0.0.1", port: edgePort), expectedIdentity: "edge"))
+        }
+        #expect(await hub.waitUntilConnected(to: "edge"))
+        #expect(await edge.waitUntilConnected(to: "hub"))
+        do {
+          try await body(hub, edge, proxies)
+        } catch {
+          for proxy in proxies { await proxy.stop() }
+          throw error
+        }
+        for proxy in proxies { await proxy.stop() }
+      }
+    }
+  }
+
+  /// Sends `count` requests from `sender` to `receiver` concurrently; returns the replies.
+  static func sendMany(_ count: Int, from sender: TestPeer, to receiver: String, label: String) -> Task<[String], any Error> {
+    Task {
+      try await withThrowingTaskGroup(of: String.self) { group in
+        for n in 0 ..< count {
+          group.addTask { try await sender.peer.send("\(label) \(n)", to: receiver, timeout: .seconds(30)).text }
+        }
+        return try await group.reduce(into: []) { $0.append($1) }
+      }
+    }
+  }
+
+  /// Checks that every request of `label` reached the handler exactly once.
+  static func expectHandledOnce(_ receiver: TestPeer, label: String, count: Int) {
+    var seen: [String: Int] = [:]
+    for request in receiver.requests.all where request.text.hasPrefix(label + " ") {
+      seen[request.text, default: 0] += 1
+    }
+    #expect(seen.count == count, "\(label): \(seen.count) of \(count) handled")
+    let twice = seen.filter { $0.value > 1 }
+    #expect(twice.isEmpty, "\(label): handled more than once: \(twice.keys.sorted().prefix(5))")
+  }
+
+  @Test("Connections dropped mid-traffic: every request answered, each handled once, resends counted", arguments: Mode.allCases)
+  func drops(mode: Mode) async throws {
+    try await Self.withProxiedPeers(mode: mode) { hub, edge, proxies in
+      let count = 1000
+      let up = Self.sendMany(count, from: edge, to: "hub", label: "edge->hub")
+      let down = Self.sendMany(count, from: hub, to: "edge", label: "hub->edge")
+      // Drop every connection twice while requests are in flight.
+      for _ in 0 ..< 2 {
+        for _ in 0 ..< 500 where hub.requests.all.count + edge.requests.all.count < 200 {
+          try await Task.sleep(for: .milliseconds(2))
+        }
+        for proxy in proxies { proxy.dropAll() }
+        try await Task.sleep(for: .milliseconds(150))
+      }
+      #expect(try await up.value.count == count)
+      #expect(try await down.value.count == count)
+      Self.expectHandledOnce(hub, label: "edge->hub", count: count)
+      Self.expectHandledOnce(edge, label: "hub->edge", count: count)
+      let resent = hub.peer.deliveryStatistics.resent + edge.peer.deliveryStatistics.resent
+      let repeats = hub.peer.deliveryStatistics.repeatsAnswered + edge.peer.deliveryStatistics.repeatsAnswered
+      print("[\(mode)] drops: resent \(resent), repeats answered from the window \(repeats)")
+      #expect(resent > 0)
+      #expect(hub.peer.deliveryStatistics.unanswered == 0)
+      #expect(edge.peer.deliveryStatistics.unanswered == 0)
+      let downs = edge.events.all.filter {
+        if case .linkState("hub", .down, _) = $0 { return true }
+        return false
+      }
+      #expect(!downs.isEmpty)
+    }
+  }
+
+  @Test("A half-open link is marked down within the heartbeat timeout and recovers without loss", arguments: Mode.allCases)
+  func halfOpen(mode: Mode) async throws {
+    try await Self.withProxiedPeers(mode: mode) { hub, edge, proxies in
+      #expect(try await edge.peer.send("before", to: "hub").text == "ack from hub: before")
+      let mark = edge.events.all.count
+      let stalledAt = ContinuousClock.now
+      for proxy in proxies { proxy.stall() }
+      // Requests sent during the silence wait in the outbox.
+      let up = Self.sendMany(50, from: edge, to: "hub", label: "edge->hub")
+      let down = Self.sendMany(50, from: hub, to: "edge", label: "hub->edge")
+
+      let isDown: @Sendable (PeerEvent) -> Bool = {
+        if case .linkState("hub", .down, _) = $0 { return true }
+        return false
+      }
+      var detected: Duration?
+      for _ in 0 ..< 500 {
+        if edge.events.all.dropFirst(mark).contains(where: isDown) {
+          detected = ContinuousClock.now - stalledAt
+          break
+        }
+        try await Task.sleep(for: .milliseconds(10))
+      }
+      let detection = try #require(detected, "the edge never marked the stalled link down")
+      print("[\(mode)] half-open link marked down after \(detection)")
+      // The timeout, plus one heartbeat interval of checking, plus slack for a loaded machine.
+      #expect(detection <= Self.heartbeatTimeout + .seconds(2))
+      let degraded = edge.events.all.dropFirst(mark).contains {
+        if case .linkState("hub", .degraded, _) = $0 { return true }
+        return false
+      }
+      #expect(degraded, "the link should be degraded before it is down")
+
+      for proxy in proxies { proxy.resume() }
+      #expect(try await up.value.count == 50)
+      #expect(try await down.value.count == 50)
+      Self.expectHandledOnce(hub, label: "edge->hub", count: 50)
+      Self.expectHandledOnce(edge, label: "hub->edge", count: 50)
+      for _ in 0 ..< 500 where edge.peer.linkStates["hub"] != .ready {
+        try await Task.sleep(for: .milliseconds(10))
+      }
+      #expect(edge.peer.linkStates["hub"] == .ready)
+    }
+  }
+
+  @Test("A slow receiver: the sender's window stays bounded and send waits", arguments: Mode.allCases)
+  func slowReceiver(mode: Mode) async throws {
+    let window = 8
+    try await Self.withProxiedPeers(
+      mode: mode,
+      configure: { config in
+        config.delivery.maximumInFlight = window
+        config.health.heartbeatInterval = .milliseconds(500)
+        config.health.heartbeatTimeout = .seconds(5)
+      },
+      hubHandler: { request in
+        try await Task.sleep(for: .milliseconds(50))
+        return "slow ack: \(request.text)"
+      }
+    ) { hub, edge, _ in
+      let count = 64
+      let sends = Self.sendMany(count, from: edge, to: "hub", label: "edge->hub")
+      var most = 0
+      for _ in 0 ..< 100 {
+        most = max(most, edge.peer.deliveryStatistics.unanswered)
+        try await Task.sleep(for: .milliseconds(5))
+      }
+      // Never more than the window unanswered, however many callers wait.
+      #expect(most <= window)
+      #expect(most > 0)
+      // A caller that cannot get room before its deadline fails clearly, without hanging.
+      let started = ContinuousClock.now
+      await #expect {
+        try await edge.peer.send("no room", to: "hub", timeout: .milliseconds(200))
+      } throws: { error in
+        (error as? PeerAgentError)?.code == .timedOut
+      }
+      #expect(ContinuousClock.now - started < .seconds(2))
+      #expect(try await sends.value.count == count)
+      Self.expectHandledOnce(hub, label: "edge->hub", count: count)
+      // The link stayed up: a slow handler holds up neither heartbeats nor other requests.
+      let downs = edge.events.all.filter {
+        if case .linkState("hub", .down, _) = $0 { return true }
+        return false
+      }
+      #expect(downs.isEmpty)
+    }
+  }
+}
