@@ -141,7 +141,8 @@ public final class Peer: Sendable {
     self.inbox = Inbox(
       store: store,
       retention: config.delivery.replyRetention,
-      capacity: config.delivery.replyCapacity
+      capacity: config.delivery.replyCapacity,
+      logger: logger
     )
     do {
       self.recoveredDeliveries = try self.outbox.recover()

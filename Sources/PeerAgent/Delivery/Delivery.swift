@@ -15,35 +15,49 @@ public struct Delivery: Sendable {
 
   /// Waits for the reply, then lets the peer forget the request.
   ///
-  /// Cancelling the waiting task ends the wait, not the request: it stays in the outbox.
+  /// Cancelling the waiting task ends the wait, not the request: it is still delivered, but
+  /// no longer resumed after a restart.
   ///
   /// - Returns: The reply, who sent it, and the time since the request was accepted.
   /// - Throws: ``PeerAgentError``: `timedOut`, `unknownPeer`, `remoteHandlerFailed`,
-  ///   `shuttingDown`; or `CancellationError`.
+  ///   `shuttingDown` (with a durable store the request stays for the next run); or
+  ///   `CancellationError`.
   public func reply() async throws -> Reply {
-    defer { self.settle() }
-    return try await self.waitForReply()
+    let outcome = await self.outcome()
+    self.settle(after: outcome)
+    return try outcome.get()
   }
 
-  /// Waits for the reply, and keeps it in the store until ``settle()``: a caller that must not
-  /// lose a reply to a crash (it reports it, say) settles only once the reply is safe. After a
-  /// restart, a reply that arrived but was not settled is handed over again, through
-  /// ``Peer/recoveredDeliveries``.
-  ///
-  /// - Throws: As ``reply()``.
-  public func waitForReply() async throws -> Reply {
-    let answer = try await self.promise.wait()
-    if let error = answer.body.error {
-      throw PeerAgentError(
-        code: .remoteHandlerFailed,
-        message: "'\(answer.from)' could not handle request \(self.id): \(error)"
+  /// Waits for the reply, hands it (or the failure) to `report`, and only then lets the peer
+  /// forget the request: a crash before `report` returns hands the reply over again after the
+  /// restart, through ``Peer/recoveredDeliveries``, rather than losing it.
+  public func reply(reporting report: (Result<Reply, any Error>) -> Void) async {
+    let outcome = await self.outcome()
+    report(outcome)
+    self.settle(after: outcome)
+  }
+
+  private func outcome() async -> Result<Reply, any Error> {
+    do {
+      let answer = try await self.promise.wait()
+      if let error = answer.body.error {
+        throw PeerAgentError(
+          code: .remoteHandlerFailed,
+          message: "'\(answer.from)' could not handle request \(self.id): \(error)"
+        )
+      }
+      return .success(
+        Reply(id: self.id, text: answer.body.text, from: answer.from, roundTrip: .now - self.started)
       )
+    } catch {
+      return .failure(error)
     }
-    return Reply(id: self.id, text: answer.body.text, from: answer.from, roundTrip: .now - self.started)
   }
 
-  /// Lets the peer forget the request and its reply.
-  public func settle() {
+  /// Forgets the request once its outcome is known — except a shutdown, which leaves it in
+  /// the store for the next run.
+  private func settle(after outcome: Result<Reply, any Error>) {
+    if case .failure(let error) = outcome, (error as? PeerAgentError)?.code == .shuttingDown { return }
     self.outbox.settle(id: self.id)
   }
 }

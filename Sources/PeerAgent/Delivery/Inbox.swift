@@ -1,4 +1,5 @@
 private import Foundation
+internal import Logging
 private import Synchronization
 
 /// The receiving side of exactly-once handling: the handler runs once per request id, and a
@@ -16,14 +17,17 @@ final class Inbox: Sendable {
   private let store: any DeliveryStore
   private let retention: Duration
   private let capacity: Int
-  private let handling = Mutex<[Key: [CheckedContinuation<ReplyBody, Never>]]>([:])
+  private let logger: Logger
+  /// The ids being handled now, with the repeats waiting for their reply (`nil`: the first
+  /// copy ended without one — it was cancelled — and the repeat handles the request itself).
+  private let handling = Mutex<[Key: [CheckedContinuation<ReplyBody?, Never>]]>([:])
   private let repeatCount = Atomic<Int>(0)
-  private let storeFailures = Atomic<Int>(0)
 
-  init(store: any DeliveryStore, retention: Duration, capacity: Int) {
+  init(store: any DeliveryStore, retention: Duration, capacity: Int, logger: Logger) {
     self.store = store
     self.retention = retention
     self.capacity = capacity
+    self.logger = logger
   }
 
   /// Repeats answered from the window since the peer started.
@@ -41,44 +45,58 @@ final class Inbox: Sendable {
     let sender = request.from.isVerified ? request.from.name : ""
     let key = Key(sender: sender, id: request.id)
 
-    let first: Bool = self.handling.withLock { handling in
-      if handling[key] != nil { return false }
-      handling[key] = []
-      return true
-    }
-    if !first {
-      self.repeatCount.add(1, ordering: .relaxed)
-      return await withCheckedContinuation { continuation in
-        let ready: Bool = self.handling.withLock { handling in
-          guard handling[key] != nil else { return true }
+    while true {
+      let first: Bool = self.handling.withLock { handling in
+        if handling[key] != nil { return false }
+        handling[key] = []
+        return true
+      }
+      if first { return await self.handleFirst(request, key: key, perform: perform) }
+      // A copy of this request is being handled: wait for its reply.
+      let reply: ReplyBody? = await withCheckedContinuation { continuation in
+        let waiting: Bool = self.handling.withLock { handling in
+          guard handling[key] != nil else { return false }
           handling[key]!.append(continuation)
-          return false
+          return true
         }
-        // The first copy finished between the two looks: its reply is in the store now.
-        if ready { continuation.resume(returning: self.stored(key) ?? ReplyBody(id: request.id, text: "", error: "the reply was lost")) }
+        // It ended between the two looks: look again, as a first copy.
+        if !waiting { continuation.resume(returning: nil) }
+      }
+      if let reply {
+        self.repeatCount.add(1, ordering: .relaxed)
+        return reply
       }
     }
+  }
 
+  /// Answers from the window, else calls `perform` and records its reply (unless it was
+  /// cancelled: a later copy is then handled afresh); hands the reply to the waiting repeats.
+  private func handleFirst(
+    _ request: IncomingRequest,
+    key: Key,
+    perform: (IncomingRequest) async -> ReplyBody
+  ) async -> ReplyBody {
     let reply: ReplyBody
-    let isStored: Bool
-    if let stored = self.stored(key) {
+    if let stored = try? self.store.reply(to: key.id, from: key.sender) {
       self.repeatCount.add(1, ordering: .relaxed)
-      reply = stored
-      isStored = true
+      reply = ReplyBody(id: key.id, text: stored.text, error: stored.error)
     } else {
-      isStored = false
       reply = await perform(request)
-    }
-    if !isStored && !reply.wasCancelled {
-      let record = StoredReply(text: reply.text, error: reply.error, recordedAt: Date().timeIntervalSince1970)
-      do {
-        try self.store.recordReply(record, to: key.id, from: key.sender)
-      } catch {
-        self.storeFailures.add(1, ordering: .relaxed)
+      if !reply.wasCancelled {
+        let record = StoredReply(text: reply.text, error: reply.error, recordedAt: Date().timeIntervalSince1970)
+        do {
+          try self.store.recordReply(record, to: key.id, from: key.sender)
+        } catch {
+          self.logger.error(
+            "cannot record a reply: a repeat of this request would be handled again",
+            metadata: ["id": "\(key.id)", "error": "\(error)"]
+          )
+        }
       }
     }
     let waiters = self.handling.withLock { $0.removeValue(forKey: key) } ?? []
-    for waiter in waiters { waiter.resume(returning: reply) }
+    let shared = reply.wasCancelled ? nil : reply
+    for waiter in waiters { waiter.resume(returning: shared) }
     return reply
   }
 
@@ -86,10 +104,5 @@ final class Inbox: Sendable {
   func prune() {
     let cutoff = Date().timeIntervalSince1970 - Outbox.seconds(self.retention)
     try? self.store.pruneReplies(before: cutoff, keep: self.capacity)
-  }
-
-  private func stored(_ key: Key) -> ReplyBody? {
-    guard let stored = try? self.store.reply(to: key.id, from: key.sender) else { return nil }
-    return ReplyBody(id: key.id, text: stored.text, error: stored.error)
   }
 }

@@ -153,23 +153,21 @@ struct Run: AsyncParsableCommand {
   }
 
   private static func report(_ delivery: Delivery, console: ConsoleOutput, failures: FailureCount) async {
-    do {
-      // Reported first, forgotten after: a crash in between reports it again after a restart,
-      // rather than never.
-      let reply = try await delivery.waitForReply()
-      console.reply(reply, to: delivery.text)
-      delivery.settle()
-    } catch {
-      failures.increment()
-      let message = (error as? PeerAgentError)?.message ?? "\(error)"
-      var line = ConsoleOutput.Line(event: "error", peer: delivery.peer)
-      line.id = delivery.id
-      line.text = delivery.text
-      line.message = message
-      console.emit(line, human: "error: \(delivery.peer): \(message)")
-      // The remote answered with an error: reported, so forgotten. (A shutdown keeps the
-      // request for the next run.)
-      if (error as? PeerAgentError)?.code == .remoteHandlerFailed { delivery.settle() }
+    // Reported first, forgotten after: a crash in between reports it again after a restart,
+    // rather than never.
+    await delivery.reply { outcome in
+      switch outcome {
+      case .success(let reply):
+        console.reply(reply, to: delivery.text)
+      case .failure(let error):
+        failures.increment()
+        let message = (error as? PeerAgentError)?.message ?? "\(error)"
+        var line = ConsoleOutput.Line(event: "error", peer: delivery.peer)
+        line.id = delivery.id
+        line.text = delivery.text
+        line.message = message
+        console.emit(line, human: "error: \(delivery.peer): \(message)")
+      }
     }
   }
 
