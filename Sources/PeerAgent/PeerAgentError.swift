@@ -76,7 +76,9 @@ extension PeerAgentError {
     public static var ambiguousPeer: Self { Self(.ambiguousPeer) }
     /// No remote peer connected before the request's deadline.
     public static var notConnected: Self { Self(.notConnected) }
-    /// The link to the remote peer went down before the reply arrived.
+    /// The link to the remote peer went down before the reply arrived. No longer thrown by
+    /// ``Peer/send(_:to:timeout:)``: a request whose link drops waits for the next one, and
+    /// fails only at its deadline (`timedOut`).
     public static var disconnected: Self { Self(.disconnected) }
     /// The reply did not arrive before the request's deadline.
     public static var timedOut: Self { Self(.timedOut) }

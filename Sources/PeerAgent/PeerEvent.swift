@@ -4,7 +4,8 @@ public enum PeerEvent: Sendable, Hashable {
   case listening(address: PeerAddress)
   /// A remote peer can now be sent to.
   case connected(peer: PeerIdentity, link: LinkKind)
-  /// A remote peer can no longer be sent to; requests waiting for its replies failed.
+  /// The link to a remote peer closed. Requests to it wait in the outbox for the next link,
+  /// until their deadlines.
   case disconnected(peer: PeerIdentity, link: LinkKind, reason: String)
   /// A connection was refused (by this peer's listener, or the remote refused this dialer):
   /// `remote` names the other side (address, or pinned name), `reason` says why.
@@ -14,16 +15,6 @@ public enum PeerEvent: Sendable, Hashable {
   /// The link to `peer` changed state: connecting, ready, degraded (silent for too long) or
   /// down; `reason` says why, where there is one.
   case linkState(peer: String, state: LinkState, reason: String?)
-}
-
-/// Counters of a peer's delivery machinery, since it started.
-public struct DeliveryStatistics: Sendable, Hashable {
-  /// Requests sent and not answered yet (queued, or written and waiting).
-  public var unanswered: Int
-  /// Requests written again after a reconnect or a restart.
-  public var resent: Int
-  /// Repeated requests answered from the de-duplication window, without calling the handler.
-  public var repeatsAnswered: Int
 }
 
 /// A request from a remote peer, as the handler sees it.

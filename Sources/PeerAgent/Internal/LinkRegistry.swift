@@ -30,11 +30,6 @@ final class LinkRegistry: Sendable {
     self.state.withLock { $0.routes.values.map(\.identity) }.sorted { $0.name < $1.name }
   }
 
-  /// Every current route.
-  var currentRoutes: [OutboundRoute] {
-    self.state.withLock { Array($0.routes.values) }
-  }
-
   /// Makes `route` the way to reach its peer. Returns the route it replaced, if any, or
   /// `nil` and `false` when the registry is closed.
   func add(_ route: OutboundRoute) -> (replaced: OutboundRoute?, accepted: Bool) {

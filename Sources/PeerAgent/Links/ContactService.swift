@@ -7,6 +7,13 @@ internal import Logging
 /// never get a heartbeat.
 let heartbeatMetadataKey = "peer-agent-heartbeat"
 
+extension Metadata {
+  /// Whether the other side announced that it sends and answers heartbeats.
+  var announcesHeartbeats: Bool {
+    self[stringValues: heartbeatMetadataKey].contains { _ in true }
+  }
+}
+
 /// The listener's side of the `Contact` service, for single-channel dialers and dual-channel
 /// peers alike.
 ///
@@ -56,7 +63,7 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
   ) async throws -> StreamingServerResponse<Contact_ServerMsg> {
     let identity = try self.peer.identity(of: context)
     let peer = self.peer
-    let announced = request.metadata[stringValues: heartbeatMetadataKey].first(where: { _ in true }) != nil
+    let announced = request.metadata.announcesHeartbeats
     return StreamingServerResponse { writer in
       let route = OutboundRoute(identity: identity, kind: .getTask, window: peer.outbox.window)
       peer.attach(route)
@@ -65,16 +72,11 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
         try await withRPCCancellationHandler {
           try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
-              for await outgoing in route.outgoing {
+              try await route.drain(into: peer.outbox) { outgoing in
                 var message = Contact_ServerMsg()
-                if outgoing.isHeartbeat {
-                  message.heartbeat = true
-                } else {
-                  guard peer.outbox.willWrite(id: outgoing.id) else { continue }
-                  route.recordWritten(id: outgoing.id)
-                  message.task = outgoing.text
-                  message.id = outgoing.id
-                }
+                message.task = outgoing.text
+                message.id = outgoing.id
+                message.heartbeat = outgoing.isHeartbeat
                 try await writer.write(message)
               }
             }

@@ -112,16 +112,11 @@ struct Dialer {
                 peer.attach(route)
                 try await withThrowingTaskGroup(of: Void.self) { streams in
                   streams.addTask {
-                    for await outgoing in route.outgoing {
+                    try await route.drain(into: peer.outbox) { outgoing in
                       var message = Contact_ClientMsg()
-                      if outgoing.isHeartbeat {
-                        message.heartbeat = true
-                      } else {
-                        guard peer.outbox.willWrite(id: outgoing.id) else { continue }
-                        route.recordWritten(id: outgoing.id)
-                        message.msg = outgoing.text
-                        message.id = outgoing.id
-                      }
+                      message.msg = outgoing.text
+                      message.id = outgoing.id
+                      message.heartbeat = outgoing.isHeartbeat
                       try await writer.write(message)
                     }
                   }
@@ -143,7 +138,7 @@ struct Dialer {
               var reason = "the remote closed sendStatus"
               do {
                 if case .failure(let error) = response.accepted { throw error }
-                if response.metadata[stringValues: heartbeatMetadataKey].first(where: { _ in true }) != nil {
+                if response.metadata.announcesHeartbeats {
                   route.remoteHeartbeats = true
                   route.health.arm()
                 }

@@ -3,9 +3,8 @@ private import Synchronization
 /// One way to write requests to one remote peer: an outbound stream (a `sendStatus` request
 /// stream this peer opened, or a `getTask` response stream a dialer opened).
 ///
-/// The stream's owner — the dialer's session or the `getTask` handler — drains ``outgoing``
-/// into the RPC writer, calling ``Outbox/willWrite(id:)`` and ``recordWritten(id:)`` for each
-/// request. The requests themselves live in the ``Outbox``: when the stream ends they stay
+/// The stream's owner — the dialer's session or the `getTask` handler — writes what
+/// ``drain(into:write:)`` hands it to the RPC writer. The requests themselves live in the ``Outbox``: when the stream ends they stay
 /// there, and are written again on the next route to the same peer.
 final class OutboundRoute: Sendable {
   struct Outgoing: Sendable {
@@ -74,6 +73,19 @@ final class OutboundRoute: Sendable {
         if isWaiting(id) { return id }
       }
       return nil
+    }
+  }
+
+  /// Writes what comes on ``outgoing`` with `write`, until the route ends: heartbeats as they
+  /// come, and each request unless `outbox` no longer waits for it (answered meanwhile),
+  /// recording the order they were written in.
+  func drain(into outbox: Outbox, write: (Outgoing) async throws -> Void) async throws {
+    for await outgoing in self.outgoing {
+      if !outgoing.isHeartbeat {
+        guard outbox.willWrite(id: outgoing.id) else { continue }
+        self.recordWritten(id: outgoing.id)
+      }
+      try await write(outgoing)
     }
   }
 
