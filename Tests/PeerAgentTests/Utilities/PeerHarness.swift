@@ -44,6 +44,36 @@ final class RequestLog: Sendable {
   func record(_ request: IncomingRequest) { self.requests.withLock { $0.append(request) } }
 }
 
+/// Holds handlers until the test opens it, so a test controls when work finishes instead of
+/// racing a sleep against the machine's speed.
+final class Gate: Sendable {
+  private struct State {
+    var isOpen = false
+    var waiters: [CheckedContinuation<Void, Never>] = []
+  }
+  private let state = Mutex(State())
+
+  func wait() async {
+    await withCheckedContinuation { continuation in
+      let passes = self.state.withLock { state in
+        if state.isOpen { return true }
+        state.waiters.append(continuation)
+        return false
+      }
+      if passes { continuation.resume() }
+    }
+  }
+
+  func open() {
+    let waiters = self.state.withLock { state in
+      state.isOpen = true
+      defer { state.waiters = [] }
+      return state.waiters
+    }
+    for waiter in waiters { waiter.resume() }
+  }
+}
+
 /// A peer under test, with its recorder and request log.
 struct TestPeer: Sendable {
   let peer: Peer
