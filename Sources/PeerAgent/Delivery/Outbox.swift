@@ -46,12 +46,16 @@ final class Outbox: Sendable {
   let store: any DeliveryStore
   /// The most unanswered requests per remote peer.
   let window: Int
+  /// Whether requests are recorded in the store: only in a durable one. In memory the outbox's
+  /// own entries are the record, and a copy in an in-memory store would only cost time.
+  private let recordsOutgoing: Bool
   private let state = Mutex(State())
   private let resendCount = Atomic<Int>(0)
 
   init(store: any DeliveryStore, window: Int) {
     self.store = store
     self.window = max(1, window)
+    self.recordsOutgoing = store.isDurable
   }
 
   /// Requests written more than once (after a reconnect or a restart) since the peer started.
@@ -116,7 +120,7 @@ final class Outbox: Sendable {
     let expiresAt = Date().timeIntervalSince1970 + Self.seconds(remaining)
     let record = OutgoingRecord(id: id, peer: peer, text: text, expiresAt: expiresAt)
     do {
-      try self.store.recordOutgoing(record)
+      if self.recordsOutgoing { try self.store.recordOutgoing(record) }
     } catch {
       self.release(peer: peer)
       throw PeerAgentError(
@@ -186,14 +190,14 @@ final class Outbox: Sendable {
     // The reply is kept in the store until the caller takes it (``settle(id:)``).
     guard let entry = self.remove(id: reply.id, forget: false) else { return false }
     let answer = StoredAnswer(from: identity.name, verified: identity.isVerified, text: reply.text, error: reply.error)
-    try? self.store.recordAnswer(answer, to: reply.id)
+    if self.recordsOutgoing { try? self.store.recordAnswer(answer, to: reply.id) }
     entry.promise.complete(.success(DeliveryPromise.Answer(body: reply, from: identity)))
     return true
   }
 
   /// The caller has taken the reply to `id`: forget the request.
   func settle(id: String) {
-    try? self.store.removeOutgoing(id: id)
+    if self.recordsOutgoing { try? self.store.removeOutgoing(id: id) }
   }
 
   /// Fails the requests whose deadline has passed, and the callers that waited for room until
@@ -264,7 +268,7 @@ final class Outbox: Sendable {
     woken?.continuation.resume()
     // A failure here means the request may be sent again after a restart; the receiver
     // answers a repeat from its window, so it is not handled twice.
-    if forget { try? self.store.removeOutgoing(id: id) }
+    if forget, self.recordsOutgoing { try? self.store.removeOutgoing(id: id) }
     return entry
   }
 
