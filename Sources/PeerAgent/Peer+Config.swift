@@ -232,16 +232,44 @@ extension Peer.Config {
       }
     }
 
+    /// Where the code of each stream runs: reading, PeerAgent's bookkeeping, the handler, and
+    /// writing the reply.
+    public struct Execution: Sendable, Hashable {
+      enum Wrapped: Sendable, Hashable {
+        case eventLoop
+        case concurrencyPool
+      }
+
+      let wrapped: Wrapped
+
+      /// On the event loop that owns the connection: the peer's connections share one event
+      /// loop thread of their own, and a message goes from the socket to the handler and back
+      /// without leaving it. The fastest round trip (no thread hops), but the handler shares
+      /// that thread with every link of the peer: a handler that computes for long, or blocks,
+      /// should move its work elsewhere (a `Task` of its own, or
+      /// `withTaskExecutorPreference(globalConcurrentExecutor)`), or use ``concurrencyPool``.
+      public static var eventLoop: Self { Self(wrapped: .eventLoop) }
+
+      /// On Swift's concurrency pool, grpc-swift's own default: connections on NIO's shared
+      /// event loops, a stream's code (and the handler) on the pool, and a thread hop each way
+      /// for every message.
+      public static var concurrencyPool: Self { Self(wrapped: .concurrencyPool) }
+    }
+
     /// Flush coalescing on every connection; `nil` disables it.
     public var flushCoalescing: FlushCoalescing?
+    /// Where each stream's code, handler included, runs.
+    public var execution: Execution
 
-    public init(flushCoalescing: FlushCoalescing?) {
+    public init(flushCoalescing: FlushCoalescing?, execution: Execution = .eventLoop) {
       self.flushCoalescing = flushCoalescing
+      self.execution = execution
     }
 
     /// Flush coalescing with no delay and up to 64 KiB: writes made together still share a
     /// flush, but a lone request or reply is never held back. grpc-swift-nio-transport's own
-    /// default waits up to 100 µs, which a ping-pong round trip pays on both sides.
+    /// default waits up to 100 µs, which a ping-pong round trip pays on both sides. Streams run
+    /// on their connection's event loop (``Execution/eventLoop``).
     public static var defaults: Self {
       Self(flushCoalescing: FlushCoalescing(maximumDelay: .zero, maximumBytes: 64 * 1024))
     }

@@ -69,6 +69,9 @@ public final class Peer: Sendable {
   let outbox: Outbox
   /// Exactly-once handling of incoming requests.
   let inbox: Inbox
+  /// The event loop that runs this peer's connections and streams, with
+  /// ``Config/Transport/Execution/eventLoop``; `nil` runs them on the concurrency pool.
+  let streamExecutor: EventLoopExecutor?
 
   /// The requests a previous run on the same durable store left unanswered, loaded when the
   /// peer was created. They are sent again once their remotes connect; wait for their replies
@@ -126,6 +129,10 @@ public final class Peer: Sendable {
       self.material = try TLSMaterial(tls)
     }
     self.name = config.name ?? self.material?.ownIdentity ?? "peer"
+    switch config.transport.execution.wrapped {
+    case .eventLoop: self.streamExecutor = .shared
+    case .concurrencyPool: self.streamExecutor = nil
+    }
     var logger = logger
     logger[metadataKey: "peer"] = "\(self.name)"
     self.logger = logger
@@ -289,6 +296,14 @@ public final class Peer: Sendable {
   public func dial(_ target: Target) {
     self.controlContinuation.yield(.dial(target))
   }
+
+  /// The executor this peer's streams run on: the event loop of its connections, with
+  /// ``Config/Transport/Execution/eventLoop`` (the default); `nil` with `concurrencyPool`.
+  ///
+  /// A caller for which latency matters can run there too and save a thread hop each way:
+  /// `withTaskExecutorPreference(peer.taskExecutor) { try await peer.send(…) }`. Keep what runs
+  /// there short: it shares the thread with every link of the peer.
+  public var taskExecutor: (any TaskExecutor)? { self.streamExecutor }
 
   /// The remote peers that can be sent to now, sorted by name.
   public var connectedPeers: [PeerIdentity] { self.registry.connected }

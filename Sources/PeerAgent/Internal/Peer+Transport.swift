@@ -1,6 +1,7 @@
 internal import GRPCCore
 internal import GRPCNIOTransportHTTP2
 internal import NIOCore
+internal import NIOPosix
 internal import NIOSSL
 internal import NIOHTTP2
 internal import X509
@@ -89,7 +90,8 @@ extension Peer {
     return HTTP2ServerTransport.Posix(
       address: address.socketAddress,
       transportSecurity: security,
-      config: config
+      config: config,
+      eventLoopGroup: self.streamExecutor?.group ?? .singletonMultiThreadedEventLoopGroup
     )
   }
 
@@ -160,16 +162,17 @@ extension Peer {
     let address = target.address
     let resolvable: any ResolvableTarget
     if address.isIPv6 {
-      resolvable = .ipv6(host: address.host, port: address.port)
+      resolvable = .ipv6(address: address.host, port: address.port)
     } else if address.isIPv4 {
-      resolvable = .ipv4(host: address.host, port: address.port)
+      resolvable = .ipv4(address: address.host, port: address.port)
     } else {
       resolvable = .dns(host: address.host, port: address.port)
     }
     return try HTTP2ClientTransport.Posix(
       target: resolvable,
       transportSecurity: security,
-      config: config
+      config: config,
+      eventLoopGroup: self.streamExecutor?.group ?? .singletonMultiThreadedEventLoopGroup
     )
   }
 }

@@ -36,20 +36,22 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
       metadata.addString("\(interval.milliseconds)", forKey: heartbeatMetadataKey)
     }
     return StreamingServerResponse(metadata: metadata) { writer in
-      let (replies, continuation) = AsyncStream<Contact_Result>.makeStream()
-      let inbound = InboundRequests(peer: peer, identity: identity, link: .sendStatus) { reply in
-        continuation.yield(reply)
-      }
-      try await withThrowingDiscardingTaskGroup { group in
-        group.addTask {
-          for await reply in replies {
-            try await writer.write(reply)
-          }
+      try await withTaskExecutorPreference(peer.streamExecutor) {
+        let (replies, continuation) = AsyncStream<Contact_Result>.makeStream()
+        let inbound = InboundRequests(peer: peer, identity: identity, link: .sendStatus) { reply in
+          continuation.yield(reply)
         }
-        defer { continuation.finish() }
-        try await withThrowingDiscardingTaskGroup { handlers in
-          for try await message in request.messages {
-            await inbound.receive(id: message.id, text: message.msg, isHeartbeat: message.heartbeat, in: &handlers)
+        try await withThrowingDiscardingTaskGroup { group in
+          group.addTask {
+            for await reply in replies {
+              try await writer.write(reply)
+            }
+          }
+          defer { continuation.finish() }
+          try await withThrowingDiscardingTaskGroup { handlers in
+            for try await message in request.messages {
+              await inbound.receive(id: message.id, text: message.msg, isHeartbeat: message.heartbeat, in: &handlers)
+            }
           }
         }
       }
@@ -69,33 +71,35 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
       peer.attach(route)
       var reason = "the dialer closed getTask"
       do {
-        try await withRPCCancellationHandler {
-          try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-              try await route.drain(into: peer.outbox) { outgoing in
-                var message = Contact_ServerMsg()
-                message.task = outgoing.text
-                message.id = outgoing.id
-                message.heartbeat = outgoing.isHeartbeat
-                try await writer.write(message)
-              }
-            }
-            if announced, let heartbeat = peer.heartbeat {
-              // The dialer answers each heartbeat on tellResult, which marks the route heard.
-              route.health.arm()
+        try await withTaskExecutorPreference(peer.streamExecutor) {
+          try await withRPCCancellationHandler {
+            try await withThrowingTaskGroup(of: Void.self) { group in
               group.addTask {
-                try await heartbeat.run(
-                  send: { route.enqueue(.heartbeat) },
-                  watched: [route.health],
-                  report: { peer.setLinkState($0, of: identity.name, reason: "heartbeats are late") }
-                )
+                try await route.drain(into: peer.outbox) { outgoing in
+                  var message = Contact_ServerMsg()
+                  message.task = outgoing.text
+                  message.id = outgoing.id
+                  message.heartbeat = outgoing.isHeartbeat
+                  try await writer.write(message)
+                }
               }
+              if announced, let heartbeat = peer.heartbeat {
+                // The dialer answers each heartbeat on tellResult, which marks the route heard.
+                route.health.arm()
+                group.addTask {
+                  try await heartbeat.run(
+                    send: { route.enqueue(.heartbeat) },
+                    watched: [route.health],
+                    report: { peer.setLinkState($0, of: identity.name, reason: "heartbeats are late") }
+                  )
+                }
+              }
+              try await group.next()
+              group.cancelAll()
             }
-            try await group.next()
-            group.cancelAll()
+          } onCancelRPC: {
+            route.finishOutgoing()
           }
-        } onCancelRPC: {
-          route.finishOutgoing()
         }
       } catch {
         reason = "getTask failed: \(Peer.rootCause(error))"
@@ -114,13 +118,15 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
     let identity = try self.peer.identity(of: context)
     let peer = self.peer
     return StreamingServerResponse { writer in
-      for try await result in request.messages {
-        let route = peer.registry.latestRoute(to: identity.name)
-        route?.health.heard()
-        if result.heartbeat { continue }
-        peer.deliver(ReplyBody(result), from: identity, on: route)
+      try await withTaskExecutorPreference(peer.streamExecutor) {
+        for try await result in request.messages {
+          let route = peer.registry.latestRoute(to: identity.name)
+          route?.health.heard()
+          if result.heartbeat { continue }
+          peer.deliver(ReplyBody(result), from: identity, on: route)
+        }
+        try await writer.write(Contact_Empty())
       }
-      try await writer.write(Contact_Empty())
       return [:]
     }
   }

@@ -88,105 +88,108 @@ struct Dialer {
     let getTaskHealth = LinkHealth()
 
     do {
-      try await withGRPCClient(transport: transport) { client in
-        let contact = Contact_Contact.Client(wrapping: client)
-        let options = CallOptions.defaults { options in
-          // Fail fast when the remote is not there: this loop owns the retrying.
-          options.waitForReady = false
-        }
-        try await withThrowingDiscardingTaskGroup { group in
-          let (routes, routeContinuation) = AsyncStream<OutboundRoute>.makeStream()
-          group.addTask {
-            try await contact.sendStatus(
-              metadata: announcement,
-              options: options,
-              requestProducer: { writer in
-                // The stream is open, so the TLS handshake is done and the listener's identity
-                // known. Attach now, not when response headers arrive: a server may send those
-                // only with its first reply (grpcio's generator handlers do).
-                let identity = self.identity(diagnostics)
-                let route = OutboundRoute(identity: identity, kind: .sendStatus, window: peer.outbox.window)
-                routeContinuation.yield(route)
-                routeContinuation.finish()
-                connected.withLock { $0 = true }
-                peer.attach(route)
-                try await withThrowingTaskGroup(of: Void.self) { streams in
-                  streams.addTask {
-                    try await route.drain(into: peer.outbox) { outgoing in
-                      var message = Contact_ClientMsg()
-                      message.msg = outgoing.text
-                      message.id = outgoing.id
-                      message.heartbeat = outgoing.isHeartbeat
-                      try await writer.write(message)
-                    }
-                  }
-                  if let heartbeat {
+      // The client's streams run on the connection's event loop (or the pool, if so configured).
+      try await withTaskExecutorPreference(peer.streamExecutor) {
+        try await withGRPCClient(transport: transport) { client in
+          let contact = Contact_Contact.Client(wrapping: client)
+          let options = CallOptions.defaults { options in
+            // Fail fast when the remote is not there: this loop owns the retrying.
+            options.waitForReady = false
+          }
+          try await withThrowingDiscardingTaskGroup { group in
+            let (routes, routeContinuation) = AsyncStream<OutboundRoute>.makeStream()
+            group.addTask {
+              try await contact.sendStatus(
+                metadata: announcement,
+                options: options,
+                requestProducer: { writer in
+                  // The stream is open, so the TLS handshake is done and the listener's identity
+                  // known. Attach now, not when response headers arrive: a server may send those
+                  // only with its first reply (grpcio's generator handlers do).
+                  let identity = self.identity(diagnostics)
+                  let route = OutboundRoute(identity: identity, kind: .sendStatus, window: peer.outbox.window)
+                  routeContinuation.yield(route)
+                  routeContinuation.finish()
+                  connected.withLock { $0 = true }
+                  peer.attach(route)
+                  try await withThrowingTaskGroup(of: Void.self) { streams in
                     streams.addTask {
-                      try await heartbeat.run(
-                        send: { if route.remoteHeartbeats { route.enqueue(.heartbeat) } },
-                        watched: [route.health, getTaskHealth],
-                        report: { peer.setLinkState($0, of: identity.name, reason: "heartbeats are late") }
-                      )
+                      try await route.drain(into: peer.outbox) { outgoing in
+                        var message = Contact_ClientMsg()
+                        message.msg = outgoing.text
+                        message.id = outgoing.id
+                        message.heartbeat = outgoing.isHeartbeat
+                        try await writer.write(message)
+                      }
                     }
+                    if let heartbeat {
+                      streams.addTask {
+                        try await heartbeat.run(
+                          send: { if route.remoteHeartbeats { route.enqueue(.heartbeat) } },
+                          watched: [route.health, getTaskHealth],
+                          report: { peer.setLinkState($0, of: identity.name, reason: "heartbeats are late") }
+                        )
+                      }
+                    }
+                    try await streams.next()
+                    streams.cancelAll()
                   }
-                  try await streams.next()
-                  streams.cancelAll()
                 }
+              ) { response in
+                guard let route = await routes.first(where: { _ in true }) else { return }
+                var reason = "the remote closed sendStatus"
+                do {
+                  if case .failure(let error) = response.accepted { throw error }
+                  if response.metadata.announcesHeartbeats {
+                    route.remoteHeartbeats = true
+                    route.health.arm()
+                  }
+                  for try await result in response.messages {
+                    route.health.heard()
+                    if result.heartbeat { continue }
+                    peer.deliver(ReplyBody(result), from: route.identity, on: route)
+                  }
+                } catch {
+                  reason = "\(Peer.rootCause(error))"
+                }
+                peer.detach(route, reason: reason)
               }
-            ) { response in
-              guard let route = await routes.first(where: { _ in true }) else { return }
-              var reason = "the remote closed sendStatus"
-              do {
-                if case .failure(let error) = response.accepted { throw error }
-                if response.metadata.announcesHeartbeats {
-                  route.remoteHeartbeats = true
-                  route.health.arm()
-                }
-                for try await result in response.messages {
-                  route.health.heard()
-                  if result.heartbeat { continue }
-                  peer.deliver(ReplyBody(result), from: route.identity, on: route)
-                }
-              } catch {
-                reason = "\(Peer.rootCause(error))"
-              }
-              peer.detach(route, reason: reason)
+              throw SessionEnded(reason: "sendStatus ended")
             }
-            throw SessionEnded(reason: "sendStatus ended")
-          }
 
-          guard peer.config.mode == .single else { return }
+            guard peer.config.mode == .single else { return }
 
-          let (results, resultContinuation) = AsyncStream<Contact_Result>.makeStream()
-          group.addTask {
-            try await contact.tellResult(
-              metadata: announcement,
-              options: options,
-              requestProducer: { writer in
-                for await result in results {
-                  try await writer.write(result)
+            let (results, resultContinuation) = AsyncStream<Contact_Result>.makeStream()
+            group.addTask {
+              try await contact.tellResult(
+                metadata: announcement,
+                options: options,
+                requestProducer: { writer in
+                  for await result in results {
+                    try await writer.write(result)
+                  }
+                }
+              ) { response in
+                _ = try response.message
+              }
+              throw SessionEnded(reason: "tellResult ended")
+            }
+            group.addTask {
+              defer { resultContinuation.finish() }
+              try await contact.getTask(Contact_Empty(), metadata: announcement, options: options) { response in
+                let identity = self.identity(diagnostics)
+                let inbound = InboundRequests(peer: peer, identity: identity, link: .getTask) { result in
+                  resultContinuation.yield(result)
+                }
+                try await withThrowingDiscardingTaskGroup { handlers in
+                  for try await task in response.messages {
+                    if task.heartbeat { getTaskHealth.arm() } else { getTaskHealth.heard() }
+                    await inbound.receive(id: task.id, text: task.task, isHeartbeat: task.heartbeat, in: &handlers)
+                  }
                 }
               }
-            ) { response in
-              _ = try response.message
+              throw SessionEnded(reason: "getTask ended")
             }
-            throw SessionEnded(reason: "tellResult ended")
-          }
-          group.addTask {
-            defer { resultContinuation.finish() }
-            try await contact.getTask(Contact_Empty(), metadata: announcement, options: options) { response in
-              let identity = self.identity(diagnostics)
-              let inbound = InboundRequests(peer: peer, identity: identity, link: .getTask) { result in
-                resultContinuation.yield(result)
-              }
-              try await withThrowingDiscardingTaskGroup { handlers in
-                for try await task in response.messages {
-                  if task.heartbeat { getTaskHealth.arm() } else { getTaskHealth.heard() }
-                  await inbound.receive(id: task.id, text: task.task, isHeartbeat: task.heartbeat, in: &handlers)
-                }
-              }
-            }
-            throw SessionEnded(reason: "getTask ended")
           }
         }
       }

@@ -101,7 +101,12 @@ struct BenchWorker: AsyncParsableCommand {
         }
         switch command.cmd {
         case "load":
-          output.emit(.init(event: "result", result: await Self.load(command, through: peers[0])))
+          // The callers run on the peer's event loop, as a latency-minded user's would
+          // (`Peer.taskExecutor`); the raw baseline's run on the same loop.
+          let result = await withTaskExecutorPreference(peers[0].taskExecutor) {
+            await Self.load(command, through: peers[0])
+          }
+          output.emit(.init(event: "result", result: result))
         case "probe":
           output.emit(await Self.probe(command, through: peers[0]))
         default:

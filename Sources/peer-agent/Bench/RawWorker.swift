@@ -2,6 +2,7 @@ import ContactProto
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import NIOPosix
 import PeerAgent
 import Synchronization
 import SwiftProtobuf
@@ -14,6 +15,11 @@ struct RawWorker {
   let options: BenchWorker
   /// The same transport settings PeerAgent uses, so raw ÷ PeerAgent is PeerAgent's own cost.
   static let tuning = Peer.Config.Transport.defaults
+
+  /// Where the streams run: on PeerAgent's event loop, as PeerAgent's do (the same setting);
+  /// with grpc-swift's defaults, on the concurrency pool and NIO's shared event loops.
+  var executor: EventLoopExecutor? { self.options.usesGRPCDefaults ? nil : .shared }
+  var group: MultiThreadedEventLoopGroup { self.executor?.group ?? .singletonMultiThreadedEventLoopGroup }
 
   func run(commands: AsyncStream<String>, output: WorkerOutput) async throws {
     switch self.options.role {
@@ -54,7 +60,7 @@ struct RawWorker {
 
   private func runListener(commands: AsyncStream<String>, output: WorkerOutput) async throws {
     let address = try PeerAddress(parsing: self.options.listen ?? "127.0.0.1:0")
-    let service = RawService(output: output)
+    let service = RawService(output: output, executor: self.executor)
     let transport = HTTP2ServerTransport.Posix(
       address: .ipv4(host: address.host, port: address.port),
       transportSecurity: self.serverSecurity,
@@ -62,7 +68,8 @@ struct RawWorker {
         if !self.options.usesGRPCDefaults {
           config.connection.flushCoalescing = Self.tuning.flushCoalescing.map { .init(maxFlushDelay: $0.maximumDelay, maxBytes: $0.maximumBytes) }
         }
-      }
+      },
+      eventLoopGroup: self.group
     )
     let server = GRPCServer(transport: transport, services: [service])
     try await withThrowingDiscardingTaskGroup { group in
@@ -88,58 +95,61 @@ struct RawWorker {
   private func runDialer(commands: AsyncStream<String>, output: WorkerOutput) async throws {
     let target = try Peer.Target(parsing: self.options.connect ?? "")
     let transport = try HTTP2ClientTransport.Posix(
-      target: .ipv4(host: target.address.host, port: target.address.port),
+      target: .ipv4(address: target.address.host, port: target.address.port),
       transportSecurity: self.clientSecurity,
       config: .defaults { config in
         if !self.options.usesGRPCDefaults {
           config.connection.flushCoalescing = Self.tuning.flushCoalescing.map { .init(maxFlushDelay: $0.maximumDelay, maxBytes: $0.maximumBytes) }
         }
-      }
+      },
+      eventLoopGroup: self.group
     )
-    try await withGRPCClient(transport: transport) { client in
-      let contact = Contact_Contact.Client(wrapping: client)
-      try await withThrowingDiscardingTaskGroup { group in
-        // The reverse direction: answer every pushed task on tellResult, in order.
-        group.addTask {
-          while !Task.isCancelled {
-            let (results, continuation) = AsyncStream<Contact_Result>.makeStream()
-            try? await withThrowingDiscardingTaskGroup { streams in
-              streams.addTask {
-                try await contact.tellResult(requestProducer: { writer in
-                  for await result in results { try await writer.write(result) }
-                }) { _ in }
-              }
-              streams.addTask {
-                defer { continuation.finish() }
-                try await contact.getTask(Contact_Empty()) { response in
-                  output.emit(.init(event: "connected", peer: target.expectedIdentity ?? "listener"))
-                  for try await task in response.messages {
-                    var result = Contact_Result()
-                    result.ret = task.task
-                    continuation.yield(result)
-                  }
+    try await withTaskExecutorPreference(self.executor) {
+      try await withGRPCClient(transport: transport) { client in
+        let contact = Contact_Contact.Client(wrapping: client)
+        try await withThrowingDiscardingTaskGroup { group in
+          // The reverse direction: answer every pushed task on tellResult, in order.
+          group.addTask {
+            while !Task.isCancelled {
+              let (results, continuation) = AsyncStream<Contact_Result>.makeStream()
+              try? await withThrowingDiscardingTaskGroup { streams in
+                streams.addTask {
+                  try await contact.tellResult(requestProducer: { writer in
+                    for await result in results { try await writer.write(result) }
+                  }) { _ in }
                 }
-                throw CancellationError()
+                streams.addTask {
+                  defer { continuation.finish() }
+                  try await contact.getTask(Contact_Empty()) { response in
+                    output.emit(.init(event: "connected", peer: target.expectedIdentity ?? "listener"))
+                    for try await task in response.messages {
+                      var result = Contact_Result()
+                      result.ret = task.task
+                      continuation.yield(result)
+                    }
+                  }
+                  throw CancellationError()
+                }
               }
+              try? await Task.sleep(for: .milliseconds(10))
             }
-            try? await Task.sleep(for: .milliseconds(10))
           }
+          for await line in commands {
+            guard let command = try? JSONDecoder().decode(BenchProtocol.Command.self, from: Data(line.utf8)) else {
+              continue
+            }
+            switch command.cmd {
+            case "load":
+              output.emit(.init(event: "result", result: await Self.load(command, contact: contact)))
+            case "probe":
+              output.emit(await Self.probe(command, contact: contact))
+            default:
+              group.cancelAll()
+              return
+            }
+          }
+          group.cancelAll()
         }
-        for await line in commands {
-          guard let command = try? JSONDecoder().decode(BenchProtocol.Command.self, from: Data(line.utf8)) else {
-            continue
-          }
-          switch command.cmd {
-          case "load":
-            output.emit(.init(event: "result", result: await Self.load(command, contact: contact)))
-          case "probe":
-            output.emit(await Self.probe(command, contact: contact))
-          default:
-            group.cancelAll()
-            return
-          }
-        }
-        group.cancelAll()
       }
     }
   }
@@ -205,12 +215,14 @@ final class RawService: Contact_Contact.StreamingServiceProtocol, Sendable {
   }
 
   private let output: WorkerOutput
+  private let executor: EventLoopExecutor?
   private let pushes: AsyncStream<Push>
   private let pushContinuation: AsyncStream<Push>.Continuation
   private let current = Mutex<FIFOTimer?>(nil)
 
-  init(output: WorkerOutput) {
+  init(output: WorkerOutput, executor: EventLoopExecutor?) {
     self.output = output
+    self.executor = executor
     (self.pushes, self.pushContinuation) = AsyncStream.makeStream()
   }
 
@@ -236,10 +248,12 @@ final class RawService: Contact_Contact.StreamingServiceProtocol, Sendable {
 
   func sendStatus(request: StreamingServerRequest<Contact_ClientMsg>, context: ServerContext) async throws -> StreamingServerResponse<Contact_Result> {
     StreamingServerResponse { writer in
-      for try await message in request.messages {
-        var result = Contact_Result()
-        result.ret = message.msg
-        try await writer.write(result)
+      try await withTaskExecutorPreference(self.executor) {
+        for try await message in request.messages {
+          var result = Contact_Result()
+          result.ret = message.msg
+          try await writer.write(result)
+        }
       }
       return [:]
     }
@@ -248,16 +262,18 @@ final class RawService: Contact_Contact.StreamingServiceProtocol, Sendable {
   func getTask(request: StreamingServerRequest<Contact_Empty>, context: ServerContext) async throws -> StreamingServerResponse<Contact_ServerMsg> {
     StreamingServerResponse { writer in
       self.output.emit(.init(event: "connected", peer: "raw-dialer"))
-      for await push in self.pushes {
-        let message = Contact_ServerMsg.with { $0.task = String(repeating: "x", count: push.command.payload) }
-        do {
-          let (latencies, seconds) = try await push.timer.run(count: push.command.count, window: push.command.window) { _ in
-            try await writer.write(message)
+      try await withTaskExecutorPreference(self.executor) {
+        for await push in self.pushes {
+          let message = Contact_ServerMsg.with { $0.task = String(repeating: "x", count: push.command.payload) }
+          do {
+            let (latencies, seconds) = try await push.timer.run(count: push.command.count, window: push.command.window) { _ in
+              try await writer.write(message)
+            }
+            push.done.resume(returning: .init(requests: latencies.count, errors: push.command.count - latencies.count, seconds: seconds, latency: .init(microseconds: latencies)))
+          } catch {
+            push.done.resume(returning: .init(requests: 0, errors: push.command.count, seconds: 0, latency: .init(microseconds: []), firstError: "\(error)"))
+            throw error
           }
-          push.done.resume(returning: .init(requests: latencies.count, errors: push.command.count - latencies.count, seconds: seconds, latency: .init(microseconds: latencies)))
-        } catch {
-          push.done.resume(returning: .init(requests: 0, errors: push.command.count, seconds: 0, latency: .init(microseconds: []), firstError: "\(error)"))
-          throw error
         }
       }
       return [:]
@@ -266,10 +282,12 @@ final class RawService: Contact_Contact.StreamingServiceProtocol, Sendable {
 
   func tellResult(request: StreamingServerRequest<Contact_Result>, context: ServerContext) async throws -> StreamingServerResponse<Contact_Empty> {
     StreamingServerResponse { writer in
-      for try await _ in request.messages {
-        self.current.withLock { $0 }?.replied()
+      try await withTaskExecutorPreference(self.executor) {
+        for try await _ in request.messages {
+          self.current.withLock { $0 }?.replied()
+        }
+        try await writer.write(Contact_Empty())
       }
-      try await writer.write(Contact_Empty())
       return [:]
     }
   }
