@@ -129,6 +129,11 @@ struct LinkFaultTests {
   func halfOpen(mode: Mode) async throws {
     try await Self.withProxiedPeers(mode: mode) { hub, edge, proxies in
       #expect(try await edge.peer.send("before", to: "hub").text == "ack from hub: before")
+      // Start from a ready link: on a loaded machine a late heartbeat can leave it degraded,
+      // and a link already degraded would not report it again during the stall.
+      for _ in 0 ..< 500 where edge.peer.linkStates["hub"] != .ready {
+        try await Task.sleep(for: .milliseconds(10))
+      }
       let mark = edge.events.all.count
       let stalledAt = ContinuousClock.now
       for proxy in proxies { proxy.stall() }
@@ -156,7 +161,11 @@ struct LinkFaultTests {
         if case .linkState("hub", .degraded, _) = $0 { return true }
         return false
       }
-      #expect(degraded, "the link should be degraded before it is down")
+      let states = edge.events.all.compactMap { event -> String? in
+        if case .linkState(let name, let state, let reason) = event { return "\(name) \(state) \(reason ?? "")" }
+        return nil
+      }
+      #expect(degraded, "the link should be degraded before it is down; link states: \(states)")
 
       for proxy in proxies { proxy.resume() }
       #expect(try await up.value.count == 50)
