@@ -37,17 +37,17 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
     }
     return StreamingServerResponse(metadata: metadata) { writer in
       try await withTaskExecutorPreference(peer.streamExecutor) {
-        let (replies, continuation) = AsyncStream<Contact_Result>.makeStream()
+        let replies = WriteQueue<Contact_Result>()
         let inbound = InboundRequests(peer: peer, identity: identity, link: .sendStatus) { reply in
-          continuation.yield(reply)
+          replies.enqueue(reply)
         }
         try await withThrowingDiscardingTaskGroup { group in
           group.addTask {
-            for await reply in replies {
-              try await writer.write(reply)
+            while let batch = await replies.next() {
+              try await writer.write(contentsOf: batch)
             }
           }
-          defer { continuation.finish() }
+          defer { replies.finish() }
           try await withThrowingDiscardingTaskGroup { handlers in
             for try await message in request.messages {
               await inbound.receive(id: message.id, text: message.msg, isHeartbeat: message.heartbeat, in: &handlers)
@@ -75,12 +75,8 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
           try await withRPCCancellationHandler {
             try await withThrowingTaskGroup(of: Void.self) { group in
               group.addTask {
-                try await route.drain(into: peer.outbox) { outgoing in
-                  var message = Contact_ServerMsg()
-                  message.task = outgoing.text
-                  message.id = outgoing.id
-                  message.heartbeat = outgoing.isHeartbeat
-                  try await writer.write(message)
+                try await route.drain(into: peer.outbox) { batch in
+                  try await writer.write(contentsOf: batch.map(Contact_ServerMsg.init))
                 }
               }
               if announced, let heartbeat = peer.heartbeat {
@@ -129,6 +125,26 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
       }
       return [:]
     }
+  }
+}
+
+extension Contact_ClientMsg {
+  /// A request (or heartbeat) on `sendStatus`.
+  init(_ outgoing: OutboundRoute.Outgoing) {
+    self.init()
+    self.msg = outgoing.text
+    self.id = outgoing.id
+    self.heartbeat = outgoing.isHeartbeat
+  }
+}
+
+extension Contact_ServerMsg {
+  /// A request (or heartbeat) pushed down `getTask`.
+  init(_ outgoing: OutboundRoute.Outgoing) {
+    self.init()
+    self.task = outgoing.text
+    self.id = outgoing.id
+    self.heartbeat = outgoing.isHeartbeat
   }
 }
 

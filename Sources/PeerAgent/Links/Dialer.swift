@@ -114,12 +114,8 @@ struct Dialer {
                   peer.attach(route)
                   try await withThrowingTaskGroup(of: Void.self) { streams in
                     streams.addTask {
-                      try await route.drain(into: peer.outbox) { outgoing in
-                        var message = Contact_ClientMsg()
-                        message.msg = outgoing.text
-                        message.id = outgoing.id
-                        message.heartbeat = outgoing.isHeartbeat
-                        try await writer.write(message)
+                      try await route.drain(into: peer.outbox) { batch in
+                        try await writer.write(contentsOf: batch.map(Contact_ClientMsg.init))
                       }
                     }
                     if let heartbeat {
@@ -159,14 +155,14 @@ struct Dialer {
 
             guard peer.config.mode == .single else { return }
 
-            let (results, resultContinuation) = AsyncStream<Contact_Result>.makeStream()
+            let results = WriteQueue<Contact_Result>()
             group.addTask {
               try await contact.tellResult(
                 metadata: announcement,
                 options: options,
                 requestProducer: { writer in
-                  for await result in results {
-                    try await writer.write(result)
+                  while let batch = await results.next() {
+                    try await writer.write(contentsOf: batch)
                   }
                 }
               ) { response in
@@ -175,11 +171,11 @@ struct Dialer {
               throw SessionEnded(reason: "tellResult ended")
             }
             group.addTask {
-              defer { resultContinuation.finish() }
+              defer { results.finish() }
               try await contact.getTask(Contact_Empty(), metadata: announcement, options: options) { response in
                 let identity = self.identity(diagnostics)
                 let inbound = InboundRequests(peer: peer, identity: identity, link: .getTask) { result in
-                  resultContinuation.yield(result)
+                  results.enqueue(result)
                 }
                 try await withThrowingDiscardingTaskGroup { handlers in
                   for try await task in response.messages {

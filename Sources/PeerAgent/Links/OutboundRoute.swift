@@ -18,10 +18,9 @@ final class OutboundRoute: Sendable {
 
   let identity: PeerIdentity
   let kind: LinkKind
-  let outgoing: AsyncStream<Outgoing>
+  let outgoing = WriteQueue<Outgoing>()
   /// When the remote was last heard on this link's streams (any message, heartbeats included).
   let health: LinkHealth
-  private let continuation: AsyncStream<Outgoing>.Continuation
   /// Ids in the order they were written, for replies without an id (older peers answer in
   /// order). Bounded: only the most recent are kept.
   private let written = Mutex<(ids: [String], head: Int)>(([], 0))
@@ -39,14 +38,12 @@ final class OutboundRoute: Sendable {
     self.kind = kind
     self.health = LinkHealth()
     self.writtenLimit = max(1024, 2 * window)
-    (self.outgoing, self.continuation) = AsyncStream.makeStream()
   }
 
   /// Queues one message for the stream. Returns `false` when the stream has ended.
   @discardableResult
   func enqueue(_ outgoing: Outgoing) -> Bool {
-    if case .terminated = self.continuation.yield(outgoing) { return false }
-    return true
+    self.outgoing.enqueue(outgoing)
   }
 
   /// Records that request `id` is being written now. The wire order, not the order callers
@@ -76,21 +73,23 @@ final class OutboundRoute: Sendable {
     }
   }
 
-  /// Writes what comes on ``outgoing`` with `write`, until the route ends: heartbeats as they
-  /// come, and each request unless `outbox` no longer waits for it (answered meanwhile),
-  /// recording the order they were written in.
-  func drain(into outbox: Outbox, write: (Outgoing) async throws -> Void) async throws {
-    for await outgoing in self.outgoing {
-      if !outgoing.isHeartbeat {
-        guard outbox.willWrite(id: outgoing.id) else { continue }
+  /// Writes what comes on ``outgoing`` with `write`, a batch at a time, until the route ends:
+  /// heartbeats as they come, and each request unless `outbox` no longer waits for it
+  /// (answered meanwhile), recording the order they were written in.
+  func drain(into outbox: Outbox, write: ([Outgoing]) async throws -> Void) async throws {
+    while let batch = await self.outgoing.next() {
+      let due = batch.filter { outgoing in
+        if outgoing.isHeartbeat { return true }
+        guard outbox.willWrite(id: outgoing.id) else { return false }
         self.recordWritten(id: outgoing.id)
+        return true
       }
-      try await write(outgoing)
+      if !due.isEmpty { try await write(due) }
     }
   }
 
   /// Ends the outbound stream. Requests written on it stay in the outbox.
   func finishOutgoing() {
-    self.continuation.finish()
+    self.outgoing.finish()
   }
 }
