@@ -176,18 +176,36 @@ extension Peer.Config {
     /// Each wait is randomly shortened by up to this fraction (0 – 1), so that many dialers
     /// do not retry in step.
     public var jitter: Double
+    /// The longest a dialer's connection may take to open its first stream (TCP, the TLS
+    /// handshake and the start of HTTP/2); beyond it the attempt is abandoned and retried, so a
+    /// listener that accepts connections and never answers cannot hold a dialer.
+    public var connectTimeout: Duration
 
-    public init(initialBackoff: Duration, maximumBackoff: Duration, multiplier: Double, jitter: Double) {
+    public init(
+      initialBackoff: Duration,
+      maximumBackoff: Duration,
+      multiplier: Double,
+      jitter: Double,
+      connectTimeout: Duration = .seconds(10)
+    ) {
       self.initialBackoff = initialBackoff
       self.maximumBackoff = maximumBackoff
       self.multiplier = multiplier
       self.jitter = jitter
+      self.connectTimeout = connectTimeout
     }
 
     /// 100 ms first, doubling up to 5 s, each wait shortened at random by up to half: when a
     /// hub with many dialers restarts, they come back spread over the wait, not in one burst.
+    /// A connection gets 10 s to open its first stream.
     public static var defaults: Self {
-      Self(initialBackoff: .milliseconds(100), maximumBackoff: .seconds(5), multiplier: 2, jitter: 0.5)
+      Self(
+        initialBackoff: .milliseconds(100),
+        maximumBackoff: .seconds(5),
+        multiplier: 2,
+        jitter: 0.5,
+        connectTimeout: .seconds(10)
+      )
     }
 
     /// The wait before attempt `attempt` (0 for the first retry).

@@ -69,6 +69,8 @@ public final class Peer: Sendable {
   let outbox: Outbox
   /// Exactly-once handling of incoming requests.
   let inbox: Inbox
+  /// Set when the peer starts to shut down: dialers start no new session from then on.
+  let draining = Signal()
   /// The event loop that runs this peer's connections and streams, with
   /// ``Config/Transport/Execution/eventLoop``; `nil` runs them on the concurrency pool.
   let streamExecutor: EventLoopExecutor?
@@ -251,6 +253,7 @@ public final class Peer: Sendable {
       }
 
       self.state.withLock { $0.lifecycle = .draining }
+      self.draining.set()
       if graceful { await self.drain() }
       let shuttingDown = PeerAgentError(
         code: .shuttingDown,

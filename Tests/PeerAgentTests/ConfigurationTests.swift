@@ -53,7 +53,16 @@ struct ConfigurationTests {
     let config = Peer.Config.defaults(mode: .single)
     #expect(config.requests.timeout == .seconds(30))
     #expect(config.shutdown.gracePeriod == .seconds(5))
-    #expect(config.reconnect == .init(initialBackoff: .milliseconds(100), maximumBackoff: .seconds(5), multiplier: 2, jitter: 0.5))
+    #expect(
+      config.reconnect
+        == .init(
+          initialBackoff: .milliseconds(100),
+          maximumBackoff: .seconds(5),
+          multiplier: 2,
+          jitter: 0.5,
+          connectTimeout: .seconds(10)
+        )
+    )
     #expect(
       config.delivery
         == .init(storage: .inMemory, maximumInFlight: 1024, replyRetention: .seconds(3600), replyCapacity: 1_000_000)

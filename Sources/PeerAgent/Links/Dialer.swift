@@ -5,7 +5,8 @@ internal import Logging
 private import Synchronization
 
 /// Dials one remote peer and keeps the link up: connects, opens the streams the mode needs,
-/// and on any failure waits (exponential backoff with jitter) and starts again, until cancelled.
+/// and on any failure waits (exponential backoff with jitter) and starts again — until it is
+/// cancelled, or its peer drains (no new session then).
 ///
 /// One session is one connection:
 /// - `sendStatus`, always: this peer's requests to the remote, and their replies;
@@ -13,16 +14,39 @@ private import Synchronization
 ///   (this peer's replies to them).
 ///
 /// All of a session's streams are children of one task group: when one ends — or the
-/// heartbeat finds the remote silent for too long — the session ends and the others are
-/// cancelled, so a half-open link never lingers. Every session re-opens every stream, and the
-/// outbox writes what is unanswered on the new `sendStatus`.
+/// heartbeat finds the remote silent for too long — the session shuts its gRPC client down
+/// gracefully and only then cancels the other streams, so a half-open link never lingers and
+/// a first RPC still waiting for its connection is failed by the client instead of waiting
+/// forever. Every session re-opens every stream, and the outbox writes what is unanswered on
+/// the new `sendStatus`.
+///
+/// ## Why the sessions run in a task of their own
+///
+/// grpc-swift-nio-transport 2.9.2 does not resume an RPC that was cancelled just before it
+/// joined the queue of a fresh channel (`GRPCChannel.enqueue`'s `.poke` branch; upstream issue
+/// grpc-swift-nio-transport#108): only the client's connection task, still running, can fail it,
+/// by a graceful shutdown. Swift cancels a task's child tasks before it runs the task's own
+/// cancellation handlers, so a handler around `withGRPCClient` comes too late: the connection
+/// task is cancelled along with the RPC. So ``run()`` turns its cancellation into a ``Signal``
+/// and runs the sessions in one task of their own, which nothing cancels from outside: on the
+/// signal, the session shuts its client down, then ends its streams, and the task ends. ``run()``
+/// always awaits that task; it never outlives the dialer.
 struct Dialer {
   let peer: Peer
   let target: Peer.Target
+  /// Points in a session where tests step in.
+  var hooks = Hooks()
+
+  /// Points in a session where tests step in; they do nothing by default.
+  struct Hooks: Sendable {
+    /// Called in every session once its client runs, before its first RPC is made.
+    var sessionStarted: @Sendable () async -> Void = {}
+  }
 
   /// Why a session ended.
-  private struct SessionEnded: Error {
+  struct SessionEnded: Error, CustomStringConvertible {
     var reason: String
+    var description: String { self.reason }
   }
 
   /// The name the link is known by before the remote's certificate is seen.
@@ -30,16 +54,32 @@ struct Dialer {
     self.target.expectedIdentity ?? "\(self.target.address)"
   }
 
+  /// Dials until cancelled or until the peer drains; returns once the current session, if
+  /// any, has ended.
   func run() async {
+    let stop = Signal()
+    await withTaskCancellationHandler {
+      let sessions = Task(executorPreference: self.peer.streamExecutor) {
+        await self.dial(until: stop)
+      }
+      await sessions.value
+    } onCancel: {
+      stop.set()
+    }
+  }
+
+  private func dial(until stop: Signal) async {
     var logger = self.peer.logger
     logger[metadataKey: "target"] = "\(self.target)"
+    let remote = RemoteTraits()
     var attempt = 0
     var lastReport: String?
-    while !Task.isCancelled {
+    let stopping = [stop, self.peer.draining]
+    while !stopping.contains(where: \.isSet) {
       let diagnostics = DialDiagnostics()
       self.peer.setLinkState(.connecting, of: self.linkName, reason: nil)
-      let outcome = await self.runSession(diagnostics: diagnostics, logger: logger)
-      if Task.isCancelled { return }
+      let outcome = await self.runSession(diagnostics: diagnostics, remote: remote, stop: stop)
+      if stopping.contains(where: \.isSet) { return }
 
       if outcome.wasConnected {
         attempt = 0
@@ -61,141 +101,84 @@ struct Dialer {
       }
       let delay = self.peer.config.reconnect.delay(attempt: attempt)
       attempt += 1
-      try? await Task.sleep(for: delay)
+      await Signal.sleep(for: delay, unlessAnyOf: stopping)
     }
   }
 
-  private struct Outcome {
+  struct Outcome {
     var wasConnected: Bool
     var reason: String
   }
 
-  private func runSession(diagnostics: DialDiagnostics, logger: Logger) async -> Outcome {
-    let connected = LockedBox(false)
+  /// What this dialer learnt of its remote in earlier sessions.
+  final class RemoteTraits: Sendable {
+    private let heartbeats = Atomic<Bool>(false)
+
+    /// Whether the remote announced heartbeats in an earlier session: then a stream of a new
+    /// session on which nothing at all arrives (no headers, no message, no heartbeat) within
+    /// the heartbeat timeout is stalled, as it would be after its first heartbeat.
+    var isKnownToHeartbeat: Bool {
+      get { self.heartbeats.load(ordering: .relaxed) }
+      set { self.heartbeats.store(newValue, ordering: .relaxed) }
+    }
+  }
+
+  private func runSession(diagnostics: DialDiagnostics, remote: RemoteTraits, stop: Signal) async -> Outcome {
     let transport: HTTP2ClientTransport.Posix
     do {
       transport = try self.peer.makeClientTransport(to: self.target, diagnostics: diagnostics)
     } catch {
       return Outcome(wasConnected: false, reason: "\(Peer.rootCause(error))")
     }
-
-    let peer = self.peer
-    let heartbeat = peer.heartbeat
-    let announcement: Metadata = heartbeat.map {
-      [heartbeatMetadataKey: "\($0.interval.milliseconds)"]
-    } ?? [:]
-    // The remote's pushed requests (single-channel): watched once the listener heartbeats.
-    let getTaskHealth = LinkHealth()
-
+    let connected = Signal()
     do {
-      // The client's streams run on the connection's event loop (or the pool, if so configured).
-      try await withTaskExecutorPreference(peer.streamExecutor) {
-        try await withGRPCClient(transport: transport) { client in
-          let contact = Contact_Contact.Client(wrapping: client)
-          let options = CallOptions.defaults { options in
-            // Fail fast when the remote is not there: this loop owns the retrying.
-            options.waitForReady = false
+      try await withGRPCClient(transport: transport) { client in
+        await self.hooks.sessionStarted()
+        let session = DialerSession(
+          peer: self.peer,
+          contact: Contact_Contact.Client(wrapping: client),
+          remote: remote,
+          connected: connected,
+          identity: { self.identity(diagnostics) }
+        )
+        try await withThrowingTaskGroup(of: Void.self) { group in
+          group.addTask {
+            await stop.wait()
+            throw SessionEnded(reason: "shutdown")
           }
-          try await withThrowingDiscardingTaskGroup { group in
-            let (routes, routeContinuation) = AsyncStream<OutboundRoute>.makeStream()
-            group.addTask {
-              try await contact.sendStatus(
-                metadata: announcement,
-                options: options,
-                requestProducer: { writer in
-                  // The stream is open, so the TLS handshake is done and the listener's identity
-                  // known. Attach now, not when response headers arrive: a server may send those
-                  // only with its first reply (grpcio's generator handlers do).
-                  let identity = self.identity(diagnostics)
-                  let route = OutboundRoute(identity: identity, kind: .sendStatus, window: peer.outbox.window)
-                  routeContinuation.yield(route)
-                  routeContinuation.finish()
-                  connected.withLock { $0 = true }
-                  peer.attach(route)
-                  try await withThrowingTaskGroup(of: Void.self) { streams in
-                    streams.addTask {
-                      try await route.drain(into: peer.outbox) { batch in
-                        try await writer.write(contentsOf: batch.map(Contact_ClientMsg.init))
-                      }
-                    }
-                    if let heartbeat {
-                      streams.addTask {
-                        try await heartbeat.run(
-                          send: { if route.remoteHeartbeats { route.enqueue(.heartbeat) } },
-                          watched: [route.health, getTaskHealth],
-                          report: { peer.setLinkState($0, of: identity.name, reason: "heartbeats are late") }
-                        )
-                      }
-                    }
-                    try await streams.next()
-                    streams.cancelAll()
-                  }
-                }
-              ) { response in
-                guard let route = await routes.first(where: { _ in true }) else { return }
-                var reason = "the remote closed sendStatus"
-                do {
-                  if case .failure(let error) = response.accepted { throw error }
-                  if response.metadata.announcesHeartbeats {
-                    route.remoteHeartbeats = true
-                    route.health.arm()
-                  }
-                  for try await result in response.messages {
-                    route.health.heard()
-                    if result.heartbeat { continue }
-                    peer.deliver(ReplyBody(result), from: route.identity, on: route)
-                  }
-                } catch {
-                  reason = "\(Peer.rootCause(error))"
-                }
-                peer.detach(route, reason: reason)
-              }
-              throw SessionEnded(reason: "sendStatus ended")
-            }
-
-            guard peer.config.mode == .single else { return }
-
-            let results = WriteQueue<Contact_Result>()
-            group.addTask {
-              try await contact.tellResult(
-                metadata: announcement,
-                options: options,
-                requestProducer: { writer in
-                  while let batch = await results.next() {
-                    try await writer.write(contentsOf: batch)
-                  }
-                }
-              ) { response in
-                _ = try response.message
-              }
-              throw SessionEnded(reason: "tellResult ended")
-            }
-            group.addTask {
-              defer { results.finish() }
-              try await contact.getTask(Contact_Empty(), metadata: announcement, options: options) { response in
-                let identity = self.identity(diagnostics)
-                let inbound = InboundRequests(peer: peer, identity: identity, link: .getTask) { result in
-                  results.enqueue(result)
-                }
-                try await withThrowingDiscardingTaskGroup { handlers in
-                  for try await task in response.messages {
-                    if task.heartbeat { getTaskHealth.arm() } else { getTaskHealth.heard() }
-                    await inbound.receive(id: task.id, text: task.task, isHeartbeat: task.heartbeat, in: &handlers)
-                  }
-                }
-              }
-              throw SessionEnded(reason: "getTask ended")
+          group.addTask { try await session.sendStatus() }
+          if self.peer.config.mode == .single {
+            group.addTask { try await session.pushedRequests() }
+          }
+          group.addTask { try await session.awaitFirstStream() }
+          let ending: any Error
+          do {
+            try await group.next()
+            ending = SessionEnded(reason: "the session ended")
+          } catch {
+            ending = error
+          }
+          // First the client: an RPC still waiting for the connection fails with
+          // `unavailable` and new ones are refused; then the streams that are open.
+          client.beginGracefulShutdown()
+          group.cancelAll()
+          while true {
+            do {
+              guard try await group.next() != nil else { break }
+            } catch {
+              continue
             }
           }
+          throw ending
         }
       }
-      return Outcome(wasConnected: connected.current, reason: "the session ended")
+      return Outcome(wasConnected: connected.isSet, reason: "the session ended")
     } catch let ended as SessionEnded {
-      return Outcome(wasConnected: connected.current, reason: ended.reason)
+      return Outcome(wasConnected: connected.isSet, reason: ended.reason)
     } catch let stalled as Heartbeat.Stalled {
-      return Outcome(wasConnected: connected.current, reason: stalled.description)
+      return Outcome(wasConnected: connected.isSet, reason: stalled.description)
     } catch {
-      return Outcome(wasConnected: connected.current, reason: Peer.rootCause(error))
+      return Outcome(wasConnected: connected.isSet, reason: Peer.rootCause(error))
     }
   }
 
