@@ -33,7 +33,6 @@ struct DialerSession: Sendable {
   func sendStatus() async throws {
     let peer = self.peer
     let remote = self.remote
-    let getTaskHealth = self.getTaskHealth
     let (routes, routeContinuation) = AsyncStream<OutboundRoute>.makeStream()
     try await self.contact.sendStatus(
       metadata: self.announcement,
@@ -53,23 +52,17 @@ struct DialerSession: Sendable {
         routeContinuation.finish()
         self.connected.set()
         peer.attach(route)
-        try await withThrowingTaskGroup(of: Void.self) { streams in
-          streams.addTask {
-            try await route.drain(into: peer.outbox) { batch in
-              try await writer.write(contentsOf: batch.map(Contact_ClientMsg.init))
-            }
-          }
-          if let heartbeat = peer.heartbeat {
-            streams.addTask {
-              try await heartbeat.run(
-                send: { if route.remoteHeartbeats { route.enqueue(.heartbeat) } },
-                watched: [route.health, getTaskHealth],
-                report: { peer.setLinkState($0, of: identity.name, reason: "heartbeats are late") }
-              )
-            }
-          }
-          defer { streams.cancelAll() }
-          try await streams.next()
+        // Detached here too: a stream whose response never starts (no headers) has no
+        // response handler to do it.
+        var reason = "the session ended"
+        defer { peer.detach(route, reason: reason) }
+        do {
+          try await self.writeRequests(on: route, to: writer)
+        } catch is CancellationError {
+          throw CancellationError()
+        } catch {
+          reason = "\(error is Heartbeat.Stalled ? "\(error)" : Peer.rootCause(error))"
+          throw error
         }
       }
     ) { response in
@@ -98,6 +91,35 @@ struct DialerSession: Sendable {
       peer.detach(route, reason: reason)
     }
     throw Dialer.SessionEnded(reason: "sendStatus ended")
+  }
+
+  /// Writes what the outbox queues on `route`, and heartbeats, until the route ends or the
+  /// heartbeat finds the remote silent.
+  private func writeRequests(
+    on route: OutboundRoute,
+    to writer: RPCWriter<Contact_ClientMsg>
+  ) async throws {
+    let peer = self.peer
+    let getTaskHealth = self.getTaskHealth
+    let identity = route.identity
+    try await withThrowingTaskGroup(of: Void.self) { streams in
+      streams.addTask {
+        try await route.drain(into: peer.outbox) { batch in
+          try await writer.write(contentsOf: batch.map(Contact_ClientMsg.init))
+        }
+      }
+      if let heartbeat = peer.heartbeat {
+        streams.addTask {
+          try await heartbeat.run(
+            send: { if route.remoteHeartbeats { route.enqueue(.heartbeat) } },
+            watched: [route.health, getTaskHealth],
+            report: { peer.setLinkState($0, of: identity.name, reason: "heartbeats are late") }
+          )
+        }
+      }
+      defer { streams.cancelAll() }
+      try await streams.next()
+    }
   }
 
   /// How one of the two single-channel inbound streams ended.
