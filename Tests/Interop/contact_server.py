@@ -28,6 +28,8 @@ class ContactServicer(contact_pb2_grpc.ContactServicer):
         self.args = args
         self.summary = summary
         self.done = done
+        self.lock = threading.Lock()
+        self.pushed = False
 
     # 注意服务端的具体实现函数是在类里面
     def sendStatus(self, request_iterator, context):
@@ -39,6 +41,9 @@ class ContactServicer(contact_pb2_grpc.ContactServicer):
             )
 
     def getTask(self, request_iterator, context):
+        if self.args.end_get_task:
+            yield from self.push_once_then_end(context)
+            return
         if not self.args.quiet:
             print("服务端已接收到客户端上线通知,开始发送任务给客户端\n")
         # 制造些服务端的任务数据用来填充到任务队列里面
@@ -53,6 +58,21 @@ class ContactServicer(contact_pb2_grpc.ContactServicer):
                 self.summary.count("tasks_sent")
                 if not self.args.quiet:
                     print(f'服务端发送给了客户端任务:{n.task}##########\n')
+            time.sleep(0.05)
+
+    def push_once_then_end(self, context):
+        # Not the article's: the first getTask pushes every task, then ends the stream normally
+        # (end of stream, OK) while the acknowledgements are still on their way; a later getTask
+        # (the dialer re-opens it) pushes nothing, so a task handled twice shows as an extra ack.
+        with self.lock:
+            first = not self.pushed
+            self.pushed = True
+        if first:
+            for n in range(self.args.tasks):
+                yield contact_pb2.ServerMsg(task=f"任务:{n}")
+                self.summary.count("tasks_sent")
+            return
+        while context.is_active() and not self.done.is_set():
             time.sleep(0.05)
 
     def tellResult(self, request_iterator, context):
@@ -95,5 +115,7 @@ if __name__ == '__main__':
     parser.add_argument("--status", type=int, default=0, help="sendStatus messages to expect")
     parser.add_argument("--timeout", type=float, default=60, help="seconds before giving up")
     parser.add_argument("--quiet", action="store_true", help="print only the summary")
+    parser.add_argument("--end-get-task", action="store_true",
+                        help="end the first getTask normally once every task is pushed; push nothing on later ones")
     add_tls_arguments(parser)
     serve(parser.parse_args())

@@ -192,6 +192,28 @@ class Run:
                    f"{len(replies)}/{m} sendStatus replies matched={matched}; edge exit {edge_status}; "
                    f"server: {server.summary()}")
 
+    # 2b. a grpcio server that ends getTask (OK) right after pushing its tasks: every task is
+    # acknowledged once, in order, on tellResult, and none is handled twice
+    def server_ends_get_task(self):
+        n = 500
+        port = free_port()
+        server = Python(self.args.python, "contact_server.py",
+                        ["--address", f"127.0.0.1:{port}", "--tasks", str(n), "--status", "0",
+                         "--end-get-task", "--quiet", "--timeout", "60"] + self.py_tls("article-server"),
+                        self.log("server-ends-gettask"))
+        target = f"article-server@127.0.0.1:{port}" if self.tls else f"127.0.0.1:{port}"
+        edge = PeerAgent(self.args.peer_agent, ["--name", "edge", "--mode", "single", "--connect", target,
+                                                "--backoff-initial", "0.05"] + self.peer_tls("edge"),
+                         self.log("edge-vs-server-ends-gettask"))
+        server_status = server.wait(timeout=90)
+        edge.stop()
+        requests = edge.of("request")
+        texts = [r["text"] for r in requests]
+        in_order = texts == [f"任务:{i}" for i in range(n)]
+        ok = server_status == 0 and len(requests) == n and in_order
+        self.check("grpcio server ends getTask after its tasks", ok,
+                   f"{len(requests)}/{n} tasks handled once, in order={in_order}; server: {server.summary()}")
+
     # 3. dual-channel: a grpcio peer (server + client) and peer-agent --mode dual
     def dual(self):
         n = self.args.tasks
@@ -263,6 +285,7 @@ def main():
         run = Run(args)
         run.article_client()
         run.article_server()
+        run.server_ends_get_task()
         run.dual()
         if run.tls:
             run.refusals()

@@ -39,14 +39,21 @@ struct InboundRequests: Sendable {
     }
     let request = IncomingRequest(id: id, text: text, from: self.identity, link: self.link)
     if id.isEmpty {
-      await self.peer.handle(request) { self.reply(Contact_Result($0)) }
+      await self.peer.handle(request) { self.answer($0) }
       return
     }
     await self.limit.acquire()
     group.addTask {
       defer { self.limit.release() }
-      await self.peer.handle(request) { self.reply(Contact_Result($0)) }
+      await self.peer.handle(request) { self.answer($0) }
     }
+  }
+
+  /// Writes a reply — unless its handler was cancelled: that is no answer, and the sender,
+  /// still waiting, resends the request on its next link, where it is handled afresh.
+  private func answer(_ reply: ReplyBody) {
+    guard !reply.wasCancelled else { return }
+    self.reply(Contact_Result(reply))
   }
 }
 
