@@ -90,6 +90,10 @@ package nonisolated struct Contact_Result: Sendable {
   /// PeerAgent: the answer to a heartbeat (see ClientMsg.heartbeat).
   package var heartbeat: Bool = false
 
+  /// PeerAgent: with `error`, the kind of failure, for the sender to act on (e.g.
+  /// "outcomeUnknown"); empty for a handler's own error.
+  package var code: String = String()
+
   package var unknownFields = SwiftProtobuf.UnknownStorage()
 
   package init() {}
@@ -198,7 +202,7 @@ nonisolated extension Contact_Empty: SwiftProtobuf.Message, SwiftProtobuf._Messa
 
 nonisolated extension Contact_Result: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   package static let protoMessageName: String = "Result"
-  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}ret\0\u{1}id\0\u{1}error\0\u{1}heartbeat\0")
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}ret\0\u{1}id\0\u{1}error\0\u{1}heartbeat\0\u{1}code\0")
 
   package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -210,6 +214,7 @@ nonisolated extension Contact_Result: SwiftProtobuf.Message, SwiftProtobuf._Mess
       case 2: try { try decoder.decodeSingularStringField(value: &self.id) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.error) }()
       case 4: try { try decoder.decodeSingularBoolField(value: &self.heartbeat) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.code) }()
       default: break
       }
     }
@@ -228,6 +233,9 @@ nonisolated extension Contact_Result: SwiftProtobuf.Message, SwiftProtobuf._Mess
     if self.heartbeat != false {
       try visitor.visitSingularBoolField(value: self.heartbeat, fieldNumber: 4)
     }
+    if !self.code.isEmpty {
+      try visitor.visitSingularStringField(value: self.code, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -236,6 +244,7 @@ nonisolated extension Contact_Result: SwiftProtobuf.Message, SwiftProtobuf._Mess
     if lhs.id != rhs.id {return false}
     if lhs.error != rhs.error {return false}
     if lhs.heartbeat != rhs.heartbeat {return false}
+    if lhs.code != rhs.code {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

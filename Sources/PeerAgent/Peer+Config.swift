@@ -278,18 +278,33 @@ extension Peer.Config {
     public var flushCoalescing: FlushCoalescing?
     /// Where each stream's code, handler included, runs.
     public var execution: Execution
+    /// The largest gRPC message, encoded, that this peer sends or accepts, in both directions
+    /// of every stream. A request above it fails at once with
+    /// ``PeerAgentError/Code/messageTooLarge`` and is never queued; PeerAgent peers announce
+    /// their limit, so a request above the remote's fails the same way instead of being written.
+    public var maximumMessageBytes: Int
 
-    public init(flushCoalescing: FlushCoalescing?, execution: Execution = .eventLoop) {
+    public init(
+      flushCoalescing: FlushCoalescing?,
+      execution: Execution = .eventLoop,
+      maximumMessageBytes: Int = 4 * 1024 * 1024
+    ) {
       self.flushCoalescing = flushCoalescing
       self.execution = execution
+      self.maximumMessageBytes = maximumMessageBytes
     }
 
     /// Flush coalescing with no delay and up to 64 KiB: writes made together still share a
     /// flush, but a lone request or reply is never held back. grpc-swift-nio-transport's own
     /// default waits up to 100 µs, which a ping-pong round trip pays on both sides. Streams run
-    /// on their connection's event loop (``Execution/eventLoop``).
+    /// on their connection's event loop (``Execution/eventLoop``). Messages up to 4 MiB (gRPC's
+    /// usual limit).
     public static var defaults: Self {
-      Self(flushCoalescing: FlushCoalescing(maximumDelay: .zero, maximumBytes: 64 * 1024))
+      Self(
+        flushCoalescing: FlushCoalescing(maximumDelay: .zero, maximumBytes: 64 * 1024),
+        execution: .eventLoop,
+        maximumMessageBytes: 4 * 1024 * 1024
+      )
     }
   }
 }
@@ -321,8 +336,33 @@ extension Peer.Config {
       }
     }
 
+    /// What a receiver guarantees about running its handler once per request, when it
+    /// crashes between calling the handler and recording the reply.
+    public struct Handling: Sendable, Hashable {
+      enum Wrapped: Sendable, Hashable {
+        case atLeastOnce
+        case atMostOnce
+      }
+
+      let wrapped: Wrapped
+
+      /// The reply is recorded after the handler returns: a crash in between runs the handler
+      /// again for the resent request (rarely: the window is the handler's own duration).
+      /// Every request gets a real answer. The default.
+      public static var atLeastOnce: Self { Self(wrapped: .atLeastOnce) }
+
+      /// The acceptance of each request is recorded (on disk, with a durable store) before
+      /// the handler runs: after a crash, a resent request that was accepted but has no
+      /// recorded reply is answered with ``PeerAgentError/Code/outcomeUnknown`` and never
+      /// handled again. For handlers that must never run twice (a payment, a command to a
+      /// machine); costs one more write per request.
+      public static var atMostOnce: Self { Self(wrapped: .atMostOnce) }
+    }
+
     /// Where the outbox and the de-duplication window live.
     public var storage: Storage
+    /// At-least-once (the default) or at-most-once handling across a crash.
+    public var handling: Handling
     /// The most requests to one remote peer that may be unanswered at once; ``Peer/send(_:to:timeout:)``
     /// waits for room beyond it (backpressure), so memory stays bounded.
     public var maximumInFlight: Int
@@ -332,17 +372,30 @@ extension Peer.Config {
     /// The most replies remembered; the oldest are forgotten first.
     public var replyCapacity: Int
 
-    public init(storage: Storage, maximumInFlight: Int, replyRetention: Duration, replyCapacity: Int) {
+    public init(
+      storage: Storage,
+      maximumInFlight: Int,
+      replyRetention: Duration,
+      replyCapacity: Int,
+      handling: Handling = .atLeastOnce
+    ) {
       self.storage = storage
+      self.handling = handling
       self.maximumInFlight = maximumInFlight
       self.replyRetention = replyRetention
       self.replyCapacity = replyCapacity
     }
 
     /// In memory, 1,024 unanswered requests per remote peer, replies remembered for an hour
-    /// (at most 1,000,000).
+    /// (at most 1,000,000), at-least-once handling.
     public static var defaults: Self {
-      Self(storage: .inMemory, maximumInFlight: 1024, replyRetention: .seconds(3600), replyCapacity: 1_000_000)
+      Self(
+        storage: .inMemory,
+        maximumInFlight: 1024,
+        replyRetention: .seconds(3600),
+        replyCapacity: 1_000_000,
+        handling: .atLeastOnce
+      )
     }
   }
 

@@ -146,9 +146,14 @@ public final class Peer: Sendable {
     case .sqlite(let directory):
       store = try SQLiteDeliveryStore(directory: directory)
     }
-    self.outbox = Outbox(store: store, window: config.delivery.maximumInFlight)
+    self.outbox = Outbox(
+      store: store,
+      window: config.delivery.maximumInFlight,
+      maximumMessageBytes: config.transport.maximumMessageBytes
+    )
     self.inbox = Inbox(
       store: store,
+      handling: config.delivery.handling,
       retention: config.delivery.replyRetention,
       capacity: config.delivery.replyCapacity,
       logger: logger
@@ -372,14 +377,34 @@ public final class Peer: Sendable {
     }
     if let refusal { throw refusal }
 
+    let id = self.requestIDs.next()
+    let size = WireSize.request(id: id, text: text)
+    let limit = self.config.transport.maximumMessageBytes
+    if size > limit {
+      throw PeerAgentError.messageTooLarge(bytes: size, limit: limit, whose: "this peer sends")
+    }
     let deadline = ContinuousClock.now.advanced(by: timeout ?? self.config.requests.timeout)
     let peer: String
     if let name {
       peer = name
+    } else if self.registry.connected.isEmpty, self.config.connect.count == 1 {
+      // Not connected yet: queued for the one peer this peer dials, delivered once it is.
+      peer = self.config.connect[0].queueName
     } else {
       peer = try await self.registry.onlyPeer(deadline: deadline).name
     }
-    return try await self.outbox.submit(id: self.requestIDs.next(), to: peer, text: text, deadline: deadline)
+    return try await self.outbox.submit(id: id, to: peer, text: text, deadline: deadline)
+  }
+
+  /// What this peer announces in the metadata of every long-lived stream: its heartbeat
+  /// interval (if it heartbeats) and the largest message it accepts.
+  var announcement: Metadata {
+    var metadata = Metadata()
+    if let heartbeat = self.heartbeat {
+      metadata.addString("\(heartbeat.interval.milliseconds)", forKey: heartbeatMetadataKey)
+    }
+    metadata.addString("\(self.config.transport.maximumMessageBytes)", forKey: maximumMessageBytesMetadataKey)
+    return metadata
   }
 
   /// The application heartbeat, unless disabled.
@@ -429,13 +454,17 @@ public final class Peer: Sendable {
   }
 
   /// Makes `route` the way to its peer, writes on it what the peer is owed, and says so.
-  func attach(_ route: OutboundRoute) {
+  ///
+  /// - Parameter placeholder: For a dialer's route, the name requests were queued under before
+  ///   the remote's name was known (``Target/queueName``); they move to the remote's name.
+  func attach(_ route: OutboundRoute, placeholder: String? = nil) {
     let (replaced, accepted) = self.registry.add(route)
     guard accepted else {
       route.finishOutgoing()
       return
     }
     replaced?.finishOutgoing()
+    if let placeholder { self.outbox.rename(placeholder, to: route.identity.name) }
     self.outbox.attach(route)
     self.logger(for: route.identity).info(
       "connected",

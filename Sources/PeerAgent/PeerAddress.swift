@@ -108,6 +108,13 @@ extension Peer {
       if let name = self.expectedIdentity { return "\(name)@\(self.address)" }
       return self.address.description
     }
+
+    /// The name requests to this target are addressed to before it connects: the pinned
+    /// identity, else the address (which is the remote's name in plaintext; with TLS the
+    /// requests move to the name in its certificate when it connects).
+    public var queueName: String {
+      self.expectedIdentity ?? self.address.description
+    }
   }
 }
 

@@ -51,6 +51,8 @@ extension PeerAgentError {
       case remoteHandlerFailed
       case connectionRefused
       case storageFailed
+      case messageTooLarge
+      case outcomeUnknown
     }
 
     private var value: Value
@@ -89,6 +91,14 @@ extension PeerAgentError {
     /// The request could not be recorded in the peer's store (a full disk, a broken database),
     /// so it was not accepted.
     public static var storageFailed: Self { Self(.storageFailed) }
+    /// The request, encoded, is larger than the maximum message size — this peer's
+    /// (``Peer/Config/Transport/maximumMessageBytes``) or the one the remote announced. It was
+    /// never sent, and is never resent.
+    public static var messageTooLarge: Self { Self(.messageTooLarge) }
+    /// The remote accepted the request before a crash and cannot tell whether its handler
+    /// finished: with ``Peer/Config/Delivery/Handling/atMostOnce`` it does not run the handler
+    /// again. The request may or may not have taken effect.
+    public static var outcomeUnknown: Self { Self(.outcomeUnknown) }
   }
 }
 
@@ -99,5 +109,16 @@ extension PeerAgentError: CustomStringConvertible {
     } else {
       return "\(self.code): \"\(self.message)\""
     }
+  }
+}
+
+extension PeerAgentError {
+  /// A request of `bytes` encoded bytes, above `limit`, the most `whose` (e.g. "this peer
+  /// sends", "'hub' accepts").
+  static func messageTooLarge(bytes: Int, limit: Int, whose: String) -> Self {
+    PeerAgentError(
+      code: .messageTooLarge,
+      message: "the request is \(bytes) bytes encoded, more than the \(limit) bytes \(whose) (--max-message-bytes): not sent"
+    )
   }
 }

@@ -20,6 +20,7 @@ public struct Delivery: Sendable {
   ///
   /// - Returns: The reply, who sent it, and the time since the request was accepted.
   /// - Throws: ``PeerAgentError``: `timedOut`, `unknownPeer`, `remoteHandlerFailed`,
+  ///   `outcomeUnknown`, `messageTooLarge`,
   ///   `shuttingDown` (with a durable store the request stays for the next run); or
   ///   `CancellationError`.
   public func reply() async throws -> Reply {
@@ -41,6 +42,9 @@ public struct Delivery: Sendable {
     do {
       let answer = try await self.promise.wait()
       if let error = answer.body.error {
+        if answer.body.code == "\(PeerAgentError.Code.outcomeUnknown)" {
+          throw PeerAgentError(code: .outcomeUnknown, message: "'\(answer.from)': \(error)")
+        }
         throw PeerAgentError(
           code: .remoteHandlerFailed,
           message: "'\(answer.from)' could not handle request \(self.id): \(error)"

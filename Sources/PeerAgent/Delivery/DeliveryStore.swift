@@ -20,6 +20,8 @@ protocol DeliveryStore: Sendable {
   func recordAnswer(_ answer: StoredAnswer, to id: String) throws
   /// Forgets an outgoing request: its reply taken by the caller, or past its time to live.
   func removeOutgoing(id: String) throws
+  /// Readdresses the outgoing requests recorded for `peer` to `name`.
+  func renamePeer(_ peer: String, to name: String) throws
   /// Every outgoing request still recorded, oldest first.
   func unansweredOutgoing() throws -> [OutgoingRecord]
 
@@ -27,6 +29,10 @@ protocol DeliveryStore: Sendable {
   func reply(to id: String, from sender: String) throws -> StoredReply?
   /// Records the reply given to request `id` from `sender`.
   func recordReply(_ reply: StoredReply, to id: String, from sender: String) throws
+  /// Records that request `id` from `sender` was accepted and its handler is about to run
+  /// (at-most-once handling): until its reply replaces it, ``reply(to:from:)`` returns it as
+  /// ``StoredReply/isPending``. Keeps a reply already recorded.
+  func recordAcceptance(of id: String, from sender: String, at date: Double) throws
   /// Forgets replies recorded before `date` (seconds since 1970), keeping at most `keep`.
   func pruneReplies(before date: Double, keep: Int) throws
 }
@@ -51,6 +57,8 @@ struct StoredAnswer: Sendable, Hashable {
   var verified: Bool
   var text: String
   var error: String?
+  /// The kind of failure PeerAgent reported with `error`, if any (see ``ReplyBody/code``).
+  var code: String? = nil
 }
 
 /// A reply as the receiver's de-duplication window keeps it.
@@ -59,4 +67,7 @@ struct StoredReply: Sendable, Hashable {
   var error: String?
   /// When the reply was recorded, in seconds since 1970.
   var recordedAt: Double
+  /// Accepted and handed to the handler, but no reply recorded (at-most-once): after a crash,
+  /// whether the handler finished is unknown.
+  var isPending = false
 }

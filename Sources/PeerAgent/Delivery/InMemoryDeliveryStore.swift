@@ -43,6 +43,14 @@ final class InMemoryDeliveryStore: DeliveryStore {
     _ = self.state.withLock { $0.outgoing.removeValue(forKey: id) }
   }
 
+  func renamePeer(_ peer: String, to name: String) throws {
+    self.state.withLock { state in
+      for (id, entry) in state.outgoing where entry.record.peer == peer {
+        state.outgoing[id]?.record.peer = name
+      }
+    }
+  }
+
   func unansweredOutgoing() throws -> [OutgoingRecord] {
     self.state.withLock { state in
       state.outgoing.values.sorted { $0.sequence < $1.sequence }.map(\.record)
@@ -69,6 +77,13 @@ final class InMemoryDeliveryStore: DeliveryStore {
         state.head = 0
       }
     }
+  }
+
+  func recordAcceptance(of id: String, from sender: String, at date: Double) throws {
+    let key = Key(sender: sender, id: id)
+    let present = self.state.withLock { $0.replies[key] != nil }
+    if present { return }
+    try self.recordReply(StoredReply(text: "", error: nil, recordedAt: date, isPending: true), to: id, from: sender)
   }
 
   func pruneReplies(before date: Double, keep: Int) throws {

@@ -15,6 +15,7 @@ final class Inbox: Sendable {
   }
 
   private let store: any DeliveryStore
+  private let atMostOnce: Bool
   private let retention: Duration
   private let capacity: Int
   private let logger: Logger
@@ -22,9 +23,17 @@ final class Inbox: Sendable {
   /// copy ended without one — it was cancelled — and the repeat handles the request itself).
   private let handling = Mutex<[Key: [CheckedContinuation<ReplyBody?, Never>]]>([:])
   private let repeatCount = Atomic<Int>(0)
+  private let outcomeUnknownCount = Atomic<Int>(0)
 
-  init(store: any DeliveryStore, retention: Duration, capacity: Int, logger: Logger) {
+  init(
+    store: any DeliveryStore,
+    handling: Peer.Config.Delivery.Handling = .atLeastOnce,
+    retention: Duration,
+    capacity: Int,
+    logger: Logger
+  ) {
     self.store = store
+    self.atMostOnce = handling == .atMostOnce
     self.retention = retention
     self.capacity = capacity
     self.logger = logger
@@ -70,7 +79,8 @@ final class Inbox: Sendable {
   }
 
   /// Answers from the window, else calls `perform` and records its reply (unless it was
-  /// cancelled: a later copy is then handled afresh); hands the reply to the waiting repeats.
+  /// cancelled: a later copy is then handled afresh — or, at most once, answered
+  /// `outcomeUnknown`); hands the reply to the waiting repeats.
   private func handleFirst(
     _ request: IncomingRequest,
     key: Key,
@@ -79,7 +89,19 @@ final class Inbox: Sendable {
     let reply: ReplyBody
     if let stored = try? self.store.reply(to: key.id, from: key.sender) {
       self.repeatCount.add(1, ordering: .relaxed)
-      reply = ReplyBody(id: key.id, text: stored.text, error: stored.error)
+      if stored.isPending {
+        self.outcomeUnknownCount.add(1, ordering: .relaxed)
+        reply = ReplyBody(
+          id: key.id,
+          text: "",
+          error: "request \(key.id) was accepted before an interruption and may or may not have been handled; with at-most-once handling it is not handled again",
+          code: "\(PeerAgentError.Code.outcomeUnknown)"
+        )
+      } else {
+        reply = ReplyBody(id: key.id, text: stored.text, error: stored.error)
+      }
+    } else if self.atMostOnce, let refusal = self.recordAcceptance(key) {
+      reply = refusal
     } else {
       reply = await perform(request)
       if !reply.wasCancelled {
@@ -99,6 +121,29 @@ final class Inbox: Sendable {
     for waiter in waiters { waiter.resume(returning: shared) }
     return reply
   }
+
+  /// Records, before the handler runs, that `key` was accepted (at-most-once). Returns the
+  /// reply to give instead of running the handler when that cannot be recorded.
+  private func recordAcceptance(_ key: Key) -> ReplyBody? {
+    do {
+      try self.store.recordAcceptance(of: key.id, from: key.sender, at: Date().timeIntervalSince1970)
+      return nil
+    } catch {
+      self.logger.error(
+        "cannot record the acceptance of a request: not handled (at-most-once)",
+        metadata: ["id": "\(key.id)", "error": "\(error)"]
+      )
+      return ReplyBody(
+        id: key.id,
+        text: "",
+        error: "the receiver cannot record the request before handling it: \(error)",
+        code: "\(PeerAgentError.Code.storageFailed)"
+      )
+    }
+  }
+
+  /// Repeats answered `outcomeUnknown` since the peer started (at-most-once).
+  var outcomesUnknown: Int { self.outcomeUnknownCount.load(ordering: .relaxed) }
 
   /// Forgets replies older than the retention, or beyond the capacity.
   func prune() {

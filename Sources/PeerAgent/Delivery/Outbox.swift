@@ -52,10 +52,14 @@ final class Outbox: Sendable {
   private let state = Mutex(State())
   private let resendCount = Atomic<Int>(0)
 
-  init(store: any DeliveryStore, window: Int) {
+  /// The largest request this peer sends, encoded.
+  let maximumMessageBytes: Int
+
+  init(store: any DeliveryStore, window: Int, maximumMessageBytes: Int = .max) {
     self.store = store
     self.window = max(1, window)
     self.recordsOutgoing = store.isDurable
+    self.maximumMessageBytes = maximumMessageBytes
   }
 
   /// Requests written more than once (after a reconnect or a restart) since the peer started.
@@ -81,8 +85,18 @@ final class Outbox: Sendable {
         if let answer = record.answer {
           // Answered before the restart, but the caller had not taken the reply: hand it over.
           let identity: PeerIdentity = answer.verified ? .verified(answer.from) : .unverified(address: answer.from)
-          let body = ReplyBody(id: record.id, text: answer.text, error: answer.error)
+          let body = ReplyBody(id: record.id, text: answer.text, error: answer.error, code: answer.code)
           promise.complete(.success(DeliveryPromise.Answer(body: body, from: identity)))
+          return Delivery(
+            id: record.id, text: record.text, peer: record.peer, promise: promise, started: start, outbox: self
+          )
+        }
+        let size = WireSize.request(id: record.id, text: record.text)
+        if size > self.maximumMessageBytes {
+          // Accepted under a larger limit: it would never go through now. Failed, not resent.
+          promise.complete(
+            .failure(PeerAgentError.messageTooLarge(bytes: size, limit: self.maximumMessageBytes, whose: "this peer sends"))
+          )
           return Delivery(
             id: record.id, text: record.text, peer: record.peer, promise: promise, started: start, outbox: self
           )
@@ -178,6 +192,29 @@ final class Outbox: Sendable {
     return true
   }
 
+  /// Fails request `id` for what it is (the remote cannot take it): it is never written
+  /// again, and leaves the store.
+  func refuse(id: String, because error: PeerAgentError) {
+    self.remove(id: id)?.promise.complete(.failure(error))
+  }
+
+  /// Moves the requests queued under `placeholder` (a dialer's target, before its remote's
+  /// name was known) to the remote's name.
+  func rename(_ placeholder: String, to name: String) {
+    guard placeholder != name else { return }
+    let moved: Bool = self.state.withLock { state in
+      guard let queue = state.queues.removeValue(forKey: placeholder) else { return false }
+      for id in queue.ids { state.entries[id]?.record.peer = name }
+      var target = state.queues[name, default: Queue()]
+      target.ids += queue.ids
+      target.count += queue.count
+      target.spaceWaiters.merge(queue.spaceWaiters) { first, _ in first }
+      state.queues[name] = target
+      return true
+    }
+    if moved, self.recordsOutgoing { try? self.store.renamePeer(placeholder, to: name) }
+  }
+
   /// Whether request `id` is still waiting for its reply.
   func isWaiting(id: String) -> Bool {
     self.state.withLock { $0.entries[id] != nil }
@@ -189,7 +226,13 @@ final class Outbox: Sendable {
   func resolve(_ reply: ReplyBody, from identity: PeerIdentity) -> Bool {
     // The reply is kept in the store until the caller takes it (``settle(id:)``).
     guard let entry = self.remove(id: reply.id, forget: false) else { return false }
-    let answer = StoredAnswer(from: identity.name, verified: identity.isVerified, text: reply.text, error: reply.error)
+    let answer = StoredAnswer(
+      from: identity.name,
+      verified: identity.isVerified,
+      text: reply.text,
+      error: reply.error,
+      code: reply.code
+    )
     if self.recordsOutgoing { try? self.store.recordAnswer(answer, to: reply.id) }
     entry.promise.complete(.success(DeliveryPromise.Answer(body: reply, from: identity)))
     return true

@@ -109,6 +109,14 @@ final class SQLiteDeliveryStore: DeliveryStore {
           """
       )
     }
+    migrator.registerMigration("v3: at-most-once acceptances, error codes") { db in
+      try db.execute(
+        sql: """
+          ALTER TABLE replies ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
+          ALTER TABLE outgoing ADD COLUMN answer_code TEXT;
+          """
+      )
+    }
     return migrator
   }
 
@@ -126,8 +134,11 @@ final class SQLiteDeliveryStore: DeliveryStore {
   func recordAnswer(_ answer: StoredAnswer, to id: String) throws {
     try self.database.write { db in
       try db.execute(
-        sql: "UPDATE outgoing SET answered_by = ?, answered_verified = ?, answer = ?, answer_error = ? WHERE id = ?",
-        arguments: [answer.from, answer.verified, answer.text, answer.error, id]
+        sql: """
+          UPDATE outgoing SET answered_by = ?, answered_verified = ?, answer = ?, answer_error = ?, answer_code = ?
+          WHERE id = ?
+          """,
+        arguments: [answer.from, answer.verified, answer.text, answer.error, answer.code, id]
       )
     }
   }
@@ -135,6 +146,12 @@ final class SQLiteDeliveryStore: DeliveryStore {
   func removeOutgoing(id: String) throws {
     try self.database.write { db in
       try db.execute(sql: "DELETE FROM outgoing WHERE id = ?", arguments: [id])
+    }
+  }
+
+  func renamePeer(_ peer: String, to name: String) throws {
+    try self.database.write { db in
+      try db.execute(sql: "UPDATE outgoing SET peer = ? WHERE peer = ?", arguments: [name, peer])
     }
   }
 
@@ -147,7 +164,8 @@ final class SQLiteDeliveryStore: DeliveryStore {
             from: from,
             verified: row["answered_verified"] ?? false,
             text: row["answer"] ?? "",
-            error: row["answer_error"]
+            error: row["answer_error"],
+            code: row["answer_code"]
           )
         }
         return record
@@ -159,17 +177,28 @@ final class SQLiteDeliveryStore: DeliveryStore {
     try self.database.read { db in
       try Row.fetchOne(
         db,
-        sql: "SELECT text, error, recorded_at FROM replies WHERE sender = ? AND id = ?",
+        sql: "SELECT text, error, recorded_at, pending FROM replies WHERE sender = ? AND id = ?",
         arguments: [sender, id]
-      ).map { StoredReply(text: $0["text"], error: $0["error"], recordedAt: $0["recorded_at"]) }
+      ).map {
+        StoredReply(text: $0["text"], error: $0["error"], recordedAt: $0["recorded_at"], isPending: $0["pending"])
+      }
     }
   }
 
   func recordReply(_ reply: StoredReply, to id: String, from sender: String) throws {
     try self.database.write { db in
       try db.execute(
-        sql: "INSERT OR REPLACE INTO replies (sender, id, text, error, recorded_at) VALUES (?, ?, ?, ?, ?)",
-        arguments: [sender, id, reply.text, reply.error, reply.recordedAt]
+        sql: "INSERT OR REPLACE INTO replies (sender, id, text, error, recorded_at, pending) VALUES (?, ?, ?, ?, ?, ?)",
+        arguments: [sender, id, reply.text, reply.error, reply.recordedAt, reply.isPending]
+      )
+    }
+  }
+
+  func recordAcceptance(of id: String, from sender: String, at date: Double) throws {
+    try self.database.write { db in
+      try db.execute(
+        sql: "INSERT OR IGNORE INTO replies (sender, id, text, error, recorded_at, pending) VALUES (?, ?, '', NULL, ?, 1)",
+        arguments: [sender, id, date]
       )
     }
   }

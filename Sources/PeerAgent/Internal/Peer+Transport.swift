@@ -46,7 +46,9 @@ extension Peer {
     }
     let flushCoalescing = self.config.transport.flushCoalescing
     let health = self.config.health
+    let maximumMessageBytes = self.config.transport.maximumMessageBytes
     let config = HTTP2ServerTransport.Posix.Config.defaults { config in
+      config.rpc.maxRequestPayloadSize = maximumMessageBytes
       config.connection.flushCoalescing = flushCoalescing.map {
         .init(maxFlushDelay: $0.maximumDelay, maxBytes: $0.maximumBytes)
       }

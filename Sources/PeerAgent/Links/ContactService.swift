@@ -7,10 +7,40 @@ internal import Logging
 /// never get a heartbeat.
 let heartbeatMetadataKey = "peer-agent-heartbeat"
 
+/// The metadata key by which PeerAgent peers announce the largest message they accept (value:
+/// bytes), so that a sender fails a request above it instead of writing it (the remote would
+/// reset the whole stream).
+let maximumMessageBytesMetadataKey = "peer-agent-max-message-bytes"
+
 extension Metadata {
   /// Whether the other side announced that it sends and answers heartbeats.
   var announcesHeartbeats: Bool {
     self[stringValues: heartbeatMetadataKey].contains { _ in true }
+  }
+
+  /// The largest message the other side announced it accepts, if it did.
+  var announcedMaximumMessageBytes: Int? {
+    self[stringValues: maximumMessageBytesMetadataKey].first(where: { _ in true }).flatMap { Int($0) }
+  }
+}
+
+/// Encoded sizes of the `Contact` messages, without encoding them.
+enum WireSize {
+  /// A request (`ClientMsg` or `ServerMsg`: the text in field 1, the id in field 2).
+  static func request(id: String, text: String) -> Int {
+    self.stringField(text.utf8.count) + self.stringField(id.utf8.count)
+  }
+
+  /// A string field of `length` bytes: absent when empty (proto3), else tag, length, bytes.
+  private static func stringField(_ length: Int) -> Int {
+    guard length > 0 else { return 0 }
+    var value = UInt64(length)
+    var varint = 1
+    while value >= 0x80 {
+      value >>= 7
+      varint += 1
+    }
+    return 1 + varint + length
   }
 }
 
@@ -31,11 +61,7 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
   ) async throws -> StreamingServerResponse<Contact_Result> {
     let identity = try self.peer.identity(of: context)
     let peer = self.peer
-    var metadata = Metadata()
-    if let interval = peer.config.health.heartbeatInterval {
-      metadata.addString("\(interval.milliseconds)", forKey: heartbeatMetadataKey)
-    }
-    return StreamingServerResponse(metadata: metadata) { writer in
+    return StreamingServerResponse(metadata: peer.announcement) { writer in
       try await withTaskExecutorPreference(peer.streamExecutor) {
         let replies = WriteQueue<Contact_Result>()
         let inbound = InboundRequests(peer: peer, identity: identity, link: .sendStatus) { reply in
@@ -68,6 +94,7 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
     let announced = request.metadata.announcesHeartbeats
     return StreamingServerResponse { writer in
       let route = OutboundRoute(identity: identity, kind: .getTask, window: peer.outbox.window)
+      route.remoteMaximumMessageBytes = request.metadata.announcedMaximumMessageBytes
       peer.attach(route)
       var reason = "the dialer closed getTask"
       do {
@@ -154,12 +181,18 @@ extension Contact_Result {
     self.id = reply.id
     self.ret = reply.text
     if let error = reply.error { self.error = error }
+    if let code = reply.code { self.code = code }
   }
 }
 
 extension ReplyBody {
   init(_ result: Contact_Result) {
-    self.init(id: result.id, text: result.ret, error: result.error.isEmpty ? nil : result.error)
+    self.init(
+      id: result.id,
+      text: result.ret,
+      error: result.error.isEmpty ? nil : result.error,
+      code: result.code.isEmpty ? nil : result.code
+    )
   }
 }
 

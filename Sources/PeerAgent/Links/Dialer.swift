@@ -49,11 +49,6 @@ struct Dialer {
     var description: String { self.reason }
   }
 
-  /// The name the link is known by before the remote's certificate is seen.
-  private var linkName: String {
-    self.target.expectedIdentity ?? "\(self.target.address)"
-  }
-
   /// Dials until cancelled or until the peer drains; returns once the current session, if
   /// any, has ended.
   func run() async {
@@ -77,7 +72,8 @@ struct Dialer {
     let stopping = [stop, self.peer.draining]
     while !stopping.contains(where: \.isSet) {
       let diagnostics = DialDiagnostics()
-      self.peer.setLinkState(.connecting, of: self.linkName, reason: nil)
+      // Known by its queue name until the remote's certificate is seen.
+      self.peer.setLinkState(.connecting, of: self.target.queueName, reason: nil)
       let outcome = await self.runSession(diagnostics: diagnostics, remote: remote, stop: stop)
       if stopping.contains(where: \.isSet) { return }
 
@@ -137,6 +133,7 @@ struct Dialer {
         let session = DialerSession(
           peer: self.peer,
           contact: Contact_Contact.Client(wrapping: client),
+          placeholder: self.target.queueName,
           remote: remote,
           connected: connected,
           identity: { self.identity(diagnostics) }

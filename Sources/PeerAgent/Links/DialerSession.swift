@@ -10,6 +10,8 @@ private import Synchronization
 struct DialerSession: Sendable {
   let peer: Peer
   let contact: Contact_Contact.Client<HTTP2ClientTransport.Posix>
+  /// The name requests for this dialer's remote are queued under before it is known.
+  let placeholder: String
   let remote: Dialer.RemoteTraits
   /// Set once the session's first stream is open (the connection is up).
   let connected: Signal
@@ -18,14 +20,16 @@ struct DialerSession: Sendable {
   /// The remote's pushed requests (single-channel): watched once the listener heartbeats.
   let getTaskHealth = LinkHealth()
 
-  private var announcement: Metadata {
-    self.peer.heartbeat.map { [heartbeatMetadataKey: "\($0.interval.milliseconds)"] } ?? [:]
-  }
+  private var announcement: Metadata { self.peer.announcement }
 
   private var options: CallOptions {
-    CallOptions.defaults { options in
+    let maximum = self.peer.config.transport.maximumMessageBytes
+    return CallOptions.defaults { options in
       // Fail fast when the remote is not there: the dialer owns the retrying.
       options.waitForReady = false
+      // nio-transport 2.9.2 applies `maxRequestMessageBytes` to what it receives, too.
+      options.maxRequestMessageBytes = maximum
+      options.maxResponseMessageBytes = maximum
     }
   }
 
@@ -51,7 +55,7 @@ struct DialerSession: Sendable {
         routeContinuation.yield(route)
         routeContinuation.finish()
         self.connected.set()
-        peer.attach(route)
+        peer.attach(route, placeholder: self.placeholder)
         // Detached here too: a stream whose response never starts (no headers) has no
         // response handler to do it.
         var reason = "the session ended"
@@ -73,6 +77,7 @@ struct DialerSession: Sendable {
       guard let route = await routes.first(where: { _ in true }) else { return }
       var reason = "the remote closed sendStatus"
       do {
+        route.remoteMaximumMessageBytes = response.metadata.announcedMaximumMessageBytes
         if response.metadata.announcesHeartbeats {
           remote.isKnownToHeartbeat = true
           route.remoteHeartbeats = true

@@ -26,11 +26,22 @@ final class OutboundRoute: Sendable {
   private let written = Mutex<(ids: [String], head: Int)>(([], 0))
   private let writtenLimit: Int
   private let heartbeats = Atomic<Bool>(false)
+  /// The largest message the remote announced it accepts; 0 while unknown.
+  private let remoteMaximum = Atomic<Int>(0)
 
   /// Whether the remote announced that it answers heartbeats on this route's stream.
   var remoteHeartbeats: Bool {
     get { self.heartbeats.load(ordering: .relaxed) }
     set { self.heartbeats.store(newValue, ordering: .relaxed) }
+  }
+
+  /// The largest message the remote announced it accepts, if it did.
+  var remoteMaximumMessageBytes: Int? {
+    get {
+      let value = self.remoteMaximum.load(ordering: .relaxed)
+      return value > 0 ? value : nil
+    }
+    set { self.remoteMaximum.store(max(0, newValue ?? 0), ordering: .relaxed) }
   }
 
   init(identity: PeerIdentity, kind: LinkKind, window: Int) {
@@ -75,11 +86,21 @@ final class OutboundRoute: Sendable {
 
   /// Writes what comes on ``outgoing`` with `write`, a batch at a time, until the route ends:
   /// heartbeats as they come, and each request unless `outbox` no longer waits for it
-  /// (answered meanwhile), recording the order they were written in.
+  /// (answered meanwhile), recording the order they were written in. A request larger than
+  /// the remote announced it accepts is failed instead (the remote would reset the stream).
   func drain(into outbox: Outbox, write: ([Outgoing]) async throws -> Void) async throws {
     while let batch = await self.outgoing.next() {
+      let limit = self.remoteMaximumMessageBytes
       let due = batch.filter { outgoing in
         if outgoing.isHeartbeat { return true }
+        if let limit, WireSize.request(id: outgoing.id, text: outgoing.text) > limit {
+          outbox.refuse(id: outgoing.id, because: .messageTooLarge(
+            bytes: WireSize.request(id: outgoing.id, text: outgoing.text),
+            limit: limit,
+            whose: "'\(self.identity.name)' accepts"
+          ))
+          return false
+        }
         guard outbox.willWrite(id: outgoing.id) else { return false }
         self.recordWritten(id: outgoing.id)
         return true

@@ -159,11 +159,16 @@ final class ConsoleOutput: Sendable {
     )
   }
 
-  func failure(peer: String, text: String?, message: String) {
+  /// A request that failed: `error`, with the request's text cut to 80 characters, the
+  /// message, and the reason (the ``PeerAgentError/Code`` name, when there is one).
+  func failure(peer: String, id: String? = nil, text: String?, error: any Error) {
     var line = Line(event: "error", peer: peer)
-    line.text = text
-    line.message = message
-    self.emit(line, human: "error: \(peer): \(message)")
+    line.id = id
+    line.text = text.map { String($0.prefix(80)) }
+    let peerError = error as? PeerAgentError
+    line.message = peerError?.message ?? "\(error)"
+    line.reason = peerError.map { "\($0.code)" }
+    self.emit(line, human: "error: \(peer): \(line.message!)")
   }
 
   static func milliseconds(_ duration: Duration) -> Double {

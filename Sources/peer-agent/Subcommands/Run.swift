@@ -62,6 +62,11 @@ struct Run: AsyncParsableCommand {
       return "ack from \(name): \(request.text)"
     }
 
+    // Reported before the peer starts, so that they come before any event of this run: a
+    // script can tell which of its lines a crash left accepted.
+    for delivery in peer.recoveredDeliveries {
+      console.resumed(delivery)
+    }
     let failures = FailureCount()
     let exitOnEOF = self.exitOnEof
     enum Finished { case peer, events, input }
@@ -113,8 +118,13 @@ struct Run: AsyncParsableCommand {
 
   /// Sends each line as a request (several in flight at once), reports it `queued` once it is
   /// in the outbox, and reports each reply; also waits for the replies to `resuming`, the
-  /// requests a previous run left unanswered. Returns when every request has its reply or
-  /// failed. Reading waits while a remote's window of unanswered requests is full.
+  /// requests a previous run left unanswered (reported `resumed` before the peer started).
+  /// Returns when every request has its reply or failed. Reading waits while a remote's
+  /// window of unanswered requests is full.
+  ///
+  /// A plain line (no `@name`) goes to every connected peer; with none connected, a dialer
+  /// queues it for the one peer it dials, and a listener refuses it at once (a line for a
+  /// peer by name is queued until that peer connects).
   static func sendLines(
     _ lines: AsyncStream<String>,
     resuming recovered: [Delivery],
@@ -124,7 +134,6 @@ struct Run: AsyncParsableCommand {
   ) async {
     await withDiscardingTaskGroup { group in
       for delivery in recovered {
-        console.resumed(delivery)
         group.addTask { await Self.report(delivery, console: console, failures: failures) }
       }
       for await line in lines {
@@ -135,6 +144,11 @@ struct Run: AsyncParsableCommand {
           recipients = [target]
         } else {
           let connected = peer.connectedPeers.map(\.name)
+          if connected.isEmpty, let refusal = Self.refusalWithoutPeers(peer.config) {
+            failures.increment()
+            console.failure(peer: "", text: text, error: refusal)
+            continue
+          }
           recipients = connected.count > 1 ? connected : [nil]
         }
         for recipient in recipients {
@@ -144,11 +158,29 @@ struct Run: AsyncParsableCommand {
             group.addTask { await Self.report(delivery, console: console, failures: failures) }
           } catch {
             failures.increment()
-            let message = (error as? PeerAgentError)?.message ?? "\(error)"
-            console.failure(peer: recipient ?? "", text: text, message: message)
+            console.failure(peer: recipient ?? "", text: text, error: error)
           }
         }
       }
+    }
+  }
+
+  /// Why a plain line cannot be queued while no peer is connected, if it cannot: a peer that
+  /// dials exactly one remote queues it for that one.
+  static func refusalWithoutPeers(_ config: Peer.Config) -> PeerAgentError? {
+    switch config.connect.count {
+    case 1:
+      return nil
+    case 0:
+      return PeerAgentError(
+        code: .notConnected,
+        message: "no peer is connected, so a line without a name has nowhere to go; to queue it for a peer until it connects, name it: @NAME text"
+      )
+    default:
+      return PeerAgentError(
+        code: .notConnected,
+        message: "no peer is connected yet, and this peer dials several: name one (@NAME text) to queue the line for it"
+      )
     }
   }
 
@@ -161,12 +193,7 @@ struct Run: AsyncParsableCommand {
         console.reply(reply, to: delivery.text)
       case .failure(let error):
         failures.increment()
-        let message = (error as? PeerAgentError)?.message ?? "\(error)"
-        var line = ConsoleOutput.Line(event: "error", peer: delivery.peer)
-        line.id = delivery.id
-        line.text = delivery.text
-        line.message = message
-        console.emit(line, human: "error: \(delivery.peer): \(message)")
+        console.failure(peer: delivery.peer, id: delivery.id, text: delivery.text, error: error)
       }
     }
   }

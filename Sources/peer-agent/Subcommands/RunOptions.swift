@@ -109,6 +109,29 @@ struct RunOptions: ParsableArguments {
   )
   var keepalive: Double = 10
 
+  @Option(
+    name: .long,
+    help: ArgumentHelp(
+      "The largest gRPC message, encoded, sent or accepted (both directions); a longer line fails at once.",
+      valueName: "BYTES"
+    )
+  )
+  var maxMessageBytes: Int = 4 * 1024 * 1024
+
+  @Option(
+    name: .long,
+    help: ArgumentHelp(
+      "at-least-once: a crash between handling and recording the reply handles the resent request again. at-most-once: acceptance is recorded first; such a request is answered outcomeUnknown, never handled twice.",
+      valueName: "at-least-once|at-most-once"
+    )
+  )
+  var handling: HandlingOption = .atLeastOnce
+
+  enum HandlingOption: String, ExpressibleByArgument, CaseIterable {
+    case atLeastOnce = "at-least-once"
+    case atMostOnce = "at-most-once"
+  }
+
   func validate() throws {
     guard DevelopmentCertificates.isValidName(self.name) else {
       throw ValidationError("--name '\(self.name)' is not a usable peer name: use letters, digits, '-' and '.'")
@@ -153,6 +176,9 @@ struct RunOptions: ParsableArguments {
     if self.inMemory && self.stateDir != nil {
       throw ValidationError("--in-memory keeps nothing on disk: drop --state-dir, or drop --in-memory")
     }
+    guard self.maxMessageBytes >= 64 else {
+      throw ValidationError("--max-message-bytes must be at least 64")
+    }
     guard self.maxInFlight >= 1 else {
       throw ValidationError("--max-in-flight must be at least 1")
     }
@@ -191,6 +217,8 @@ struct RunOptions: ParsableArguments {
       config.shutdown.gracePeriod = .milliseconds(Int64(self.shutdownGrace * 1000))
       config.delivery.storage = self.inMemory ? .inMemory : .sqlite(directory: self.stateDirectory)
       config.delivery.maximumInFlight = self.maxInFlight
+      config.delivery.handling = self.handling == .atMostOnce ? .atMostOnce : .atLeastOnce
+      config.transport.maximumMessageBytes = self.maxMessageBytes
       config.reconnect.initialBackoff = .milliseconds(Int64(self.backoffInitial * 1000))
       config.reconnect.maximumBackoff = .milliseconds(Int64(self.backoffMax * 1000))
       config.reconnect.jitter = self.backoffJitter
