@@ -47,6 +47,8 @@ final class PeerProcess: Sendable {
     let parsed = Mutex<[[String: String]]>([])
     let partial = Mutex<String>("")
     let log = Mutex<String>("")
+    /// Set when standard output reached its end: everything the process printed is in.
+    let outputEnded = Atomic<Bool>(false)
   }
 
   private let collected = Collected()
@@ -66,6 +68,7 @@ final class PeerProcess: Sendable {
       let data = handle.availableData
       if data.isEmpty {
         handle.readabilityHandler = nil
+        collected.outputEnded.store(true, ordering: .sequentiallyConsistent)
         return
       }
       let complete: [String] = collected.partial.withLock { buffer in
@@ -114,11 +117,16 @@ final class PeerProcess: Sendable {
     self.input.fileHandleForWriting.write(Data(lines.map { $0 + "\n" }.joined().utf8))
   }
 
-  /// Ends the process at once, as `kill -9` does, and waits for it.
+  /// Ends the process at once, as `kill -9` does, and waits for it — and for what it printed
+  /// before it died, still in the pipe, to be read.
   func kill() {
     guard self.process.isRunning else { return }
     Glibc.kill(self.process.processIdentifier, SIGKILL)
     self.process.waitUntilExit()
+    let deadline = ContinuousClock.now.advanced(by: .seconds(5))
+    while !self.collected.outputEnded.load(ordering: .sequentiallyConsistent), ContinuousClock.now < deadline {
+      usleep(5000)
+    }
   }
 
   /// Asks the process to stop (SIGTERM: graceful shutdown).
