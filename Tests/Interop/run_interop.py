@@ -147,6 +147,9 @@ class Run:
                          "--timeout", "120"] + self.py_tls("article-client", "hub"),
                         self.log("article-client"))
         tasks = [f"task {i}" for i in range(n)]
+        # A plain line on a listener goes to the connected peers: with none yet it is refused
+        # at once, so the lines go in once the client is connected.
+        hub.wait_for("connected", timeout=60)
         hub.send_lines(tasks, close=True)
         client_status = client.wait(timeout=180)
         hub_status = hub.proc.wait(timeout=180)
