@@ -11,8 +11,11 @@ struct Run: AsyncParsableCommand {
     abstract: "Run one peer: listen and/or dial, send each line of standard input, answer requests.",
     discussion: """
       Each line on standard input is sent to the remote peer and its reply is printed with the \
-      round-trip time; with several peers connected, "@name text" goes to one and plain text \
-      to all. Each request received is printed with the sender's identity and acknowledged.
+      round-trip time: "@name text" goes to that peer (queued until it connects), plain text \
+      to every connected peer. With none connected, a peer that dials one remote queues plain \
+      text for it; a listener refuses it at once. A line above --max-message-bytes fails at \
+      once and is never sent. Each request received is printed with the sender's identity and \
+      acknowledged.
 
       With --output json, standard output carries one JSON object per event (listening, \
       connected, disconnected, link, queued, resumed, request, reply, error, stats), each \
@@ -20,8 +23,9 @@ struct Run: AsyncParsableCommand {
 
       Every request is kept until its reply arrives: across reconnects, and — with the \
       default on-disk state (--state-dir) — across restarts, when it is sent again and \
-      reported as "resumed". A repeat is answered from the receiver's record, never handled \
-      twice.
+      reported as "resumed". A repeat is answered from the receiver's record; with \
+      --handling at-most-once, a request accepted just before a crash is answered \
+      "outcomeUnknown" rather than handled again.
 
       At the end of input the peer keeps serving until SIGINT or SIGTERM, unless \
       --exit-on-eof: then it waits for every reply and exits, 0 only if none failed.
