@@ -69,8 +69,14 @@ struct DialerShutdownTests {
     #expect(hung == 0, "\(hung) of \(attempts) dialers never returned after being cancelled")
   }
 
-  @Test("A peer shut down while its dialer's first session starts stops within its bound", arguments: Remote.allCases)
-  func shutdownWhileDialing(remote: Remote) async throws {
+  /// How a test stops a peer.
+  enum Stop: String, CaseIterable, Sendable {
+    case gracefulShutdown
+    case cancellation
+  }
+
+  @Test("A peer stopped while its dialer's first session starts returns from run()", arguments: Remote.allCases, Stop.allCases)
+  func stoppedWhileDialing(remote: Remote, stop: Stop) async throws {
     let listener = try SilentListener()
     defer { listener.close() }
     let port = remote == .silentListener ? listener.port : try freeClosedPort()
@@ -86,9 +92,12 @@ struct DialerShutdownTests {
         try? await peer.run()
         ended.store(true, ordering: .sequentiallyConsistent)
       }
-      // Spread the shutdown over the first moments of the session.
+      // Spread the stop over the first moments of the session.
       try await Task.sleep(for: .microseconds(attempt * 500))
-      peer.beginGracefulShutdown()
+      switch stop {
+      case .gracefulShutdown: peer.beginGracefulShutdown()
+      case .cancellation: task.cancel()
+      }
       let deadline = ContinuousClock.now.advanced(by: .seconds(3))
       while !ended.load(ordering: .sequentiallyConsistent), ContinuousClock.now < deadline {
         try await Task.sleep(for: .milliseconds(5))
@@ -98,34 +107,7 @@ struct DialerShutdownTests {
         task.cancel()
       }
     }
-    #expect(hung == 0, "\(hung) of \(attempts) peers never returned from run() after beginGracefulShutdown()")
-  }
-
-  @Test("A peer whose task is cancelled while dialing returns", arguments: Remote.allCases)
-  func cancelledWhileDialing(remote: Remote) async throws {
-    let listener = try SilentListener()
-    defer { listener.close() }
-    let port = remote == .silentListener ? listener.port : try freeClosedPort()
-    let attempts = 20
-    var hung = 0
-    for attempt in 0 ..< attempts {
-      let peer = try Peer(config: .defaults(mode: .single) { config in
-        config.connect = [Peer.Target(address: PeerAddress(host: "127.0.0.1", port: port), expectedIdentity: "hub")]
-      }) { _ in "" }
-      let ended = Atomic<Bool>(false)
-      let task = Task {
-        try? await peer.run()
-        ended.store(true, ordering: .sequentiallyConsistent)
-      }
-      try await Task.sleep(for: .microseconds(attempt * 500))
-      task.cancel()
-      let deadline = ContinuousClock.now.advanced(by: .seconds(3))
-      while !ended.load(ordering: .sequentiallyConsistent), ContinuousClock.now < deadline {
-        try await Task.sleep(for: .milliseconds(5))
-      }
-      if !ended.load(ordering: .sequentiallyConsistent) { hung += 1 }
-    }
-    #expect(hung == 0, "\(hung) of \(attempts) peers never returned from run() after their task was cancelled")
+    #expect(hung == 0, "\(hung) of \(attempts) peers never returned from run() after \(stop)")
   }
 }
 

@@ -11,6 +11,7 @@ struct ModesIntegrationTests {
   static func withHubAndEdge(
     mode: Mode,
     configure: @escaping @Sendable (inout Peer.Config) -> Void = { _ in },
+    edgeConfigure: (@Sendable (inout Peer.Config) -> Void)? = nil,
     hubHandler: (@Sendable (IncomingRequest) async throws -> String)? = nil,
     _ body: @Sendable (TestPeer, TestPeer) async throws -> Void
   ) async throws {
@@ -31,7 +32,7 @@ struct ModesIntegrationTests {
         security: try certificates.security(for: "edge"),
         listen: mode == .dual,
         connect: [Peer.Target(address: hubAddress, expectedIdentity: "hub")],
-        configure: configure
+        configure: edgeConfigure ?? configure
       )
       try await withRunningPeers([edge]) {
         if mode == .dual {

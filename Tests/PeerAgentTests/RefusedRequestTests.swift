@@ -28,49 +28,32 @@ struct RefusedRequestTests {
 
   @Test("Above the remote's announced maximum: messageTooLarge, the link stays up", arguments: Mode.allCases)
   func aboveRemoteLimit(mode: Mode) async throws {
-    let certificates = try TestCertificates()
-    // The hub accepts 1 KiB; the edge sends up to 4 MiB.
-    let hub = try TestPeer(
-      name: "hub",
+    // The hub accepts 1 KiB; the edge sends up to 1 MiB.
+    try await ModesIntegrationTests.withHubAndEdge(
       mode: mode,
-      security: try certificates.security(for: "hub"),
-      listen: true,
-      configure: { $0.transport.maximumMessageBytes = 1024 }
-    )
-    try await withRunningPeers([hub]) {
-      let edge = try TestPeer(
-        name: "edge",
-        mode: mode,
-        security: try certificates.security(for: "edge"),
-        listen: mode == .dual,
-        connect: [Peer.Target(address: try await hub.peer.listeningAddress, expectedIdentity: "hub")],
-        configure: { $0.transport.maximumMessageBytes = 1024 * 1024 }
-      )
-      try await withRunningPeers([edge]) {
-        if mode == .dual {
-          hub.peer.dial(Peer.Target(address: try await edge.peer.listeningAddress, expectedIdentity: "edge"))
-        }
-        #expect(await edge.waitUntilConnected(to: "hub"))
-        #expect(await hub.waitUntilConnected(to: "edge"))
-        // A first round trip: the hub's announcement has arrived.
-        #expect(try await edge.peer.send("hello", to: "hub").text == "ack from hub: hello")
-        let started = ContinuousClock.now
-        await #expect {
-          try await edge.peer.send(String(repeating: "y", count: 4000), to: "hub", timeout: .seconds(20))
-        } throws: { error in
-          guard let error = error as? PeerAgentError else { return false }
-          return error.code == .messageTooLarge && error.message.contains("'hub' accepts")
-        }
-        #expect(ContinuousClock.now - started < .seconds(5))
-        #expect(try await edge.peer.send("still up", to: "hub").text == "ack from hub: still up")
-        #expect(edge.peer.deliveryStatistics.resent == 0)
-        let downs = edge.events.all.filter {
-          if case .disconnected = $0 { return true }
-          return false
-        }
-        #expect(downs.isEmpty, "\(downs)")
-        #expect(!hub.requests.all.contains { $0.text.hasPrefix("yyy") })
+      configure: { $0.transport.maximumMessageBytes = 1024 },
+      edgeConfigure: { $0.transport.maximumMessageBytes = 1024 * 1024 }
+    ) { hub, edge in
+      // A first round trip: the hub's announcement has arrived.
+      let hello = try await edge.peer.send("hello", to: "hub")
+      #expect(hello.text == "ack from hub: hello")
+      let started = ContinuousClock.now
+      await #expect {
+        try await edge.peer.send(String(repeating: "y", count: 4000), to: "hub", timeout: .seconds(20))
+      } throws: { error in
+        guard let error = error as? PeerAgentError else { return false }
+        return error.code == .messageTooLarge && error.message.contains("'hub' accepts")
       }
+      #expect(ContinuousClock.now - started < .seconds(5))
+      let after = try await edge.peer.send("still up", to: "hub")
+      #expect(after.text == "ack from hub: still up")
+      #expect(edge.peer.deliveryStatistics.resent == 0)
+      let downs = edge.events.all.filter {
+        if case .disconnected = $0 { return true }
+        return false
+      }
+      #expect(downs.isEmpty, "\(downs)")
+      #expect(!hub.requests.all.contains { $0.text.hasPrefix("yyy") })
     }
   }
 
