@@ -1,0 +1,73 @@
+extension Peer.Config {
+  /// HTTP/2 transport tuning.
+  public struct Transport: Sendable, Hashable {
+    /// Flush coalescing: how long a write may wait for others to share one flush, and how many
+    /// bytes it may gather; `nil` disables coalescing.
+    public struct FlushCoalescing: Sendable, Hashable {
+      public var maximumDelay: Duration
+      public var maximumBytes: Int
+
+      public init(maximumDelay: Duration, maximumBytes: Int) {
+        self.maximumDelay = maximumDelay
+        self.maximumBytes = maximumBytes
+      }
+    }
+
+    /// Where the code of each stream runs: reading, PeerAgent's bookkeeping, the handler, and
+    /// writing the reply.
+    public struct Execution: Sendable, Hashable {
+      enum Wrapped: Sendable, Hashable {
+        case eventLoop
+        case concurrencyPool
+      }
+
+      let wrapped: Wrapped
+
+      /// On the event loop that owns the connection: the peer's connections share one event
+      /// loop thread of their own, and a message goes from the socket to the handler and back
+      /// without leaving it. The fastest round trip (no thread hops), but the handler shares
+      /// that thread with every link of the peer: a handler that computes for long, or blocks,
+      /// should move its work elsewhere (a `Task` of its own, or
+      /// `withTaskExecutorPreference(globalConcurrentExecutor)`), or use ``concurrencyPool``.
+      public static var eventLoop: Self { Self(wrapped: .eventLoop) }
+
+      /// On Swift's concurrency pool, grpc-swift's own default: connections on NIO's shared
+      /// event loops, a stream's code (and the handler) on the pool, and a thread hop each way
+      /// for every message.
+      public static var concurrencyPool: Self { Self(wrapped: .concurrencyPool) }
+    }
+
+    /// Flush coalescing on every connection; `nil` disables it.
+    public var flushCoalescing: FlushCoalescing?
+    /// Where each stream's code, handler included, runs.
+    public var execution: Execution
+    /// The largest gRPC message, encoded, that this peer sends or accepts, in both directions
+    /// of every stream. A request above it fails at once with
+    /// ``PeerAgentError/Code/messageTooLarge`` and is never queued; PeerAgent peers announce
+    /// their limit, so a request above the remote's fails the same way instead of being written.
+    public var maximumMessageBytes: Int
+
+    public init(
+      flushCoalescing: FlushCoalescing?,
+      execution: Execution = .eventLoop,
+      maximumMessageBytes: Int = 4 * 1024 * 1024
+    ) {
+      self.flushCoalescing = flushCoalescing
+      self.execution = execution
+      self.maximumMessageBytes = maximumMessageBytes
+    }
+
+    /// Flush coalescing with no delay and up to 64 KiB: writes made together still share a
+    /// flush, but a lone request or reply is never held back. grpc-swift-nio-transport's own
+    /// default waits up to 100 µs, which a ping-pong round trip pays on both sides. Streams run
+    /// on their connection's event loop (``Execution/eventLoop``). Messages up to 4 MiB (gRPC's
+    /// usual limit).
+    public static var defaults: Self {
+      Self(
+        flushCoalescing: FlushCoalescing(maximumDelay: .zero, maximumBytes: 64 * 1024),
+        execution: .eventLoop,
+        maximumMessageBytes: 4 * 1024 * 1024
+      )
+    }
+  }
+}
