@@ -65,6 +65,7 @@ struct RefusedRequestTests {
       let store = try SQLiteDeliveryStore(directory: directory)
       try store.recordOutgoing(OutgoingRecord(id: "big", peer: "hub", text: String(repeating: "z", count: 5000), expiresAt: Date().timeIntervalSince1970 + 60))
       try store.recordOutgoing(OutgoingRecord(id: "small", peer: "hub", text: "fits", expiresAt: Date().timeIntervalSince1970 + 60))
+      try store.close()
     }
     let outbox = Outbox(store: try SQLiteDeliveryStore(directory: directory), window: 8, maximumMessageBytes: 1024)
     let recovered = try outbox.recover()
@@ -106,9 +107,9 @@ struct RefusedRequestTests {
 /// it again.
 @Suite("Handling across a crash: at-least-once and at-most-once")
 struct HandlingTests {
-  static func inbox(_ directory: String, _ handling: Peer.Config.Delivery.Handling) throws -> Inbox {
+  static func inbox(_ store: SQLiteDeliveryStore, _ handling: Peer.Config.Delivery.Handling) -> Inbox {
     Inbox(
-      store: try SQLiteDeliveryStore(directory: directory),
+      store: store,
       handling: handling,
       retention: .seconds(3600),
       capacity: 1000,
@@ -127,15 +128,18 @@ struct HandlingTests {
     // dies under it, or its stream goes away and cancels it. (The kill -9 process test,
     // CrashRecoveryTests, covers a real crash.)
     do {
-      let inbox = try Self.inbox(directory, handling)
-      _ = await inbox.handle(request) { request in
+      let store = try SQLiteDeliveryStore(directory: directory)
+      _ = await Self.inbox(store, handling).handle(request) { request in
         calls.add(1, ordering: .relaxed)
         return ReplyBody(id: request.id, text: "", error: "cancelled", wasCancelled: true)
       }
+      // The process ends: its folder is unlocked (deterministically, not whenever the
+      // store happens to be released).
+      try store.close()
     }
 
     // Second life, same store: the sender resends the request.
-    let inbox = try Self.inbox(directory, handling)
+    let inbox = Self.inbox(try SQLiteDeliveryStore(directory: directory), handling)
     let reply = await inbox.handle(request) { request in
       calls.add(1, ordering: .relaxed)
       return ReplyBody(id: request.id, text: "paid again", error: nil)

@@ -1,5 +1,6 @@
 private import Foundation
 private import GRDB
+private import Synchronization
 #if canImport(Glibc)
 private import Glibc
 #elseif canImport(Darwin)
@@ -17,6 +18,8 @@ private import Darwin
 final class SQLiteDeliveryStore: DeliveryStore {
   private let database: DatabaseQueue
   private let lockDescriptor: Int32
+  /// Whether ``close()`` ran: the database is closed and the folder unlocked.
+  private let closed = Mutex(false)
 
   /// Opens (creating if needed) the store in `directory`.
   ///
@@ -41,7 +44,7 @@ final class SQLiteDeliveryStore: DeliveryStore {
       )
     }
     guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
-      close(descriptor)
+      closeDescriptor(descriptor)
       throw PeerAgentError(
         code: .invalidConfiguration,
         message: "the state folder '\(directory)' is in use by another peer-agent process: give each peer its own --state-dir"
@@ -62,7 +65,7 @@ final class SQLiteDeliveryStore: DeliveryStore {
       }
       try Self.migrator.migrate(self.database)
     } catch {
-      close(descriptor)
+      closeDescriptor(descriptor)
       throw PeerAgentError(
         code: .invalidConfiguration,
         message: "cannot open the delivery database in '\(directory)': \(error)",
@@ -72,7 +75,20 @@ final class SQLiteDeliveryStore: DeliveryStore {
   }
 
   deinit {
-    close(self.lockDescriptor)
+    try? self.close()
+  }
+
+  /// Closes the database and unlocks the folder, so that another store (another process, or
+  /// a test's "next life") may open it. Idempotent; the store is unusable afterwards. Also
+  /// done when the store is released, but a release is not promised at any exact moment.
+  func close() throws {
+    let first = self.closed.withLock { closed in
+      defer { closed = true }
+      return !closed
+    }
+    guard first else { return }
+    defer { closeDescriptor(self.lockDescriptor) }
+    try self.database.close()
   }
 
   private static var migrator: DatabaseMigrator {
@@ -216,4 +232,9 @@ final class SQLiteDeliveryStore: DeliveryStore {
       )
     }
   }
+}
+
+/// `close(2)`, by a name a type with a `close()` method of its own can call.
+private func closeDescriptor(_ descriptor: Int32) {
+  _ = close(descriptor)
 }
