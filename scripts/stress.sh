@@ -55,6 +55,7 @@ mkdir -p "$logs"
 
 hung=0
 failed=0
+busy=0
 for ((run = 1; run <= runs; run++)); do
   log="$logs/run-$run.log"
   start=$(date +%s.%N)
@@ -75,6 +76,14 @@ for ((run = 1; run <= runs; run++)); do
   done
   wait "$pid" 2>/dev/null
   code=$?
+  if [ "$code" -eq 126 ] && grep -q "Text file busy" "$log" && [ "$busy" -lt 5 ]; then
+    busy=$((busy + 1))
+    # The binary was still being written (a copy or a build finishing): not a test result.
+    echo "run $run: the binary could not start yet (text file busy); running it again"
+    sleep 1
+    run=$((run - 1))
+    continue
+  fi
   elapsed=$(printf '%.1f' "$(echo "$(date +%s.%N) - $start" | bc)")
   if [ "$status" = hung ]; then
     hung=$((hung + 1))
