@@ -246,8 +246,11 @@ final class Outbox: Sendable {
   /// Fails the requests whose deadline has passed, and the callers that waited for room until
   /// theirs.
   func expire(now: ContinuousClock.Instant) {
-    let (overdue, waiters): ([String], [SpaceWaiter]) = self.state.withLock { state in
+    let (overdue, waiters, routed): ([String], [SpaceWaiter], Set<String>) = self.state.withLock { state in
       let ids = state.entries.filter { $0.value.deadline <= now }.map(\.key)
+      // The remotes with a route now: a request to one of them that was not written yet (a
+      // busy loop) did not fail for want of the peer.
+      let routed = Set(state.queues.filter { $0.value.route != nil }.keys)
       var waiters: [SpaceWaiter] = []
       for peer in state.queues.keys {
         for (key, waiter) in state.queues[peer]!.spaceWaiters where waiter.deadline <= now {
@@ -255,12 +258,12 @@ final class Outbox: Sendable {
           state.queues[peer]!.spaceWaiters.removeValue(forKey: key)
         }
       }
-      return (ids, waiters)
+      return (ids, waiters, routed)
     }
     for id in overdue {
       guard let entry = self.remove(id: id) else { continue }
       let peer = entry.record.peer
-      if entry.writes == 0 {
+      if entry.writes == 0 && !routed.contains(peer) {
         entry.promise.complete(
           .failure(
             PeerAgentError(code: .unknownPeer, message: "no peer named '\(peer)' connected before the deadline")
