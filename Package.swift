@@ -25,6 +25,7 @@ let dependencies: [Package.Dependency] = [
   .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
   .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
   .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+  .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
 ]
 
 // Swift 6 with the same upcoming features grpc-swift-2 builds with.
@@ -69,6 +70,8 @@ let targets: [Target] = [
       .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
       // The durable outbox and de-duplication window: embedded SQLite.
       .product(name: "GRDB", package: "GRDB.swift"),
+      // Queues of waiting callers.
+      .product(name: "DequeModule", package: "swift-collections"),
     ],
     swiftSettings: defaultSwiftSettings
   ),

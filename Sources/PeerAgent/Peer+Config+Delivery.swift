@@ -88,3 +88,14 @@ extension Peer.Config {
     }
   }
 }
+
+extension Peer.Config.Delivery {
+  /// Opens the store ``storage`` names: the one place that maps a storage choice to a
+  /// ``DeliveryStore``.
+  func makeStore() throws -> any DeliveryStore {
+    switch self.storage.wrapped {
+    case .inMemory: InMemoryDeliveryStore(capacity: self.replyCapacity)
+    case .sqlite(let directory): try SQLiteDeliveryStore(directory: directory)
+    }
+  }
+}

@@ -55,7 +55,7 @@ struct DialerShutdownTests {
       })
       let task = Task {
         await stored.wait()
-        await Dialer(peer: peer, target: target, hooks: hooks).run()
+        await Dialer(context: peer.context, target: target, hooks: hooks).run()
         ended.store(true, ordering: .sequentiallyConsistent)
       }
       handle.withLock { $0 = task }

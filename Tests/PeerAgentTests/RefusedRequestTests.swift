@@ -131,7 +131,7 @@ struct HandlingTests {
       let store = try SQLiteDeliveryStore(directory: directory)
       _ = await Self.inbox(store, handling).handle(request) { request in
         calls.add(1, ordering: .relaxed)
-        return ReplyBody(id: request.id, text: "", error: "cancelled", wasCancelled: true)
+        return nil  // cancelled: no reply
       }
       // The process ends: its folder is unlocked (deterministically, not whenever the
       // store happens to be released).
@@ -140,10 +140,12 @@ struct HandlingTests {
 
     // Second life, same store: the sender resends the request.
     let inbox = Self.inbox(try SQLiteDeliveryStore(directory: directory), handling)
-    let reply = await inbox.handle(request) { request in
-      calls.add(1, ordering: .relaxed)
-      return ReplyBody(id: request.id, text: "paid again", error: nil)
-    }
+    let reply = try #require(
+      await inbox.handle(request) { request in
+        calls.add(1, ordering: .relaxed)
+        return Answer(id: request.id, text: "paid again")
+      }
+    )
     if handling == .atMostOnce {
       #expect(calls.load(ordering: .relaxed) == 1, "at most once, yet handled twice")
       #expect(reply.code == "outcomeUnknown")
@@ -155,25 +157,24 @@ struct HandlingTests {
       #expect(reply.code == nil)
     }
     // A later repeat gets the same answer again, without the handler.
-    let again = await inbox.handle(request) { _ in
-      calls.add(1, ordering: .relaxed)
-      return ReplyBody(id: request.id, text: "never", error: nil)
-    }
+    let again = try #require(
+      await inbox.handle(request) { _ in
+        calls.add(1, ordering: .relaxed)
+        return Answer(id: request.id, text: "never")
+      }
+    )
     #expect(again.code == reply.code)
     #expect(again.text == reply.text)
   }
 
   @Test("outcomeUnknown reaches the sender as PeerAgentError.outcomeUnknown")
   func outcomeUnknownAtTheSender() async throws {
-    let promise = DeliveryPromise()
+    let promise = Promise<Answer>()
     let outbox = Outbox(store: InMemoryDeliveryStore(capacity: 10), window: 1)
     let delivery = Delivery(id: "r-1", text: "pay 10", peer: "edge", promise: promise, started: .now, outbox: outbox)
     promise.complete(
       .success(
-        DeliveryPromise.Answer(
-          body: ReplyBody(id: "r-1", text: "", error: "may or may not have been handled", code: "outcomeUnknown"),
-          from: .verified("edge")
-        )
+        Answer(id: "r-1", text: "", error: "may or may not have been handled", code: "outcomeUnknown", from: .verified("edge"))
       )
     )
     await #expect {

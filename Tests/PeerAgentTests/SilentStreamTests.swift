@@ -32,7 +32,7 @@ struct SilentStreamTests {
       if call == 2 {
         await self.release.wait()
       }
-      return StreamingServerResponse(metadata: [heartbeatMetadataKey: "200"]) { writer in
+      return StreamingServerResponse(metadata: [Heartbeat.metadataKey: "200"]) { writer in
         for try await message in request.messages {
           var result = Contact_Result()
           result.id = message.id

@@ -9,7 +9,7 @@ public struct Delivery: Sendable {
   /// The remote peer it is addressed to.
   public let peer: String
 
-  let promise: DeliveryPromise
+  let promise: Promise<Answer>
   let started: ContinuousClock.Instant
   let outbox: Outbox
 
@@ -41,18 +41,17 @@ public struct Delivery: Sendable {
   private func outcome() async -> Result<Reply, any Error> {
     do {
       let answer = try await self.promise.wait()
-      if let error = answer.body.error {
-        if answer.body.code == "\(PeerAgentError.Code.outcomeUnknown)" {
-          throw PeerAgentError(code: .outcomeUnknown, message: "'\(answer.from)': \(error)")
+      let from = answer.from ?? .verified(self.peer)
+      if let error = answer.error {
+        if answer.code == "\(PeerAgentError.Code.outcomeUnknown)" {
+          throw PeerAgentError(code: .outcomeUnknown, message: "'\(from)': \(error)")
         }
         throw PeerAgentError(
           code: .remoteHandlerFailed,
-          message: "'\(answer.from)' could not handle request \(self.id): \(error)"
+          message: "'\(from)' could not handle request \(self.id): \(error)"
         )
       }
-      return .success(
-        Reply(id: self.id, text: answer.body.text, from: answer.from, roundTrip: .now - self.started)
-      )
+      return .success(Reply(id: self.id, text: answer.text, from: from, roundTrip: .now - self.started))
     } catch {
       return .failure(error)
     }

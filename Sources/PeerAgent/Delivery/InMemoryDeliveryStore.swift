@@ -4,7 +4,7 @@ private import Synchronization
 /// their unanswered requests (and their de-duplication window) when the process ends.
 ///
 /// The de-duplication window holds at most `capacity` replies, oldest dropped first.
-final class InMemoryDeliveryStore: DeliveryStore {
+package final class InMemoryDeliveryStore: DeliveryStore {
   private struct Key: Hashable {
     var sender: String
     var id: String
@@ -13,7 +13,7 @@ final class InMemoryDeliveryStore: DeliveryStore {
   private struct State {
     var outgoing: [String: (sequence: Int, record: OutgoingRecord)] = [:]
     var nextSequence = 0
-    var replies: [Key: StoredReply] = [:]
+    var replies: [Key: (recordedAt: Double, entry: WindowEntry)] = [:]
     /// Keys in the order they were recorded, for eviction; `head` is the oldest live one.
     var order: [Key] = []
     var head = 0
@@ -22,28 +22,29 @@ final class InMemoryDeliveryStore: DeliveryStore {
   private let state = Mutex(State())
   private let capacity: Int
 
-  init(capacity: Int) {
+  /// Creates an empty store whose window keeps at most `capacity` replies.
+  package init(capacity: Int) {
     self.capacity = max(1, capacity)
   }
 
-  var isDurable: Bool { false }
+  package var isDurable: Bool { false }
 
-  func recordOutgoing(_ record: OutgoingRecord) throws {
+  package func recordOutgoing(_ record: OutgoingRecord) throws {
     self.state.withLock { state in
       state.nextSequence += 1
       state.outgoing[record.id] = (state.nextSequence, record)
     }
   }
 
-  func recordAnswer(_ answer: StoredAnswer, to id: String) throws {
-    self.state.withLock { $0.outgoing[id]?.record.answer = answer }
+  package func recordAnswer(_ answer: Answer) throws {
+    self.state.withLock { $0.outgoing[answer.id]?.record.answer = answer }
   }
 
-  func removeOutgoing(id: String) throws {
+  package func removeOutgoing(id: String) throws {
     _ = self.state.withLock { $0.outgoing.removeValue(forKey: id) }
   }
 
-  func renamePeer(_ peer: String, to name: String) throws {
+  package func renamePeer(_ peer: String, to name: String) throws {
     self.state.withLock { state in
       for (id, entry) in state.outgoing where entry.record.peer == peer {
         state.outgoing[id]?.record.peer = name
@@ -51,21 +52,25 @@ final class InMemoryDeliveryStore: DeliveryStore {
     }
   }
 
-  func unansweredOutgoing() throws -> [OutgoingRecord] {
+  package func unansweredOutgoing() throws -> [OutgoingRecord] {
     self.state.withLock { state in
       state.outgoing.values.sorted { $0.sequence < $1.sequence }.map(\.record)
     }
   }
 
-  func reply(to id: String, from sender: String) throws -> StoredReply? {
-    self.state.withLock { $0.replies[Key(sender: sender, id: id)] }
+  package func windowEntry(for id: String, from sender: String) throws -> WindowEntry? {
+    self.state.withLock { $0.replies[Key(sender: sender, id: id)]?.entry }
   }
 
-  func recordReply(_ reply: StoredReply, to id: String, from sender: String) throws {
+  package func recordReply(_ answer: Answer, from sender: String, at date: Double) throws {
+    self.record(.answered(answer), of: answer.id, from: sender, at: date)
+  }
+
+  private func record(_ entry: WindowEntry, of id: String, from sender: String, at date: Double) {
     let capacity = self.capacity
     self.state.withLock { state in
       let key = Key(sender: sender, id: id)
-      if state.replies.updateValue(reply, forKey: key) == nil {
+      if state.replies.updateValue((date, entry), forKey: key) == nil {
         state.order.append(key)
       }
       while state.replies.count > capacity, state.head < state.order.count {
@@ -79,14 +84,13 @@ final class InMemoryDeliveryStore: DeliveryStore {
     }
   }
 
-  func recordAcceptance(of id: String, from sender: String, at date: Double) throws {
-    let key = Key(sender: sender, id: id)
-    let present = self.state.withLock { $0.replies[key] != nil }
+  package func recordAcceptance(of id: String, from sender: String, at date: Double) throws {
+    let present = self.state.withLock { $0.replies[Key(sender: sender, id: id)] != nil }
     if present { return }
-    try self.recordReply(StoredReply(text: "", error: nil, recordedAt: date, isPending: true), to: id, from: sender)
+    self.record(.accepted, of: id, from: sender, at: date)
   }
 
-  func pruneReplies(before date: Double, keep: Int) throws {
+  package func pruneReplies(before date: Double, keep: Int) throws {
     self.state.withLock { state in
       while state.head < state.order.count {
         let key = state.order[state.head]

@@ -2,9 +2,9 @@ private import Foundation
 internal import Logging
 private import Synchronization
 
-/// The receiving side of exactly-once handling: the handler runs once per request id, and a
-/// repeat of an id (the sender resent it after a reconnect or a restart) gets the reply already
-/// given, from the store's de-duplication window, without calling the handler again.
+/// The receiving side of every request: the handler runs once per request id, and a repeat of
+/// an id (the sender resent it after a reconnect or a restart) gets the reply already given,
+/// from the store's de-duplication window, without calling the handler again.
 ///
 /// A repeat that arrives while the first copy is still being handled waits for that copy's
 /// reply. Requests without an id (older peers) are handled every time they arrive.
@@ -15,13 +15,15 @@ final class Inbox: Sendable {
   }
 
   private let store: any DeliveryStore
+  private let handler: Peer.Handler
   private let atMostOnce: Bool
   private let retention: Duration
   private let capacity: Int
   private let logger: Logger
-  /// The ids being handled now, with the repeats waiting for their reply (`nil`: the first
-  /// copy ended without one — it was cancelled — and the repeat handles the request itself).
-  private let handling = Mutex<[Key: [CheckedContinuation<ReplyBody?, Never>]]>([:])
+  /// The ids being handled now, each with the reply its repeats wait for (`nil`: the first copy
+  /// ended without one — it was cancelled — and a repeat handles the request itself).
+  private let handling = Mutex<[Key: Promise<Answer?>]>([:])
+  private let inFlightCount = Atomic<Int>(0)
   private let repeatCount = Atomic<Int>(0)
   private let outcomeUnknownCount = Atomic<Int>(0)
 
@@ -30,9 +32,11 @@ final class Inbox: Sendable {
     handling: Peer.Config.Delivery.Handling = .atLeastOnce,
     retention: Duration,
     capacity: Int,
-    logger: Logger
+    logger: Logger,
+    handler: @escaping Peer.Handler = { _ in "" }
   ) {
     self.store = store
+    self.handler = handler
     self.atMostOnce = handling == .atMostOnce
     self.retention = retention
     self.capacity = capacity
@@ -42,39 +46,52 @@ final class Inbox: Sendable {
   /// Repeats answered from the window since the peer started.
   var repeats: Int { self.repeatCount.load(ordering: .relaxed) }
 
+  /// Repeats answered `outcomeUnknown` since the peer started (at-most-once).
+  var outcomesUnknown: Int { self.outcomeUnknownCount.load(ordering: .relaxed) }
+
+  /// Requests being handled now (a graceful shutdown waits for them).
+  var inFlight: Int { self.inFlightCount.load(ordering: .relaxed) }
+
+  /// Handles one request from a remote with the peer's handler, exactly once per id. Returns
+  /// the reply to write, or `nil` when there is none to write: the handler was cancelled (its
+  /// stream went away), and the sender, still waiting, resends the request on its next link,
+  /// where it is handled afresh.
+  func receive(_ request: IncomingRequest) async -> Answer? {
+    self.inFlightCount.add(1, ordering: .relaxed)
+    defer { self.inFlightCount.subtract(1, ordering: .relaxed) }
+    return await self.handle(request) { request in await self.callHandler(request) }
+  }
+
   /// Handles `request` once: calls `perform` for a new id and records its reply; answers a
-  /// repeat with the recorded reply.
+  /// repeat with the recorded reply. `perform` returns `nil` when it was cancelled.
   func handle(
     _ request: IncomingRequest,
-    perform: (IncomingRequest) async -> ReplyBody
-  ) async -> ReplyBody {
+    perform: (IncomingRequest) async -> Answer?
+  ) async -> Answer? {
     guard !request.id.isEmpty else { return await perform(request) }
     // Verified peers are keyed by their name; in plaintext the name is an address that changes
     // with every connection, so the id alone is the key.
-    let sender = request.from.isVerified ? request.from.name : ""
-    let key = Key(sender: sender, id: request.id)
-
+    let key = Key(sender: request.from.isVerified ? request.from.name : "", id: request.id)
     while true {
-      let first: Bool = self.handling.withLock { handling in
-        if handling[key] != nil { return false }
-        handling[key] = []
-        return true
+      let (first, reply): (Bool, Promise<Answer?>) = self.handling.withLock { handling in
+        if let reply = handling[key] { return (false, reply) }
+        let reply = Promise<Answer?>()
+        handling[key] = reply
+        return (true, reply)
       }
-      if first { return await self.handleFirst(request, key: key, perform: perform) }
+      if first { return await self.handleFirst(request, key: key, reply: reply, perform: perform) }
       // A copy of this request is being handled: wait for its reply.
-      let reply: ReplyBody? = await withCheckedContinuation { continuation in
-        let waiting: Bool = self.handling.withLock { handling in
-          guard handling[key] != nil else { return false }
-          handling[key]!.append(continuation)
-          return true
-        }
-        // It ended between the two looks: look again, as a first copy.
-        if !waiting { continuation.resume(returning: nil) }
+      let shared: Answer?
+      do {
+        shared = try await reply.wait()
+      } catch {
+        return nil  // this copy's stream went away
       }
-      if let reply {
+      if let shared {
         self.repeatCount.add(1, ordering: .relaxed)
-        return reply
+        return shared
       }
+      // The first copy ended without a reply: handle it as a first copy.
     }
   }
 
@@ -84,47 +101,49 @@ final class Inbox: Sendable {
   private func handleFirst(
     _ request: IncomingRequest,
     key: Key,
-    perform: (IncomingRequest) async -> ReplyBody
-  ) async -> ReplyBody {
-    let reply: ReplyBody
-    if let stored = try? self.store.reply(to: key.id, from: key.sender) {
+    reply shared: Promise<Answer?>,
+    perform: (IncomingRequest) async -> Answer?
+  ) async -> Answer? {
+    let answer: Answer?
+    switch try? self.store.windowEntry(for: key.id, from: key.sender) {
+    case .answered(let recorded):
       self.repeatCount.add(1, ordering: .relaxed)
-      if stored.isPending {
-        self.outcomeUnknownCount.add(1, ordering: .relaxed)
-        reply = ReplyBody(
-          id: key.id,
-          text: "",
-          error: "request \(key.id) was accepted before an interruption and may or may not have been handled; with at-most-once handling it is not handled again",
-          code: "\(PeerAgentError.Code.outcomeUnknown)"
-        )
+      answer = recorded
+    case .accepted:
+      self.repeatCount.add(1, ordering: .relaxed)
+      self.outcomeUnknownCount.add(1, ordering: .relaxed)
+      answer = .refusal(
+        of: key.id,
+        .outcomeUnknown,
+        "request \(key.id) was accepted before an interruption and may or may not have been handled; with at-most-once handling it is not handled again"
+      )
+    case nil:
+      if self.atMostOnce, let refusal = self.recordAcceptance(key) {
+        answer = refusal
       } else {
-        reply = ReplyBody(id: key.id, text: stored.text, error: stored.error)
-      }
-    } else if self.atMostOnce, let refusal = self.recordAcceptance(key) {
-      reply = refusal
-    } else {
-      reply = await perform(request)
-      if !reply.wasCancelled {
-        let record = StoredReply(text: reply.text, error: reply.error, recordedAt: Date().timeIntervalSince1970)
-        do {
-          try self.store.recordReply(record, to: key.id, from: key.sender)
-        } catch {
-          self.logger.error(
-            "cannot record a reply: a repeat of this request would be handled again",
-            metadata: ["id": "\(key.id)", "error": "\(error)"]
-          )
-        }
+        answer = await perform(request)
+        if let answer { self.record(answer, key: key) }
       }
     }
-    let waiters = self.handling.withLock { $0.removeValue(forKey: key) } ?? []
-    let shared = reply.wasCancelled ? nil : reply
-    for waiter in waiters { waiter.resume(returning: shared) }
-    return reply
+    self.handling.withLock { _ = $0.removeValue(forKey: key) }
+    shared.complete(.success(answer))
+    return answer
+  }
+
+  private func record(_ answer: Answer, key: Key) {
+    do {
+      try self.store.recordReply(answer, from: key.sender, at: Date().timeIntervalSince1970)
+    } catch {
+      self.logger.error(
+        "cannot record a reply: a repeat of this request would be handled again",
+        metadata: ["id": "\(key.id)", "error": "\(error)"]
+      )
+    }
   }
 
   /// Records, before the handler runs, that `key` was accepted (at-most-once). Returns the
   /// reply to give instead of running the handler when that cannot be recorded.
-  private func recordAcceptance(_ key: Key) -> ReplyBody? {
+  private func recordAcceptance(_ key: Key) -> Answer? {
     do {
       try self.store.recordAcceptance(of: key.id, from: key.sender, at: Date().timeIntervalSince1970)
       return nil
@@ -133,21 +152,27 @@ final class Inbox: Sendable {
         "cannot record the acceptance of a request: not handled (at-most-once)",
         metadata: ["id": "\(key.id)", "error": "\(error)"]
       )
-      return ReplyBody(
-        id: key.id,
-        text: "",
-        error: "the receiver cannot record the request before handling it: \(error)",
-        code: "\(PeerAgentError.Code.storageFailed)"
-      )
+      return .refusal(of: key.id, .storageFailed, "the receiver cannot record the request before handling it: \(error)")
     }
   }
 
-  /// Repeats answered `outcomeUnknown` since the peer started (at-most-once).
-  var outcomesUnknown: Int { self.outcomeUnknownCount.load(ordering: .relaxed) }
+  private func callHandler(_ request: IncomingRequest) async -> Answer? {
+    do {
+      return Answer(id: request.id, text: try await self.handler(request))
+    } catch {
+      let logger = self.logger.forLink(request.from)
+      if error is CancellationError || Task.isCancelled {
+        logger.debug("handler cancelled: its stream went away", metadata: ["id": "\(request.id)"])
+        return nil
+      }
+      logger.warning("handler failed", metadata: ["id": "\(request.id)", "error": "\(error)"])
+      return Answer(id: request.id, text: "", error: "\(error)")
+    }
+  }
 
   /// Forgets replies older than the retention, or beyond the capacity.
   func prune() {
-    let cutoff = Date().timeIntervalSince1970 - Outbox.seconds(self.retention)
+    let cutoff = Date().timeIntervalSince1970 - self.retention.seconds
     try? self.store.pruneReplies(before: cutoff, keep: self.capacity)
   }
 }

@@ -15,7 +15,7 @@ private import Darwin
 ///
 /// The folder is locked (`flock` on `lock`) for as long as the store is open, so that two
 /// processes never share one peer's state.
-final class SQLiteDeliveryStore: DeliveryStore {
+package final class SQLiteDeliveryStore: DeliveryStore {
   private let database: DatabaseQueue
   private let lockDescriptor: Int32
   /// Whether ``close()`` ran: the database is closed and the folder unlocked.
@@ -25,7 +25,7 @@ final class SQLiteDeliveryStore: DeliveryStore {
   ///
   /// - Throws: ``PeerAgentError`` (`invalidConfiguration`) when the folder cannot be made or
   ///   locked, or the database cannot be opened.
-  init(directory: String) throws {
+  package init(directory: String) throws {
     do {
       try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     } catch {
@@ -81,7 +81,7 @@ final class SQLiteDeliveryStore: DeliveryStore {
   /// Closes the database and unlocks the folder, so that another store (another process, or
   /// a test's "next life") may open it. Idempotent; the store is unusable afterwards. Also
   /// done when the store is released, but a release is not promised at any exact moment.
-  func close() throws {
+  package func close() throws {
     let first = self.closed.withLock { closed in
       defer { closed = true }
       return !closed
@@ -136,9 +136,9 @@ final class SQLiteDeliveryStore: DeliveryStore {
     return migrator
   }
 
-  var isDurable: Bool { true }
+  package var isDurable: Bool { true }
 
-  func recordOutgoing(_ record: OutgoingRecord) throws {
+  package func recordOutgoing(_ record: OutgoingRecord) throws {
     try self.database.write { db in
       try db.execute(
         sql: "INSERT OR REPLACE INTO outgoing (id, peer, text, expires_at) VALUES (?, ?, ?, ?)",
@@ -147,41 +147,43 @@ final class SQLiteDeliveryStore: DeliveryStore {
     }
   }
 
-  func recordAnswer(_ answer: StoredAnswer, to id: String) throws {
+  package func recordAnswer(_ answer: Answer) throws {
     try self.database.write { db in
       try db.execute(
         sql: """
           UPDATE outgoing SET answered_by = ?, answered_verified = ?, answer = ?, answer_error = ?, answer_code = ?
           WHERE id = ?
           """,
-        arguments: [answer.from, answer.verified, answer.text, answer.error, answer.code, id]
+        arguments: [
+          answer.from?.name ?? "", answer.from?.isVerified ?? false, answer.text, answer.error, answer.code, answer.id,
+        ]
       )
     }
   }
 
-  func removeOutgoing(id: String) throws {
+  package func removeOutgoing(id: String) throws {
     try self.database.write { db in
       try db.execute(sql: "DELETE FROM outgoing WHERE id = ?", arguments: [id])
     }
   }
 
-  func renamePeer(_ peer: String, to name: String) throws {
+  package func renamePeer(_ peer: String, to name: String) throws {
     try self.database.write { db in
       try db.execute(sql: "UPDATE outgoing SET peer = ? WHERE peer = ?", arguments: [name, peer])
     }
   }
 
-  func unansweredOutgoing() throws -> [OutgoingRecord] {
+  package func unansweredOutgoing() throws -> [OutgoingRecord] {
     try self.database.read { db in
       try Row.fetchAll(db, sql: "SELECT * FROM outgoing ORDER BY sequence").map { row in
         var record = OutgoingRecord(id: row["id"], peer: row["peer"], text: row["text"], expiresAt: row["expires_at"])
         if let from: String = row["answered_by"] {
-          record.answer = StoredAnswer(
-            from: from,
-            verified: row["answered_verified"] ?? false,
+          record.answer = Answer(
+            id: record.id,
             text: row["answer"] ?? "",
             error: row["answer_error"],
-            code: row["answer_code"]
+            code: row["answer_code"],
+            from: PeerIdentity(name: from, isVerified: row["answered_verified"] ?? false)
           )
         }
         return record
@@ -189,28 +191,29 @@ final class SQLiteDeliveryStore: DeliveryStore {
     }
   }
 
-  func reply(to id: String, from sender: String) throws -> StoredReply? {
+  package func windowEntry(for id: String, from sender: String) throws -> WindowEntry? {
     try self.database.read { db in
       try Row.fetchOne(
         db,
-        sql: "SELECT text, error, recorded_at, pending FROM replies WHERE sender = ? AND id = ?",
+        sql: "SELECT text, error, pending FROM replies WHERE sender = ? AND id = ?",
         arguments: [sender, id]
-      ).map {
-        StoredReply(text: $0["text"], error: $0["error"], recordedAt: $0["recorded_at"], isPending: $0["pending"])
+      ).map { row -> WindowEntry in
+        if row["pending"] { return .accepted }
+        return .answered(Answer(id: id, text: row["text"], error: row["error"]))
       }
     }
   }
 
-  func recordReply(_ reply: StoredReply, to id: String, from sender: String) throws {
+  package func recordReply(_ answer: Answer, from sender: String, at date: Double) throws {
     try self.database.write { db in
       try db.execute(
-        sql: "INSERT OR REPLACE INTO replies (sender, id, text, error, recorded_at, pending) VALUES (?, ?, ?, ?, ?, ?)",
-        arguments: [sender, id, reply.text, reply.error, reply.recordedAt, reply.isPending]
+        sql: "INSERT OR REPLACE INTO replies (sender, id, text, error, recorded_at, pending) VALUES (?, ?, ?, ?, ?, 0)",
+        arguments: [sender, answer.id, answer.text, answer.error, date]
       )
     }
   }
 
-  func recordAcceptance(of id: String, from sender: String, at date: Double) throws {
+  package func recordAcceptance(of id: String, from sender: String, at date: Double) throws {
     try self.database.write { db in
       try db.execute(
         sql: "INSERT OR IGNORE INTO replies (sender, id, text, error, recorded_at, pending) VALUES (?, ?, '', NULL, ?, 1)",
@@ -219,7 +222,7 @@ final class SQLiteDeliveryStore: DeliveryStore {
     }
   }
 
-  func pruneReplies(before date: Double, keep: Int) throws {
+  package func pruneReplies(before date: Double, keep: Int) throws {
     try self.database.write { db in
       try db.execute(sql: "DELETE FROM replies WHERE recorded_at < ?", arguments: [date])
       try db.execute(

@@ -32,7 +32,7 @@ private import Synchronization
 /// signal, the session shuts its client down, then ends its streams, and the task ends. ``run()``
 /// always awaits that task; it never outlives the dialer.
 struct Dialer {
-  let peer: Peer
+  let context: LinkContext
   let target: Peer.Target
   /// Points in a session where tests step in.
   var hooks = Hooks()
@@ -54,7 +54,7 @@ struct Dialer {
   func run() async {
     let stop = Signal()
     await withTaskCancellationHandler {
-      let sessions = Task(executorPreference: self.peer.streamExecutor) {
+      let sessions = Task(executorPreference: self.context.executor) {
         await self.dial(until: stop)
       }
       await sessions.value
@@ -64,16 +64,16 @@ struct Dialer {
   }
 
   private func dial(until stop: Signal) async {
-    var logger = self.peer.logger
+    var logger = self.context.logger
     logger[metadataKey: "target"] = "\(self.target)"
     let remote = RemoteTraits()
     var attempt = 0
     var lastReport: String?
-    let stopping = [stop, self.peer.draining]
+    let stopping = [stop, self.context.draining]
     while !stopping.contains(where: \.isSet) {
       let diagnostics = DialDiagnostics()
       // Known by its queue name until the remote's certificate is seen.
-      self.peer.setLinkState(.connecting, of: self.target.queueName, reason: nil)
+      self.context.table.setState(.connecting, of: self.target.queueName, reason: nil)
       let outcome = await self.runSession(diagnostics: diagnostics, remote: remote, stop: stop)
       if stopping.contains(where: \.isSet) { return }
 
@@ -84,7 +84,7 @@ struct Dialer {
       if let refusal = diagnostics.failure ?? self.plaintextRefusal(outcome) {
         if refusal != lastReport {
           logger.error("connection refused", metadata: ["reason": "\(refusal)"])
-          self.peer.emit(.refused(remote: "\(self.target)", reason: refusal))
+          self.context.events.emit(.refused(remote: "\(self.target)", reason: refusal))
           lastReport = refusal
         }
       } else if !outcome.wasConnected, outcome.reason != lastReport {
@@ -92,10 +92,10 @@ struct Dialer {
           "cannot reach the remote peer yet; retrying with backoff",
           metadata: ["reason": "\(outcome.reason)"]
         )
-        self.peer.emit(.unreachable(target: "\(self.target)", reason: outcome.reason))
+        self.context.events.emit(.unreachable(target: "\(self.target)", reason: outcome.reason))
         lastReport = outcome.reason
       }
-      let delay = self.peer.config.reconnect.delay(attempt: attempt)
+      let delay = self.context.config.reconnect.delay(attempt: attempt)
       attempt += 1
       await Signal.sleep(for: delay, unlessAnyOf: stopping)
     }
@@ -119,55 +119,27 @@ struct Dialer {
     }
   }
 
+  /// Runs one session: one connection, the streams its mode opens, until the first ends.
   private func runSession(diagnostics: DialDiagnostics, remote: RemoteTraits, stop: Signal) async -> Outcome {
     let transport: HTTP2ClientTransport.Posix
     do {
-      transport = try self.peer.makeClientTransport(to: self.target, diagnostics: diagnostics)
+      transport = try self.context.makeClientTransport(to: self.target, diagnostics: diagnostics)
     } catch {
-      return Outcome(wasConnected: false, reason: "\(Peer.rootCause(error))")
+      return Outcome(wasConnected: false, reason: ErrorChain.rootCause(error))
     }
     let connected = Signal()
     do {
       try await withGRPCClient(transport: transport) { client in
         await self.hooks.sessionStarted()
-        let session = DialerSession(
-          peer: self.peer,
+        let setup = SessionSetup(
+          context: self.context,
           contact: Contact_Contact.Client(wrapping: client),
           placeholder: self.target.queueName,
           remote: remote,
           connected: connected,
           identity: { self.identity(diagnostics) }
         )
-        try await withThrowingTaskGroup(of: Void.self) { group in
-          group.addTask {
-            await stop.wait()
-            throw SessionEnded(reason: "shutdown")
-          }
-          group.addTask { try await session.sendStatus() }
-          if self.peer.config.mode == .single {
-            group.addTask { try await session.pushedRequests() }
-          }
-          group.addTask { try await session.awaitFirstStream() }
-          let ending: any Error
-          do {
-            try await group.next()
-            ending = SessionEnded(reason: "the session ended")
-          } catch {
-            ending = error
-          }
-          // First the client: an RPC still waiting for the connection fails with
-          // `unavailable` and new ones are refused; then the streams that are open.
-          client.beginGracefulShutdown()
-          group.cancelAll()
-          while true {
-            do {
-              guard try await group.next() != nil else { break }
-            } catch {
-              continue
-            }
-          }
-          throw ending
-        }
+        try await self.run(setup.session(for: self.context.config.mode), of: setup, on: client, until: stop)
       }
       return Outcome(wasConnected: connected.isSet, reason: "the session ended")
     } catch let ended as SessionEnded {
@@ -175,31 +147,63 @@ struct Dialer {
     } catch let stalled as Heartbeat.Stalled {
       return Outcome(wasConnected: connected.isSet, reason: stalled.description)
     } catch {
-      return Outcome(wasConnected: connected.isSet, reason: Peer.rootCause(error))
+      return Outcome(wasConnected: connected.isSet, reason: ErrorChain.rootCause(error))
+    }
+  }
+
+  /// Runs the session's streams, and the connect timeout, as children of one group until the
+  /// first ends or `stop` is set; then shuts the client down and ends the rest. Throws why the
+  /// session ended.
+  private func run(
+    _ session: any DialerSession,
+    of setup: SessionSetup,
+    on client: GRPCClient<HTTP2ClientTransport.Posix>,
+    until stop: Signal
+  ) async throws {
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      group.addTask {
+        await stop.wait()
+        throw SessionEnded(reason: "shutdown")
+      }
+      for stream in session.streams {
+        group.addTask { try await stream() }
+      }
+      group.addTask { try await setup.awaitFirstStream() }
+      let ending: any Error
+      do {
+        try await group.next()
+        ending = SessionEnded(reason: "the session ended")
+      } catch {
+        ending = error
+      }
+      // First the client: an RPC still waiting for the connection fails with `unavailable`
+      // and new ones are refused; then the streams that are open.
+      client.beginGracefulShutdown()
+      group.cancelAll()
+      while true {
+        do {
+          guard try await group.next() != nil else { break }
+        } catch {
+          continue
+        }
+      }
+      throw ending
     }
   }
 
   /// A plaintext dialer whose connection is closed before HTTP/2 starts has almost certainly
   /// reached a TLS listener: say so, rather than "unavailable".
   private func plaintextRefusal(_ outcome: Outcome) -> String? {
-    guard self.peer.material == nil, !outcome.wasConnected,
+    guard self.context.material == nil, !outcome.wasConnected,
       outcome.reason.contains("before completing the HTTP/2 connection preface")
     else { return nil }
     return "the listener closed the connection before HTTP/2 started: it most likely requires TLS (this peer runs --insecure)"
   }
 
   private func identity(_ diagnostics: DialDiagnostics) -> PeerIdentity {
-    if self.peer.material != nil, let identity = diagnostics.identity {
+    if self.context.material != nil, let identity = diagnostics.identity {
       return identity
     }
     return .unverified(address: "\(self.target.address)")
-  }
-}
-
-extension CallOptions {
-  static func defaults(configure: (inout CallOptions) -> Void) -> CallOptions {
-    var options = CallOptions.defaults
-    configure(&options)
-    return options
   }
 }

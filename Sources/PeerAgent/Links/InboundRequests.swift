@@ -1,5 +1,4 @@
 internal import ContactProto
-private import Synchronization
 
 /// Handles the requests arriving on one stream (`sendStatus` on a listener, `getTask` on a
 /// dialer) and hands each reply to `reply`, which writes it on the answering stream.
@@ -9,102 +8,46 @@ private import Synchronization
 /// request does not hold up the ones behind it, nor the heartbeats. Requests without an id come
 /// from older peers that match replies in order, so they are handled one at a time, in order.
 struct InboundRequests: Sendable {
+  /// The most requests of one stream handled at once.
   static let concurrencyLimit = 256
 
-  let peer: Peer
+  let inbox: Inbox
   let identity: PeerIdentity
   let link: LinkKind
   let reply: @Sendable (Contact_Result) -> Void
   private let limit = ConcurrencyLimit(Self.concurrencyLimit)
 
-  init(peer: Peer, identity: PeerIdentity, link: LinkKind, reply: @escaping @Sendable (Contact_Result) -> Void) {
-    self.peer = peer
+  init(context: LinkContext, identity: PeerIdentity, link: LinkKind, reply: @escaping @Sendable (Contact_Result) -> Void) {
+    self.inbox = context.inbox
     self.identity = identity
     self.link = link
     self.reply = reply
   }
 
-  /// Takes one message off the stream.
-  func receive(
-    id: String,
-    text: String,
-    isHeartbeat: Bool,
-    in group: inout ThrowingDiscardingTaskGroup<any Error>
-  ) async {
-    if isHeartbeat {
-      var answer = Contact_Result()
-      answer.heartbeat = true
-      self.reply(answer)
+  /// Takes one message off the stream: answers a heartbeat, hands a request to the inbox.
+  /// Throws when cancelled while waiting for a place under the limit.
+  func receive(_ message: InboundMessage, in group: inout ThrowingDiscardingTaskGroup<any Error>) async throws {
+    if message.isHeartbeat {
+      self.reply(Heartbeat.answer)
       return
     }
-    let request = IncomingRequest(id: id, text: text, from: self.identity, link: self.link)
-    if id.isEmpty {
-      await self.peer.handle(request) { self.answer($0) }
+    let request = IncomingRequest(id: message.id, text: message.text, from: self.identity, link: self.link)
+    if message.id.isEmpty {
+      await self.answer(request)
       return
     }
-    await self.limit.acquire()
+    try await self.limit.acquire()
     group.addTask {
       defer { self.limit.release() }
-      await self.peer.handle(request) { self.answer($0) }
+      await self.answer(request)
     }
   }
 
-  /// Writes a reply — unless its handler was cancelled: that is no answer, and the sender,
-  /// still waiting, resends the request on its next link, where it is handled afresh.
-  private func answer(_ reply: ReplyBody) {
-    guard !reply.wasCancelled else { return }
-    self.reply(Contact_Result(reply))
-  }
-}
-
-/// At most `limit` holders at once; ``acquire()`` waits for a free place.
-final class ConcurrencyLimit: Sendable {
-  private struct State {
-    var available: Int
-    var waiters: [CheckedContinuation<Void, Never>] = []
-    var head = 0
-  }
-
-  private let state: Mutex<State>
-
-  init(_ limit: Int) {
-    self.state = Mutex(State(available: limit))
-  }
-
-  func acquire() async {
-    let acquired = self.state.withLock { state in
-      guard state.available > 0 else { return false }
-      state.available -= 1
-      return true
-    }
-    if acquired { return }
-    await withCheckedContinuation { continuation in
-      let now = self.state.withLock { state in
-        if state.available > 0 {
-          state.available -= 1
-          return true
-        }
-        state.waiters.append(continuation)
-        return false
-      }
-      if now { continuation.resume() }
-    }
-  }
-
-  func release() {
-    let next: CheckedContinuation<Void, Never>? = self.state.withLock { state in
-      if state.head < state.waiters.count {
-        let waiter = state.waiters[state.head]
-        state.head += 1
-        if state.head == state.waiters.count {
-          state.waiters.removeAll(keepingCapacity: true)
-          state.head = 0
-        }
-        return waiter  // the place passes straight to it
-      }
-      state.available += 1
-      return nil
-    }
-    next?.resume()
+  /// Handles `request` and writes its reply — unless its handler was cancelled: that is no
+  /// answer, and the sender, still waiting, resends the request on its next link, where it is
+  /// handled afresh.
+  private func answer(_ request: IncomingRequest) async {
+    guard let answer = await self.inbox.receive(request) else { return }
+    self.reply(Contact_Result(answer))
   }
 }

@@ -8,7 +8,7 @@ internal import X509
 internal import SwiftASN1
 internal import Logging
 
-extension Peer {
+extension LinkContext {
   /// The listener's transport: mutual TLS with this peer's verifier (or plaintext), a guard
   /// against malformed `grpc-timeout` on every stream, and a reason logged for every refused
   /// connection.
@@ -42,7 +42,7 @@ extension Peer {
     let isTLS = self.material != nil
     let report: @Sendable (String, String) -> Void = { remote, reason in
       self.logger.warning("refused connection", metadata: ["remote": "\(remote)", "reason": "\(reason)"])
-      self.emit(.refused(remote: remote, reason: reason))
+      self.events.emit(.refused(remote: remote, reason: reason))
     }
     let flushCoalescing = self.config.transport.flushCoalescing
     let health = self.config.health
@@ -93,7 +93,7 @@ extension Peer {
       address: address.socketAddress,
       transportSecurity: security,
       config: config,
-      eventLoopGroup: self.streamExecutor?.group ?? .singletonMultiThreadedEventLoopGroup
+      eventLoopGroup: self.executor?.group ?? .singletonMultiThreadedEventLoopGroup
     )
   }
 
@@ -101,7 +101,7 @@ extension Peer {
   /// against the CA and its name (the pinned identity, else the host dialed), records who
   /// answered in `diagnostics`, and records why a handshake failed.
   func makeClientTransport(
-    to target: Target,
+    to target: Peer.Target,
     diagnostics: DialDiagnostics
   ) throws -> HTTP2ClientTransport.Posix {
     let security: HTTP2ClientTransport.Posix.TransportSecurity
@@ -174,7 +174,7 @@ extension Peer {
       target: resolvable,
       transportSecurity: security,
       config: config,
-      eventLoopGroup: self.streamExecutor?.group ?? .singletonMultiThreadedEventLoopGroup
+      eventLoopGroup: self.executor?.group ?? .singletonMultiThreadedEventLoopGroup
     )
   }
 }

@@ -1,0 +1,92 @@
+internal import ContactProto
+internal import GRPCCore
+internal import GRPCNIOTransportHTTP2
+
+/// A dialer's `sendStatus` stream, in either mode: this peer's requests to the remote, written
+/// on the stream's ``Link``, and their replies, matched on it.
+struct SendStatusStream: Sendable {
+  let setup: SessionSetup
+
+  /// Runs the stream; throws when it ends.
+  func run() async throws {
+    let setup = self.setup
+    let (links, linkContinuation) = AsyncStream<Link>.makeStream()
+    try await setup.contact.sendStatus(
+      metadata: setup.context.announcement,
+      options: setup.options,
+      requestProducer: { writer in
+        // The stream is open, so the TLS handshake is done and the listener's identity known.
+        // Attach now, not when response headers arrive: a server may send those only with its
+        // first reply (grpcio's generator handlers do).
+        let link = Link(identity: setup.identity(), kind: .sendStatus, window: setup.context.outbox.window)
+        // Watched from the start when the remote heartbeated before: a stream on which
+        // nothing ever arrives is stalled too.
+        if setup.remote.isKnownToHeartbeat { link.watchHeartbeats() }
+        linkContinuation.yield(link)
+        linkContinuation.finish()
+        setup.connected.set()
+        setup.context.table.attach(link, queuedAs: setup.placeholder)
+        // Detached here too: a stream whose response never starts (no headers) has no
+        // response handler to do it.
+        var reason = "the session ended"
+        defer { setup.context.table.detach(link, reason: reason) }
+        do {
+          try await self.write(on: link, to: writer)
+        } catch is CancellationError {
+          throw CancellationError()
+        } catch {
+          reason = error is Heartbeat.Stalled ? "\(error)" : ErrorChain.rootCause(error)
+          throw error
+        }
+      }
+    ) { response in
+      if case .failure(let error) = response.accepted {
+        linkContinuation.finish()
+        throw error
+      }
+      guard let link = await links.first(where: { _ in true }) else { return }
+      setup.context.table.detach(link, reason: await self.readReplies(from: response, on: link))
+    }
+    throw Dialer.SessionEnded(reason: "sendStatus ended")
+  }
+
+  /// Hands every reply on the stream to its request; returns why the stream ended.
+  private func readReplies(from response: StreamingClientResponse<Contact_Result>, on link: Link) async -> String {
+    let announcement = Announcement(response.metadata)
+    if announcement.heartbeats { self.setup.remote.isKnownToHeartbeat = true }
+    link.learn(from: announcement)
+    do {
+      for try await result in response.messages {
+        link.health.heard()
+        if result.heartbeat { continue }
+        self.setup.context.deliver(result.answer, from: link.identity, on: link)
+      }
+      return "the remote closed sendStatus"
+    } catch is CancellationError {
+      return "the session ended"
+    } catch {
+      return ErrorChain.rootCause(error)
+    }
+  }
+
+  /// Writes what the link is given (the outbox's requests, heartbeats) until the link ends or
+  /// the heartbeat finds the remote silent.
+  private func write(on link: Link, to writer: RPCWriter<Contact_ClientMsg>) async throws {
+    let context = self.setup.context
+    let getTaskHealth = self.setup.getTaskHealth
+    try await withThrowingTaskGroup(of: Void.self) { streams in
+      streams.addTask {
+        try await link.drain(into: context.outbox) { batch in
+          try await writer.write(contentsOf: batch.map(Contact_ClientMsg.init))
+        }
+      }
+      if let heartbeat = context.heartbeat {
+        streams.addTask {
+          try await heartbeat.run(on: link, alsoWatching: [getTaskHealth], reportingTo: context.table)
+        }
+      }
+      defer { streams.cancelAll() }
+      try await streams.next()
+    }
+  }
+}

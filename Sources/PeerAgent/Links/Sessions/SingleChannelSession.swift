@@ -1,0 +1,113 @@
+internal import ContactProto
+internal import GRPCCore
+internal import GRPCNIOTransportHTTP2
+internal import Logging
+
+/// A single-channel dialer's session: `sendStatus` (this peer's requests), and `getTask` (the
+/// remote's requests, pushed) with `tellResult` (this peer's replies to them) — all on one
+/// connection, so that only the listener needs to be reachable.
+struct SingleChannelSession: DialerSession {
+  let setup: SessionSetup
+
+  var streams: [@Sendable () async throws -> Void] {
+    let sendStatus = SendStatusStream(setup: self.setup)
+    return [{ try await sendStatus.run() }, { try await self.pushedRequests() }]
+  }
+
+  /// How one of the two inbound streams ended.
+  private enum InboundEnd: Sendable {
+    case getTask(String)
+    case tellResult(String)
+    case flushTimedOut
+  }
+
+  /// The remote's requests, pushed on `getTask`, and this peer's replies on `tellResult`.
+  /// Throws when either stream ends.
+  ///
+  /// When `getTask` ends — cleanly or not — every reply to a task already received is still
+  /// written on `tellResult`, which is then half-closed, never cancelled with replies pending
+  /// (within the heartbeat timeout); the session then ends and the dialer opens both again
+  /// after its backoff.
+  private func pushedRequests() async throws {
+    let results = WriteQueue<Contact_Result>()
+    let end = try await withThrowingTaskGroup(of: InboundEnd.self) { pair in
+      pair.addTask { await self.tellResult(writing: results) }
+      pair.addTask {
+        // Every handler has returned (and queued its reply) before getTask returns.
+        defer { results.finish() }
+        do {
+          try await self.receiveTasks(replyingTo: results)
+          return .getTask("the remote ended getTask")
+        } catch {
+          return .getTask("getTask failed: \(ErrorChain.rootCause(error))")
+        }
+      }
+      defer { pair.cancelAll() }
+      guard let first = try await pair.next() else { return InboundEnd.getTask("getTask ended") }
+      guard case .getTask = first else { return first }
+      // Let tellResult write what is queued and half-close; it returns once the remote
+      // answers the half-close.
+      pair.addTask {
+        try await Task.sleep(for: self.setup.context.config.health.heartbeatTimeout)
+        return .flushTimedOut
+      }
+      if case .flushTimedOut = try await pair.next() {
+        self.setup.context.logger.warning(
+          "tellResult did not finish after getTask ended: replies still queued are sent again when the remote resends their requests"
+        )
+      }
+      return first
+    }
+    switch end {
+    case .getTask(let reason), .tellResult(let reason):
+      throw Dialer.SessionEnded(reason: reason)
+    case .flushTimedOut:
+      throw Dialer.SessionEnded(reason: "getTask ended")
+    }
+  }
+
+  /// Writes the replies queued in `results` on `tellResult` until the queue ends.
+  private func tellResult(writing results: WriteQueue<Contact_Result>) async -> InboundEnd {
+    do {
+      try await self.setup.contact.tellResult(
+        metadata: self.setup.context.announcement,
+        options: self.setup.options,
+        requestProducer: { writer in
+          while let batch = await results.next() {
+            try await writer.write(contentsOf: batch)
+          }
+        }
+      ) { response in
+        _ = try response.message
+      }
+      return .tellResult("the remote ended tellResult")
+    } catch {
+      return .tellResult("tellResult failed: \(ErrorChain.rootCause(error))")
+    }
+  }
+
+  /// Hands every task pushed on `getTask` to the inbox, replies queued on `results`.
+  private func receiveTasks(replyingTo results: WriteQueue<Contact_Result>) async throws {
+    let setup = self.setup
+    let health = setup.getTaskHealth
+    if setup.remote.isKnownToHeartbeat { health.arm() }
+    try await setup.contact.getTask(Contact_Empty(), metadata: setup.context.announcement, options: setup.options) {
+      response in
+      setup.connected.set()
+      let inbound = InboundRequests(context: setup.context, identity: setup.identity(), link: .getTask) { result in
+        results.enqueue(result)
+      }
+      try await withThrowingDiscardingTaskGroup { handlers in
+        for try await task in response.messages {
+          if task.heartbeat {
+            setup.remote.isKnownToHeartbeat = true
+            health.arm()
+          } else {
+            health.heard()
+          }
+          try await inbound.receive(task.inbound, in: &handlers)
+        }
+      }
+    }
+  }
+}

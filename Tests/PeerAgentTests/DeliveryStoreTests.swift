@@ -1,0 +1,74 @@
+import Foundation
+import Testing
+
+@testable import PeerAgent
+
+/// Both built-in stores, through the same protocol and the same checks: what one promises,
+/// the other keeps.
+@Suite("Delivery stores: in memory and SQLite behave alike")
+struct DeliveryStoreTests {
+  enum Kind: String, CaseIterable, Sendable {
+    case inMemory
+    case sqlite
+  }
+
+  /// Runs `body` on a fresh store of `kind`, and removes its folder afterwards.
+  static func withStore(_ kind: Kind, _ body: (any DeliveryStore) throws -> Void) throws {
+    switch kind {
+    case .inMemory:
+      try body(InMemoryDeliveryStore(capacity: 100))
+    case .sqlite:
+      let directory = FileManager.default.temporaryDirectory.appendingPathComponent("peer-agent-store-\(UUID().uuidString)").path
+      defer { try? FileManager.default.removeItem(atPath: directory) }
+      let store = try SQLiteDeliveryStore(directory: directory)
+      defer { try? store.close() }
+      try body(store)
+    }
+  }
+
+  @Test("Outgoing requests: kept in order, answered, readdressed, forgotten", arguments: Kind.allCases)
+  func outgoing(kind: Kind) throws {
+    try Self.withStore(kind) { store in
+      #expect(store.isDurable == (kind == .sqlite))
+      for id in ["a", "b", "c"] {
+        try store.recordOutgoing(OutgoingRecord(id: id, peer: "127.0.0.1:7000", text: "text \(id)", expiresAt: 1000))
+      }
+      try store.renamePeer("127.0.0.1:7000", to: "hub")
+      let answer = Answer(id: "b", text: "done", error: nil, code: nil, from: .verified("hub"))
+      try store.recordAnswer(answer)
+      try store.removeOutgoing(id: "a")
+      let records = try store.unansweredOutgoing()
+      #expect(records.map(\.id) == ["b", "c"])
+      #expect(records.allSatisfy { $0.peer == "hub" })
+      #expect(records[0].answer == answer)
+      #expect(records[1].answer == nil)
+      #expect(records[1].text == "text c")
+      #expect(records[1].expiresAt == 1000)
+    }
+  }
+
+  @Test("The window: replies by sender and id, acceptances that keep a reply, pruning by age and count", arguments: Kind.allCases)
+  func window(kind: Kind) throws {
+    try Self.withStore(kind) { store in
+      try store.recordReply(Answer(id: "1", text: "one"), from: "edge", at: 10)
+      try store.recordReply(Answer(id: "2", text: "", error: "failed"), from: "edge", at: 20)
+      #expect(try store.windowEntry(for: "1", from: "edge") == .answered(Answer(id: "1", text: "one")))
+      #expect(try store.windowEntry(for: "2", from: "edge") == .answered(Answer(id: "2", text: "", error: "failed")))
+      #expect(try store.windowEntry(for: "1", from: "other") == nil, "another sender's id is another request")
+
+      try store.recordAcceptance(of: "3", from: "edge", at: 30)
+      try store.recordAcceptance(of: "1", from: "edge", at: 30)
+      #expect(try store.windowEntry(for: "3", from: "edge") == .accepted)
+      #expect(try store.windowEntry(for: "1", from: "edge") == .answered(Answer(id: "1", text: "one")), "an acceptance keeps a reply")
+      try store.recordReply(Answer(id: "3", text: "three"), from: "edge", at: 31)
+      #expect(try store.windowEntry(for: "3", from: "edge") == .answered(Answer(id: "3", text: "three")))
+
+      try store.pruneReplies(before: 15, keep: 100)
+      #expect(try store.windowEntry(for: "1", from: "edge") == nil, "older than the retention")
+      #expect(try store.windowEntry(for: "2", from: "edge") != nil)
+      try store.pruneReplies(before: 0, keep: 1)
+      #expect(try store.windowEntry(for: "2", from: "edge") == nil, "beyond the capacity: oldest first")
+      #expect(try store.windowEntry(for: "3", from: "edge") != nil)
+    }
+  }
+}
