@@ -169,8 +169,9 @@ extension DevelopmentCertificates {
   public static func write(names: [String], to directory: String) throws -> [String] {
     let files = FileManager.default
     try files.createDirectory(atPath: directory, withIntermediateDirectories: true)
-    let caPath = (directory as NSString).appendingPathComponent("ca.pem")
-    let caKeyPath = (directory as NSString).appendingPathComponent("ca-key.pem")
+    let folder = CertificateDirectory(directory)
+    let caPath = folder.authorityCertificate
+    let caKeyPath = folder.authorityKey
     var written: [String] = []
 
     let authority: Self
@@ -188,8 +189,8 @@ extension DevelopmentCertificates {
 
     for name in names {
       let issued = try authority.issue(name: name)
-      let certPath = (directory as NSString).appendingPathComponent("\(name).pem")
-      let keyPath = (directory as NSString).appendingPathComponent("\(name)-key.pem")
+      let certPath = folder.certificate(for: name)
+      let keyPath = folder.privateKey(for: name)
       try Self.writeFile(issued.certificatePEM, to: certPath, mode: 0o644)
       try Self.writeFile(issued.privateKeyPEM, to: keyPath, mode: 0o600)
       written += [certPath, keyPath]

@@ -1,11 +1,11 @@
-import ArgumentParser
-import ContactProto
-import Foundation
-import GRPCCore
-import GRPCNIOTransportHTTP2
-import Logging
-import PeerAgent
-import Synchronization
+internal import ArgumentParser
+internal import ContactProto
+private import Foundation
+internal import GRPCCore
+internal import GRPCNIOTransportHTTP2
+internal import Logging
+internal import PeerAgent
+private import Synchronization
 
 /// One side of a `peer-agent bench` cell, in its own process. Not for direct use.
 struct BenchWorker: AsyncParsableCommand {
@@ -52,12 +52,7 @@ struct BenchWorker: AsyncParsableCommand {
 
   func security(for name: String) -> Peer.Config.Security {
     guard let certs = self.certs, !self.insecure else { return .plaintext }
-    let path = { (file: String) in (certs as NSString).appendingPathComponent(file) }
-    return .mutualTLS(
-      trustRoots: .file(path("ca.pem")),
-      certificateChain: .file(path("\(name).pem")),
-      privateKey: .file(path("\(name)-key.pem"))
-    )
+    return .mutualTLS(directory: certs, name: name)
   }
 
   private func runPeers(commands: AsyncStream<String>, output: WorkerOutput) async throws {
@@ -139,7 +134,7 @@ struct BenchWorker: AsyncParsableCommand {
   }
 
   static func probe(_ command: BenchProtocol.Command, through peer: Peer) async -> BenchProtocol.Event {
-    let deadline = ContinuousClock.now.advanced(by: .milliseconds(Int64(command.timeout * 1000)))
+    let deadline = ContinuousClock.now.advanced(by: .fromSeconds(command.timeout))
     while ContinuousClock.now < deadline {
       do {
         _ = try await peer.send("probe", to: command.to.first, timeout: .milliseconds(500))

@@ -1,7 +1,7 @@
-import ArgumentParser
-import Foundation
-import Logging
-import PeerAgent
+internal import ArgumentParser
+private import Foundation
+internal import Logging
+internal import PeerAgent
 
 struct Demo: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
@@ -100,12 +100,7 @@ struct Demo: AsyncParsableCommand {
       config.name = name
       config.listen = listen ? PeerAddress(host: "127.0.0.1", port: 0) : nil
       config.connect = connect
-      let path = { (file: String) in (certificates as NSString).appendingPathComponent(file) }
-      config.security = .mutualTLS(
-        trustRoots: .file(path("ca.pem")),
-        certificateChain: .file(path("\(name).pem")),
-        privateKey: .file(path("\(name)-key.pem"))
-      )
+      config.security = .mutualTLS(directory: certificates, name: name)
     }
     return try Peer(config: config, logger: Logger(label: "peer-agent.demo")) { request in
       print("   \(name) received '\(request.text)' from \(request.from) (verified: \(request.from.isVerified), via \(request.link))")
