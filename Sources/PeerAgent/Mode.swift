@@ -8,5 +8,6 @@ public enum Mode: String, Sendable, Hashable, CaseIterable, CustomStringConverti
   /// other's `sendStatus`. Plain gRPC both ways; both peers must be reachable.
   case dual
 
+  /// The mode's name, as `--mode` takes it (`single`, `dual`).
   public var description: String { self.rawValue }
 }

@@ -61,6 +61,7 @@ extension Peer.Config {
     /// The most replies remembered; the oldest are forgotten first.
     public var replyCapacity: Int
 
+    /// Creates a delivery configuration; see ``defaults`` for the usual values.
     public init(
       storage: Storage,
       maximumInFlight: Int,

@@ -16,6 +16,7 @@ extension Peer.Config {
     /// How long a ping may go unanswered before the connection is closed.
     public var keepaliveTimeout: Duration
 
+    /// Creates a health configuration; see ``defaults`` for the usual values.
     public init(
       heartbeatInterval: Duration?,
       heartbeatTimeout: Duration,

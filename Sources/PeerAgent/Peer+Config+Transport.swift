@@ -4,9 +4,12 @@ extension Peer.Config {
     /// Flush coalescing: how long a write may wait for others to share one flush, and how many
     /// bytes it may gather; `nil` disables coalescing.
     public struct FlushCoalescing: Sendable, Hashable {
+      /// The longest a write waits for others to share its flush.
       public var maximumDelay: Duration
+      /// Flush at once when this many bytes are waiting.
       public var maximumBytes: Int
 
+      /// Creates a flush-coalescing setting.
       public init(maximumDelay: Duration, maximumBytes: Int) {
         self.maximumDelay = maximumDelay
         self.maximumBytes = maximumBytes
@@ -47,6 +50,7 @@ extension Peer.Config {
     /// their limit, so a request above the remote's fails the same way instead of being written.
     public var maximumMessageBytes: Int
 
+    /// Creates a transport configuration; see ``defaults`` for the usual values.
     public init(
       flushCoalescing: FlushCoalescing?,
       execution: Execution = .eventLoop,

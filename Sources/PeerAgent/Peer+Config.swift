@@ -141,6 +141,7 @@ extension Peer.Config {
     /// This peer's private key.
     public var privateKey: PEMSource
 
+    /// Mutual TLS from the CA, this peer's certificate chain and its private key.
     public init(trustRoots: PEMSource, certificateChain: PEMSource, privateKey: PEMSource) {
       self.trustRoots = trustRoots
       self.certificateChain = certificateChain
@@ -156,6 +157,7 @@ extension Peer.Config {
     /// the remote never connected).
     public var timeout: Duration
 
+    /// Creates request settings with a time to live of `timeout`.
     public init(timeout: Duration) {
       self.timeout = timeout
     }
@@ -181,6 +183,7 @@ extension Peer.Config {
     /// listener that accepts connections and never answers cannot hold a dialer.
     public var connectTimeout: Duration
 
+    /// Creates reconnection settings; see ``defaults`` for the usual values.
     public init(
       initialBackoff: Duration,
       maximumBackoff: Duration,
@@ -210,13 +213,11 @@ extension Peer.Config {
 
     /// The wait before attempt `attempt` (0 for the first retry).
     func delay(attempt: Int) -> Duration {
-      let initial = Double(self.initialBackoff.components.seconds)
-        + Double(self.initialBackoff.components.attoseconds) / 1e18
-      let maximum = Double(self.maximumBackoff.components.seconds)
-        + Double(self.maximumBackoff.components.attoseconds) / 1e18
+      let initial = self.initialBackoff.seconds
+      let maximum = self.maximumBackoff.seconds
       let base = min(maximum, initial * Foundation.pow(self.multiplier, Double(min(attempt, 62))))
       let jittered = base * (1 - Double.random(in: 0 ... max(0, min(1, self.jitter))))
-      return .milliseconds(Int64(jittered * 1000))
+      return .fromSeconds(jittered)
     }
   }
 
@@ -226,6 +227,7 @@ extension Peer.Config {
     /// being handled) may take to finish before they fail with `shuttingDown`.
     public var gracePeriod: Duration
 
+    /// Creates shutdown settings with a grace period of `gracePeriod`.
     public init(gracePeriod: Duration) {
       self.gracePeriod = gracePeriod
     }

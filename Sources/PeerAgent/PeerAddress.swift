@@ -56,6 +56,7 @@ public struct PeerAddress: Sendable, Hashable, CustomStringConvertible {
     return parts.count == 4 && parts.allSatisfy { UInt8($0) != nil }
   }
 
+  /// As written on the command line: `HOST:PORT` (an IPv6 host in brackets), or `NAME@HOST:PORT` for a pinned target.
   public var description: String {
     self.isIPv6 ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)"
   }
@@ -104,6 +105,7 @@ extension Peer {
       }
     }
 
+    /// As written on the command line: `HOST:PORT` (an IPv6 host in brackets), or `NAME@HOST:PORT` for a pinned target.
     public var description: String {
       if let name = self.expectedIdentity { return "\(name)@\(self.address)" }
       return self.address.description

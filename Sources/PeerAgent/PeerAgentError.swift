@@ -24,10 +24,12 @@ public struct PeerAgentError: Error, Hashable, Sendable {
     self.cause = cause
   }
 
+  /// Two errors are equal when their codes and messages are (the causes are not compared).
   public static func == (lhs: Self, rhs: Self) -> Bool {
     lhs.code == rhs.code && lhs.message == rhs.message
   }
 
+  /// Hashes the code and the message, as ``==`` compares them.
   public func hash(into hasher: inout Hasher) {
     hasher.combine(self.code)
     hasher.combine(self.message)
@@ -58,6 +60,7 @@ extension PeerAgentError {
     private var value: Value
     private init(_ value: Value) { self.value = value }
 
+    /// The code's name (`timedOut`, `unknownPeer`, …), as events and the command line show it.
     public var description: String { self.value.rawValue }
 
     /// The configuration is not usable: a bad address, a missing or unreadable file, a missing
@@ -103,6 +106,7 @@ extension PeerAgentError {
 }
 
 extension PeerAgentError: CustomStringConvertible {
+  /// The code, the message and the cause, on one line.
   public var description: String {
     if let cause = self.cause {
       return "\(self.code): \"\(self.message)\" (cause: \"\(cause)\")"

@@ -28,5 +28,6 @@ public struct PeerIdentity: Hashable, Sendable, CustomStringConvertible {
     Self(name: address, isVerified: false)
   }
 
+  /// The name.
   public var description: String { self.name }
 }

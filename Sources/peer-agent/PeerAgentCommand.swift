@@ -1,6 +1,6 @@
-import ArgumentParser
-import Foundation
-import PeerAgent
+internal import ArgumentParser
+private import Foundation
+internal import PeerAgent
 
 @main
 struct PeerAgentCommand: AsyncParsableCommand {

@@ -38,35 +38,3 @@ package protocol DeliveryStore: Sendable {
   /// Forgets replies recorded before `date` (seconds since 1970), keeping at most `keep`.
   func pruneReplies(before date: Double, keep: Int) throws
 }
-
-/// An outgoing request as the store keeps it.
-package struct OutgoingRecord: Sendable, Hashable {
-  /// The request id.
-  package var id: String
-  /// The remote peer's name.
-  package var peer: String
-  /// The request text.
-  package var text: String
-  /// When the request stops being worth delivering, in seconds since 1970 (wall clock, so that
-  /// it means the same after a restart).
-  package var expiresAt: Double
-  /// The reply, once it arrived (and until the caller took it).
-  package var answer: Answer?
-
-  package init(id: String, peer: String, text: String, expiresAt: Double, answer: Answer? = nil) {
-    self.id = id
-    self.peer = peer
-    self.text = text
-    self.expiresAt = expiresAt
-    self.answer = answer
-  }
-}
-
-/// What a receiver's de-duplication window holds for one request id.
-package enum WindowEntry: Sendable, Hashable {
-  /// Accepted and handed to the handler, but no reply recorded (at-most-once): after a crash,
-  /// whether the handler finished is unknown.
-  case accepted
-  /// The reply given.
-  case answered(Answer)
-}

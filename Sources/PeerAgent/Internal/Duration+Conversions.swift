@@ -20,6 +20,11 @@ extension Duration {
     self.seconds * 1000
   }
 
+  /// `seconds` (which may be fractional) as a duration, to the millisecond.
+  package static func fromSeconds(_ seconds: Double) -> Duration {
+    .milliseconds(Int64(seconds * 1000))
+  }
+
   /// `seconds` (which may be fractional or negative) as a duration, to the millisecond; a
   /// negative amount is zero.
   package static func clampedSeconds(_ seconds: Double) -> Duration {

@@ -7,5 +7,6 @@ public enum LinkKind: String, Sendable, Hashable, CustomStringConvertible {
   /// `getTask` stream and answered on its `tellResult` stream.
   case getTask
 
+  /// The stream's name, as in logs and events (`sendStatus`, `getTask`).
   public var description: String { self.rawValue }
 }

@@ -12,5 +12,6 @@ public enum LinkState: String, Sendable, Hashable, CustomStringConvertible {
   /// The link is closed; its unanswered requests wait in the outbox for the next one.
   case down
 
+  /// The state's name, as in logs and events.
   public var description: String { self.rawValue }
 }

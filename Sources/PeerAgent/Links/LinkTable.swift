@@ -83,7 +83,7 @@ final class LinkTable: Sendable {
   func write(_ accepted: Outbox.Accepted) {
     let peer = accepted.delivery.peer
     self.state.withLock { state in
-      state.link(for: peer, sequence: accepted.sequence)?.enqueue(accepted.outgoing)
+      _ = state.link(for: peer, sequence: accepted.sequence)?.enqueue(accepted.outgoing)
     }
   }
 

@@ -13,13 +13,17 @@ public struct CertificateVerifier: Sendable {
   /// Which side of the connection presented the chain: a certificate presented by a listener
   /// must allow `serverAuth`, one presented by a dialer `clientAuth`.
   public enum PresentedBy: Sendable, Hashable {
+    /// A listener, to a dialer: its certificate must allow serverAuth.
     case listener
+    /// A dialer, to a listener: its certificate must allow clientAuth.
     case dialer
   }
 
   /// Why a chain was refused.
   public struct Failure: Error, Hashable, Sendable, CustomStringConvertible {
+    /// Why, in words for the user.
     public var description: String
+    /// A refusal for the reason `description`.
     public init(_ description: String) { self.description = description }
   }
 

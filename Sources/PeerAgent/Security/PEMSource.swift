@@ -13,6 +13,7 @@ public struct PEMSource: Sendable, Hashable, CustomStringConvertible {
   /// PEM given directly (tests, or material from a secret store).
   public static func pem(_ text: String) -> Self { Self(wrapped: .text(text)) }
 
+  /// Where the PEM comes from: the file's path, or `<PEM text>`.
   public var description: String {
     switch self.wrapped {
     case .file(let path): return path

@@ -1,4 +1,4 @@
-import Foundation
+private import Foundation
 
 /// What `peer-agent bench` and its `bench-worker` processes say to each other: one JSON object
 /// a line, commands on the worker's standard input, events on its standard output.

@@ -1,4 +1,4 @@
-import Foundation
+private import Foundation
 
 /// Everything one `peer-agent bench` run measured (`--json FILE` writes it).
 struct BenchResults: Codable, Sendable {

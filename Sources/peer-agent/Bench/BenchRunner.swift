@@ -1,5 +1,5 @@
-import Foundation
-import PeerAgent
+internal import Foundation
+internal import PeerAgent
 
 /// Starts the worker processes for each cell, drives the loads, and collects the figures.
 final class BenchRunner: Sendable {
@@ -238,17 +238,6 @@ final class BenchRunner: Sendable {
       if raw.p99Us > 0 { cell.ratioVsRawP99 = ((cell.p99Us / raw.p99Us) * 100).rounded() / 100 }
       return cell
     }
-  }
-}
-
-/// One progress line on standard error.
-final class ProgressLine: Sendable {
-  func show(_ text: String) {
-    FileHandle.standardError.write(Data("  … \(text)\r".utf8))
-  }
-
-  func finished(_ text: String) {
-    FileHandle.standardError.write(Data("\u{1B}[2K  ✓ \(text)\n".utf8))
   }
 }
 

@@ -1,11 +1,11 @@
-import ContactProto
-import Foundation
-import GRPCCore
-import GRPCNIOTransportHTTP2
-import NIOPosix
-import PeerAgent
-import Synchronization
-import SwiftProtobuf
+internal import ContactProto
+private import Foundation
+internal import GRPCCore
+internal import GRPCNIOTransportHTTP2
+internal import NIOPosix
+internal import PeerAgent
+private import Synchronization
+internal import SwiftProtobuf
 
 /// The baseline: the same `Contact` traffic with plain grpc-swift-2 calls on the generated
 /// stubs, the same transport and TLS, and none of PeerAgent's logic (no ids, correlation,
@@ -30,28 +30,29 @@ struct RawWorker {
 
   // MARK: - TLS, as plain nio-transport configures it
 
-  private func pem(_ file: String) -> [UInt8] {
-    let path = ((self.options.certs ?? ".") as NSString).appendingPathComponent(file)
-    return Array((try? String(contentsOfFile: path, encoding: .utf8))?.utf8 ?? "".utf8)
+  private func pem(_ path: String) -> [UInt8] {
+    Array((try? String(contentsOfFile: path, encoding: .utf8))?.utf8 ?? "".utf8)
   }
+
+  private var folder: CertificateDirectory { CertificateDirectory(self.options.certs ?? ".") }
 
   private var serverSecurity: HTTP2ServerTransport.Posix.TransportSecurity {
     guard self.options.certs != nil, !self.options.insecure else { return .plaintext }
     return .mTLS(
-      certificateChain: [.bytes(self.pem("\(self.options.name).pem"), format: .pem)],
-      privateKey: .bytes(self.pem("\(self.options.name)-key.pem"), format: .pem)
+      certificateChain: [.bytes(self.pem(self.folder.certificate(for: self.options.name)), format: .pem)],
+      privateKey: .bytes(self.pem(self.folder.privateKey(for: self.options.name)), format: .pem)
     ) {
-      $0.trustRoots = .certificates([.bytes(self.pem("ca.pem"), format: .pem)])
+      $0.trustRoots = .certificates([.bytes(self.pem(self.folder.authorityCertificate), format: .pem)])
     }
   }
 
   private var clientSecurity: HTTP2ClientTransport.Posix.TransportSecurity {
     guard self.options.certs != nil, !self.options.insecure else { return .plaintext }
     return .mTLS(
-      certificateChain: [.bytes(self.pem("\(self.options.name).pem"), format: .pem)],
-      privateKey: .bytes(self.pem("\(self.options.name)-key.pem"), format: .pem)
+      certificateChain: [.bytes(self.pem(self.folder.certificate(for: self.options.name)), format: .pem)],
+      privateKey: .bytes(self.pem(self.folder.privateKey(for: self.options.name)), format: .pem)
     ) {
-      $0.trustRoots = .certificates([.bytes(self.pem("ca.pem"), format: .pem)])
+      $0.trustRoots = .certificates([.bytes(self.pem(self.folder.authorityCertificate), format: .pem)])
       $0.serverCertificateVerification = .noHostnameVerification
     }
   }
@@ -183,7 +184,7 @@ struct RawWorker {
   }
 
   static func probe(_ command: BenchProtocol.Command, contact: Contact_Contact.Client<HTTP2ClientTransport.Posix>) async -> BenchProtocol.Event {
-    let deadline = ContinuousClock.now.advanced(by: .milliseconds(Int64(command.timeout * 1000)))
+    let deadline = ContinuousClock.now.advanced(by: .fromSeconds(command.timeout))
     var options = CallOptions.defaults
     options.waitForReady = false
     options.timeout = .milliseconds(500)
@@ -202,93 +203,5 @@ struct RawWorker {
       try? await Task.sleep(for: .milliseconds(5))
     }
     return .init(event: "error", message: "no reply within \(command.timeout) s")
-  }
-}
-
-/// The raw listener's service: echoes `sendStatus`; pushes loads down the dialer's `getTask`
-/// and takes the answers on `tellResult`, in order.
-final class RawService: Contact_Contact.StreamingServiceProtocol, Sendable {
-  private struct Push: Sendable {
-    var command: BenchProtocol.Command
-    var timer: FIFOTimer
-    var done: CheckedContinuation<BenchProtocol.LoadResult, Never>
-  }
-
-  private let output: WorkerOutput
-  private let executor: EventLoopExecutor?
-  private let pushes: AsyncStream<Push>
-  private let pushContinuation: AsyncStream<Push>.Continuation
-  private let current = Mutex<FIFOTimer?>(nil)
-
-  init(output: WorkerOutput, executor: EventLoopExecutor?) {
-    self.output = output
-    self.executor = executor
-    (self.pushes, self.pushContinuation) = AsyncStream.makeStream()
-  }
-
-  func close() { self.pushContinuation.finish() }
-
-  /// Runs a listener → dialer load (warm-up first) on the dialer's getTask stream.
-  func push(_ command: BenchProtocol.Command) async -> BenchProtocol.LoadResult {
-    var warm = command
-    if command.warmup > 0 {
-      warm.count = command.warmup
-      _ = await self.pushOnce(warm)
-    }
-    return await self.pushOnce(command)
-  }
-
-  private func pushOnce(_ command: BenchProtocol.Command) async -> BenchProtocol.LoadResult {
-    let timer = FIFOTimer()
-    self.current.withLock { $0 = timer }
-    return await withCheckedContinuation { continuation in
-      self.pushContinuation.yield(Push(command: command, timer: timer, done: continuation))
-    }
-  }
-
-  func sendStatus(request: StreamingServerRequest<Contact_ClientMsg>, context: ServerContext) async throws -> StreamingServerResponse<Contact_Result> {
-    StreamingServerResponse { writer in
-      try await withTaskExecutorPreference(self.executor) {
-        for try await message in request.messages {
-          var result = Contact_Result()
-          result.ret = message.msg
-          try await writer.write(result)
-        }
-      }
-      return [:]
-    }
-  }
-
-  func getTask(request: StreamingServerRequest<Contact_Empty>, context: ServerContext) async throws -> StreamingServerResponse<Contact_ServerMsg> {
-    StreamingServerResponse { writer in
-      self.output.emit(.init(event: "connected", peer: "raw-dialer"))
-      try await withTaskExecutorPreference(self.executor) {
-        for await push in self.pushes {
-          let message = Contact_ServerMsg.with { $0.task = String(repeating: "x", count: push.command.payload) }
-          do {
-            let (latencies, seconds) = try await push.timer.run(count: push.command.count, window: push.command.window) { _ in
-              try await writer.write(message)
-            }
-            push.done.resume(returning: .init(requests: latencies.count, errors: push.command.count - latencies.count, seconds: seconds, latency: .init(microseconds: latencies)))
-          } catch {
-            push.done.resume(returning: .init(requests: 0, errors: push.command.count, seconds: 0, latency: .init(microseconds: []), firstError: "\(error)"))
-            throw error
-          }
-        }
-      }
-      return [:]
-    }
-  }
-
-  func tellResult(request: StreamingServerRequest<Contact_Result>, context: ServerContext) async throws -> StreamingServerResponse<Contact_Empty> {
-    StreamingServerResponse { writer in
-      try await withTaskExecutorPreference(self.executor) {
-        for try await _ in request.messages {
-          self.current.withLock { $0 }?.replied()
-        }
-        try await writer.write(Contact_Empty())
-      }
-      return [:]
-    }
   }
 }

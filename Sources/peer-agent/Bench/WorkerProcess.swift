@@ -1,5 +1,5 @@
-import Foundation
-import Synchronization
+private import Foundation
+private import Synchronization
 
 /// A `bench-worker` child process: commands in, events out.
 final class WorkerProcess: Sendable {

@@ -1,6 +1,6 @@
-import Foundation
-import PeerAgent
-import Synchronization
+private import Foundation
+internal import PeerAgent
+private import Synchronization
 
 /// Where `peer-agent run` reports events: one JSON object a line on standard output
 /// (`--output json`), or lines for people (`--output text`). Warnings and logs go to standard
@@ -172,8 +172,7 @@ final class ConsoleOutput: Sendable {
   }
 
   static func milliseconds(_ duration: Duration) -> Double {
-    let (seconds, attoseconds) = duration.components
-    return (Double(seconds) * 1000 + Double(attoseconds) / 1e15).rounded(toPlaces: 3)
+    duration.fractionalMilliseconds.rounded(toPlaces: 3)
   }
 }
 

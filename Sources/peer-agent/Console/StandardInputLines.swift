@@ -1,4 +1,4 @@
-import Foundation
+private import Foundation
 
 /// The lines of standard input, as an async sequence.
 ///

@@ -1,10 +1,10 @@
 public import ArgumentParser
-import Foundation
-import Logging
-import PeerAgent
-import ServiceLifecycle
-import UnixSignals
-import Synchronization
+private import Foundation
+internal import Logging
+internal import PeerAgent
+internal import ServiceLifecycle
+internal import UnixSignals
+private import Synchronization
 
 struct Run: AsyncParsableCommand {
   static let configuration = CommandConfiguration(

@@ -1,6 +1,6 @@
 public import ArgumentParser
-import Foundation
-import PeerAgent
+private import Foundation
+internal import PeerAgent
 
 /// The options of `peer-agent run`, and their mapping to ``Peer/Config`` (in one place).
 struct RunOptions: ParsableArguments {
@@ -213,27 +213,22 @@ struct RunOptions: ParsableArguments {
       config.name = self.name
       config.listen = listen
       config.connect = connect
-      config.requests.timeout = .milliseconds(Int64(self.requestTimeout * 1000))
-      config.shutdown.gracePeriod = .milliseconds(Int64(self.shutdownGrace * 1000))
+      config.requests.timeout = .fromSeconds(self.requestTimeout)
+      config.shutdown.gracePeriod = .fromSeconds(self.shutdownGrace)
       config.delivery.storage = self.inMemory ? .inMemory : .sqlite(directory: self.stateDirectory)
       config.delivery.maximumInFlight = self.maxInFlight
       config.delivery.handling = self.handling == .atMostOnce ? .atMostOnce : .atLeastOnce
       config.transport.maximumMessageBytes = self.maxMessageBytes
-      config.reconnect.initialBackoff = .milliseconds(Int64(self.backoffInitial * 1000))
-      config.reconnect.maximumBackoff = .milliseconds(Int64(self.backoffMax * 1000))
+      config.reconnect.initialBackoff = .fromSeconds(self.backoffInitial)
+      config.reconnect.maximumBackoff = .fromSeconds(self.backoffMax)
       config.reconnect.jitter = self.backoffJitter
-      config.health.heartbeatInterval = self.heartbeat > 0 ? .milliseconds(Int64(self.heartbeat * 1000)) : nil
-      config.health.heartbeatTimeout = .milliseconds(Int64(self.heartbeatTimeout * 1000))
-      config.health.keepaliveInterval = self.keepalive > 0 ? .milliseconds(Int64(self.keepalive * 1000)) : nil
+      config.health.heartbeatInterval = self.heartbeat > 0 ? .fromSeconds(self.heartbeat) : nil
+      config.health.heartbeatTimeout = .fromSeconds(self.heartbeatTimeout)
+      config.health.keepaliveInterval = self.keepalive > 0 ? .fromSeconds(self.keepalive) : nil
       if self.insecure {
         config.security = .plaintext
       } else if let dir = self.certs {
-        let path = { (file: String) in (dir as NSString).appendingPathComponent(file) }
-        config.security = .mutualTLS(
-          trustRoots: .file(path("ca.pem")),
-          certificateChain: .file(path("\(self.name).pem")),
-          privateKey: .file(path("\(self.name)-key.pem"))
-        )
+        config.security = .mutualTLS(directory: dir, name: self.name)
       } else if let ca = self.ca, let cert = self.cert, let key = self.key {
         config.security = .mutualTLS(trustRoots: .file(ca), certificateChain: .file(cert), privateKey: .file(key))
       }

@@ -1,0 +1,54 @@
+internal import ContactProto
+internal import GRPCCore
+internal import GRPCNIOTransportHTTP2
+
+/// What every stream of one dialer session shares: the client on the session's connection, the
+/// link context, and what the session learns as it runs.
+struct SessionSetup: Sendable {
+  let context: LinkContext
+  let contact: Contact_Contact.Client<HTTP2ClientTransport.Posix>
+  /// The name requests for this dialer's remote are queued under before it is known.
+  let placeholder: String
+  let remote: Dialer.RemoteTraits
+  /// Set once the session's first stream is open (the connection is up).
+  let connected: Signal
+  /// Who answered, once the TLS handshake is done.
+  let identity: @Sendable () -> PeerIdentity
+  /// The remote's pushed requests (single-channel): watched once the listener heartbeats.
+  let getTaskHealth = LinkHealth()
+
+  /// The session a dialer in `mode` runs.
+  func session(for mode: Mode) -> any DialerSession {
+    switch mode {
+    case .single: SingleChannelSession(setup: self)
+    case .dual: DualChannelSession(setup: self)
+    }
+  }
+
+  /// The options of every stream: fail fast, and the message limit in both directions.
+  var options: CallOptions {
+    var options = CallOptions.defaults
+    // Fail fast when the remote is not there: the dialer owns the retrying.
+    options.waitForReady = false
+    // nio-transport 2.9.2 applies `maxRequestMessageBytes` to what it receives, too.
+    options.maxRequestMessageBytes = self.context.config.transport.maximumMessageBytes
+    options.maxResponseMessageBytes = self.context.config.transport.maximumMessageBytes
+    return options
+  }
+
+  /// Ends the session when no stream opens within ``Peer/Config/Reconnect/connectTimeout``
+  /// (a listener that accepts TCP and never completes TLS or HTTP/2); else waits until the
+  /// session ends.
+  func awaitFirstStream() async throws {
+    let timeout = self.context.config.reconnect.connectTimeout
+    await Signal.sleep(for: timeout, unlessAnyOf: [self.connected])
+    if Task.isCancelled { return }
+    guard self.connected.isSet else {
+      throw Dialer.SessionEnded(
+        reason: "no stream opened within \(timeout.milliseconds) ms: the TLS handshake or HTTP/2 start did not complete"
+      )
+    }
+    // Nothing more to watch: wait for the session to end.
+    await Signal().wait()
+  }
+}

@@ -1,0 +1,35 @@
+internal import NIOCore
+internal import NIOHTTP2
+internal import NIOSSL
+private import Synchronization
+
+/// What one dialer learned about its connection: who the listener proved to be, or why the
+/// handshake failed. Shared between the verification callback, the connection's observer, and
+/// the dialer's session.
+final class DialDiagnostics: Sendable {
+  private struct State {
+    var identity: PeerIdentity?
+    var failure: String?
+  }
+
+  private let state = Mutex(State())
+
+  init() {}
+
+  var identity: PeerIdentity? { self.state.withLock { $0.identity } }
+  var failure: String? { self.state.withLock { $0.failure } }
+
+  func verified(_ identity: PeerIdentity) {
+    self.state.withLock {
+      $0.identity = identity
+      $0.failure = nil
+    }
+  }
+
+  func failed(_ reason: String) {
+    self.state.withLock { state in
+      // The first, most specific reason wins (the callback's, before the generic alert).
+      if state.failure == nil { state.failure = reason }
+    }
+  }
+}

@@ -1,0 +1,58 @@
+internal import NIOCore
+internal import NIOHTTP2
+internal import NIOSSL
+internal import NIOTLS
+
+/// Watches one accepted connection (listener side) and reports why it was refused, once.
+final class ListenerConnectionObserver: ChannelDuplexHandler, RemovableChannelHandler {
+  typealias InboundIn = Any
+  typealias InboundOut = Any
+  typealias OutboundIn = Any
+  typealias OutboundOut = Any
+
+  private let failures: VerificationFailures
+  private let report: @Sendable (_ remote: String, _ reason: String) -> Void
+  private var reported = false
+
+  init(
+    failures: VerificationFailures,
+    report: @escaping @Sendable (_ remote: String, _ reason: String) -> Void
+  ) {
+    self.failures = failures
+    self.report = report
+  }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    context.fireChannelRead(data)
+  }
+
+  func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+    if let event = event as? TLSUserEvent, case .handshakeCompleted = event {
+      // Verified: nothing more to watch.
+      context.fireUserInboundEventTriggered(event)
+      context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+      return
+    }
+    context.fireUserInboundEventTriggered(event)
+  }
+
+  func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    if !self.reported, var reason = TLSRefusal.describe(error, observedBy: .listener) {
+      self.reported = true
+      if let detail = self.failures.take(on: context.eventLoop) {
+        reason = "the dialer's certificate was refused: \(detail)"
+      }
+      let remote = context.channel.remoteAddress.map { Self.format($0) } ?? "unknown address"
+      self.report(remote, reason)
+    }
+    context.fireErrorCaught(error)
+  }
+
+  static func format(_ address: NIOCore.SocketAddress) -> String {
+    switch address {
+    case .v4: return "\(address.ipAddress ?? "?"):\(address.port ?? 0)"
+    case .v6: return "[\(address.ipAddress ?? "?")]:\(address.port ?? 0)"
+    case .unixDomainSocket: return address.pathname ?? "unix"
+    }
+  }
+}
