@@ -1,5 +1,6 @@
 public import Logging
 public import ServiceLifecycle
+private import Synchronization
 
 /// One process's endpoint: a gRPC listener, dialers, or both, that can send requests to any
 /// connected remote peer and hands every request it receives to one handler — in either
@@ -54,7 +55,7 @@ public final class Peer: Sendable {
   /// What the link layer is given of this peer.
   let context: LinkContext
   private let lifecycle = PeerLifecycle()
-  private let requestIDs = RequestIDGenerator()
+  private let requestIDs = RequestIDs()
 
   /// Creates a peer, reading and checking its TLS material now, so that bad files fail here
   /// with a clear message rather than at the first handshake, and opening the store that
@@ -250,3 +251,17 @@ public final class Peer: Sendable {
 }
 
 extension Peer: Service {}
+
+extension Peer {
+  /// Request ids: unique across runs and peers (a random 64-bit prefix per run) and increasing
+  /// within a run (a counter). Receivers de-duplicate by them.
+  fileprivate final class RequestIDs: Sendable {
+    private let prefix = String(UInt64.random(in: .min ... .max), radix: 16)
+    private let counter = Atomic<UInt64>(0)
+
+    /// A new id.
+    func next() -> String {
+      "\(self.prefix)-\(self.counter.wrappingAdd(1, ordering: .relaxed).newValue)"
+    }
+  }
+}

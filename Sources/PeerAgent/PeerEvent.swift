@@ -16,3 +16,43 @@ public enum PeerEvent: Sendable, Hashable {
   /// down; `reason` says why, where there is one.
   case linkState(peer: String, state: LinkState, reason: String?)
 }
+
+/// A request from a remote peer, as the handler sees it.
+public struct IncomingRequest: Sendable, Hashable {
+  /// The request id given by the sender; empty from older peers (the article's programs).
+  public var id: String
+  /// The request text.
+  public var text: String
+  /// The sender's identity: verified by mutual TLS, or its address in plaintext.
+  public var from: PeerIdentity
+  /// The stream it arrived on.
+  public var link: LinkKind
+
+  /// Creates a request as the handler sees it (for tests of a handler).
+  public init(id: String, text: String, from: PeerIdentity, link: LinkKind) {
+    self.id = id
+    self.text = text
+    self.from = from
+    self.link = link
+  }
+}
+
+/// The reply to one of this peer's requests.
+public struct Reply: Sendable, Hashable {
+  /// The id of the request it answers.
+  public var id: String
+  /// The reply text.
+  public var text: String
+  /// Who answered.
+  public var from: PeerIdentity
+  /// From the call to ``Peer/send(_:to:timeout:)`` to the reply.
+  public var roundTrip: Duration
+
+  /// Creates a reply (for tests of code that takes one).
+  public init(id: String, text: String, from: PeerIdentity, roundTrip: Duration) {
+    self.id = id
+    self.text = text
+    self.from = from
+    self.roundTrip = roundTrip
+  }
+}

@@ -16,7 +16,7 @@ struct LinkTableTests {
 
   @Test("attach: the first link of a remote is current, the remote ready and the only peer")
   func attachFirst() throws {
-    var state = LinkTableState()
+    var state = LinkTable.StateMachine()
     let edge = Self.link("edge")
     guard case .attach(let replaced, let waiters, let linkState) = state.attach(edge) else {
       Issue.record("refused")
@@ -36,7 +36,7 @@ struct LinkTableTests {
 
   @Test("replace: a newer link to the same remote replaces the older; the older's detach is ignored")
   func replace() {
-    var state = LinkTableState()
+    var state = LinkTable.StateMachine()
     let first = Self.link("edge")
     let second = Self.link("edge")
     _ = state.attach(first)
@@ -56,7 +56,7 @@ struct LinkTableTests {
 
   @Test("detach: the remote is down, no longer connected, and its latest link is kept for late replies")
   func detach() {
-    var state = LinkTableState()
+    var state = LinkTable.StateMachine()
     let edge = Self.link("edge", .getTask)
     _ = state.attach(edge)
     guard case .detach(let linkState) = state.detach(edge) else {
@@ -78,7 +78,7 @@ struct LinkTableTests {
 
   @Test("reconnect: a new link after a detach is ready again and owed every request afresh")
   func reconnect() {
-    var state = LinkTableState()
+    var state = LinkTable.StateMachine()
     let old = Self.link("edge")
     _ = state.attach(old)
     state.replayed(old, through: 7)
@@ -98,7 +98,7 @@ struct LinkTableTests {
 
   @Test("drain: close ends every current link, marks them down, and refuses links from then on")
   func close() {
-    var state = LinkTableState()
+    var state = LinkTable.StateMachine()
     let edge = Self.link("edge")
     let hub = Self.link("hub")
     _ = state.attach(edge)
@@ -125,7 +125,7 @@ struct LinkTableTests {
 
   @Test("States: a dialer's connecting is reported once, then ready on attach")
   func states() {
-    var state = LinkTableState()
+    var state = LinkTable.StateMachine()
     let first = state.setState(.connecting, of: "edge")
     let again = state.setState(.connecting, of: "edge")
     #expect(first)

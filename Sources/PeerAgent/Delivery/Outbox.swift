@@ -297,6 +297,7 @@ final class Outbox: Sendable {
 
   /// Waits for room in `peer`'s window and takes it.
   private func reserve(peer: String, deadline: ContinuousClock.Instant) async throws {
+    if try self.reserveNow(peer: peer) { return }
     try await WaiterQueue<Void>.suspend { key, continuation in
       self.state.withLock { state in
         if let error = state.closedWith { return .failure(error) }
@@ -318,6 +319,19 @@ final class Outbox: Sendable {
         }
         return nil
       }
+    }
+  }
+
+  /// Takes room in `peer`'s window if there is some now, without suspending: the usual case.
+  private func reserveNow(peer: String) throws -> Bool {
+    try self.state.withLock { state in
+      if let error = state.closedWith { throw error }
+      if Task.isCancelled { throw CancellationError() }
+      var queue = state.queues[peer, default: Queue()]
+      guard queue.count < self.window, queue.spaceWaiters.isEmpty else { return false }
+      queue.count += 1
+      state.queues[peer] = queue
+      return true
     }
   }
 

@@ -95,10 +95,7 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
     return StreamingServerResponse { writer in
       try await withTaskExecutorPreference(peer.executor) {
         for try await result in request.messages {
-          let link = peer.table.latest(for: identity.name)
-          link?.health.heard()
-          if result.heartbeat { continue }
-          peer.deliver(result.answer, from: identity, on: link)
+          peer.table.receivedOnTellResult(result.heartbeat ? nil : result.answer, from: identity)
         }
         try await writer.write(Contact_Empty())
       }

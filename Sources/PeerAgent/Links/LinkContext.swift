@@ -67,27 +67,6 @@ struct LinkContext: Sendable {
     )
   }
 
-  /// Hands a reply that came from `identity` — on `link` (its `sendStatus` response stream), or
-  /// on `tellResult` (`link` is then the latest `getTask` link of the remote, if any) — to its
-  /// request.
-  func deliver(_ answer: Answer, from identity: PeerIdentity, on link: Link?) {
-    var answer = answer
-    let delivered: Bool
-    if let link {
-      delivered = link.deliver(answer, to: self.outbox)
-    } else {
-      answer.from = identity
-      delivered = !answer.id.isEmpty && self.outbox.resolve(answer)
-    }
-    guard !delivered else { return }
-    if answer.id.isEmpty {
-      self.logger.forLink(identity).notice("a reply without an id matched no waiting request")
-    } else {
-      // A repeat: the request was resent after a reconnect, and both copies were answered.
-      self.logger.forLink(identity).debug("a reply matched no waiting request", metadata: ["id": "\(answer.id)"])
-    }
-  }
-
   /// The identity of the remote end of a server-side RPC: its verified certificate's name, or
   /// in plaintext its address.
   func identity(of context: ServerContext) throws -> PeerIdentity {

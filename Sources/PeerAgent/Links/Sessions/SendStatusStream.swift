@@ -59,7 +59,7 @@ struct SendStatusStream: Sendable {
       for try await result in response.messages {
         link.health.heard()
         if result.heartbeat { continue }
-        self.setup.context.deliver(result.answer, from: link.identity, on: link)
+        self.setup.context.table.deliver(result.answer, on: link)
       }
       return "the remote closed sendStatus"
     } catch is CancellationError {
