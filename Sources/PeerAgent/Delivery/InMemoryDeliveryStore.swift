@@ -10,10 +10,23 @@ package final class InMemoryDeliveryStore: DeliveryStore {
     var id: String
   }
 
+  /// One window entry: only what a repeat is answered with (the id is in the key), as the
+  /// SQLite store keeps it — the window may hold a million.
+  private struct Remembered {
+    var recordedAt: Double
+    var text: String
+    var error: String?
+    var isAccepted: Bool
+
+    func entry(id: String) -> WindowEntry {
+      self.isAccepted ? .accepted : .answered(Answer(id: id, text: self.text, error: self.error))
+    }
+  }
+
   private struct State {
     var outgoing: [String: (sequence: Int, record: OutgoingRecord)] = [:]
     var nextSequence = 0
-    var replies: [Key: (recordedAt: Double, entry: WindowEntry)] = [:]
+    var replies: [Key: Remembered] = [:]
     /// Keys in the order they were recorded, for eviction; `head` is the oldest live one.
     var order: [Key] = []
     var head = 0
@@ -59,18 +72,22 @@ package final class InMemoryDeliveryStore: DeliveryStore {
   }
 
   package func windowEntry(for id: String, from sender: String) throws -> WindowEntry? {
-    self.state.withLock { $0.replies[Key(sender: sender, id: id)]?.entry }
+    self.state.withLock { $0.replies[Key(sender: sender, id: id)]?.entry(id: id) }
   }
 
   package func recordReply(_ answer: Answer, from sender: String, at date: Double) throws {
-    self.record(.answered(answer), of: answer.id, from: sender, at: date)
+    self.remember(
+      Remembered(recordedAt: date, text: answer.text, error: answer.error, isAccepted: false),
+      of: answer.id,
+      from: sender
+    )
   }
 
-  private func record(_ entry: WindowEntry, of id: String, from sender: String, at date: Double) {
+  private func remember(_ entry: Remembered, of id: String, from sender: String) {
     let capacity = self.capacity
     self.state.withLock { state in
       let key = Key(sender: sender, id: id)
-      if state.replies.updateValue((date, entry), forKey: key) == nil {
+      if state.replies.updateValue(entry, forKey: key) == nil {
         state.order.append(key)
       }
       while state.replies.count > capacity, state.head < state.order.count {
@@ -87,7 +104,7 @@ package final class InMemoryDeliveryStore: DeliveryStore {
   package func recordAcceptance(of id: String, from sender: String, at date: Double) throws {
     let present = self.state.withLock { $0.replies[Key(sender: sender, id: id)] != nil }
     if present { return }
-    self.record(.accepted, of: id, from: sender, at: date)
+    self.remember(Remembered(recordedAt: date, text: "", error: nil, isAccepted: true), of: id, from: sender)
   }
 
   package func pruneReplies(before date: Double, keep: Int) throws {

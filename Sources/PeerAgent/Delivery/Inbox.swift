@@ -21,9 +21,15 @@ final class Inbox: Sendable {
   private let retention: Duration
   private let capacity: Int
   private let logger: Logger
-  /// The ids being handled now, each with the reply its repeats wait for (`nil`: the first copy
-  /// ended without one — it was cancelled — and a repeat handles the request itself).
-  private let handling = Mutex<[Key: Promise<Answer?>]>([:])
+  /// One id being handled now.
+  private struct Handling {
+    /// The reply its repeats wait for (`nil`: the first copy ended without one — it was
+    /// cancelled — and a repeat handles the request itself); made when the first repeat comes.
+    var reply: Promise<Answer?>?
+  }
+
+  /// The ids being handled now.
+  private let handling = Mutex<[Key: Handling]>([:])
   private let inFlightCount = Atomic<Int>(0)
   private let repeatCount = Atomic<Int>(0)
   private let outcomeUnknownCount = Atomic<Int>(0)
@@ -74,13 +80,17 @@ final class Inbox: Sendable {
     // with every connection, so the id alone is the key.
     let key = Key(sender: request.from.isVerified ? request.from.name : "", id: request.id)
     while true {
-      let (first, reply): (Bool, Promise<Answer?>) = self.handling.withLock { handling in
-        if let reply = handling[key] { return (false, reply) }
+      let repeated: Promise<Answer?>? = self.handling.withLock { handling in
+        guard handling[key] != nil else {
+          handling[key] = Handling()
+          return nil
+        }
+        if let reply = handling[key]!.reply { return reply }
         let reply = Promise<Answer?>()
-        handling[key] = reply
-        return (true, reply)
+        handling[key]!.reply = reply
+        return reply
       }
-      if first { return await self.handleFirst(request, key: key, reply: reply, perform: perform) }
+      guard let reply = repeated else { return await self.handleFirst(request, key: key, perform: perform) }
       // A copy of this request is being handled: wait for its reply.
       let shared: Answer?
       do {
@@ -102,7 +112,6 @@ final class Inbox: Sendable {
   private func handleFirst(
     _ request: IncomingRequest,
     key: Key,
-    reply shared: Promise<Answer?>,
     perform: (IncomingRequest) async -> Answer?
   ) async -> Answer? {
     let answer: Answer?
@@ -126,8 +135,8 @@ final class Inbox: Sendable {
         if let answer { self.record(answer, key: key) }
       }
     }
-    self.handling.withLock { _ = $0.removeValue(forKey: key) }
-    shared.complete(.success(answer))
+    let repeats = self.handling.withLock { $0.removeValue(forKey: key)?.reply }
+    repeats?.complete(.success(answer))
     return answer
   }
 
@@ -248,6 +257,12 @@ final class ConcurrencyLimit: Sendable {
   ///
   /// - Throws: `CancellationError` if the task is cancelled while it waits.
   func acquire() async throws {
+    let acquired = self.state.withLock { state in
+      guard state.available > 0 else { return false }
+      state.available -= 1
+      return true
+    }
+    if acquired { return }
     try await WaiterQueue<Void>.suspend { key, continuation in
       self.state.withLock { state in
         if state.available > 0 {

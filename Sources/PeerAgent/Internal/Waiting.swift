@@ -143,7 +143,8 @@ final class Promise<Value: Sendable>: Sendable {
   /// Waits for the outcome. Cancelling the waiting task ends its wait (with
   /// `CancellationError`), not the promise.
   func wait() async throws -> Value {
-    try await WaiterQueue.suspend { key, continuation in
+    if let outcome = self.state.withLock({ $0.outcome }) { return try outcome.get() }
+    return try await WaiterQueue.suspend { key, continuation in
       self.state.withLock { state in
         if let outcome = state.outcome { return outcome }
         if Task.isCancelled { return .failure(CancellationError()) }
