@@ -95,7 +95,7 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
     return StreamingServerResponse { writer in
       try await withTaskExecutorPreference(peer.executor) {
         for try await result in request.messages {
-          peer.table.receivedOnTellResult(result.heartbeat ? nil : result.answer, from: identity)
+          peer.table.receivedOnTellResult(result.reply, from: identity)
         }
         try await writer.write(Contact_Empty())
       }

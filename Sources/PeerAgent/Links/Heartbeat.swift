@@ -50,11 +50,7 @@ struct Heartbeat: Sendable {
 
   /// The answer to a heartbeat received on an inbound stream, written by PeerAgent, never by
   /// the handler.
-  static var answer: Contact_Result {
-    var answer = Contact_Result()
-    answer.heartbeat = true
-    return answer
-  }
+  static var answer: Contact_Result { .heartbeatAnswer }
 
   /// Runs until cancelled, or throws ``Stalled``.
   ///

@@ -1,7 +1,7 @@
 public import Foundation
 private import Crypto
 private import SwiftASN1
-public import X509
+internal import X509
 
 /// A development certificate authority and the peer certificates it issues.
 ///

@@ -99,6 +99,19 @@ extension Contact_Result {
     if let code = answer.code { self.code = code }
   }
 
+  /// The answer to a heartbeat: written by PeerAgent, never by the handler.
+  static var heartbeatAnswer: Self {
+    var answer = Self()
+    answer.heartbeat = true
+    return answer
+  }
+
+  /// The reply as it arrived (who sent it is the stream's to say); `nil` for a heartbeat's
+  /// answer.
+  var reply: Answer? {
+    self.heartbeat ? nil : self.answer
+  }
+
   /// The reply as it arrived (who sent it is the stream's to say).
   var answer: Answer {
     Answer(

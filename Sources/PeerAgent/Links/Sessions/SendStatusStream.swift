@@ -58,8 +58,8 @@ struct SendStatusStream: Sendable {
     do {
       for try await result in response.messages {
         link.health.heard()
-        if result.heartbeat { continue }
-        self.setup.context.table.deliver(result.answer, on: link)
+        guard let answer = result.reply else { continue }  // a heartbeat's answer
+        self.setup.context.table.deliver(answer, on: link)
       }
       return "the remote closed sendStatus"
     } catch is CancellationError {

@@ -99,13 +99,14 @@ struct SingleChannelSession: DialerSession {
       }
       try await withThrowingDiscardingTaskGroup { handlers in
         for try await task in response.messages {
-          if task.heartbeat {
+          let message = task.inbound
+          if message.isHeartbeat {
             setup.remote.isKnownToHeartbeat = true
             health.arm()
           } else {
             health.heard()
           }
-          try await inbound.receive(task.inbound, in: &handlers)
+          try await inbound.receive(message, in: &handlers)
         }
       }
     }
