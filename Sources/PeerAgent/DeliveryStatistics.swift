@@ -6,4 +6,7 @@ public struct DeliveryStatistics: Sendable, Hashable {
   public var resent: Int
   /// Repeated requests answered from the de-duplication window, without calling the handler.
   public var repeatsAnswered: Int
+  /// Replies dropped because they came from another peer than the one their request was sent
+  /// to (in plaintext: another connection's remote address).
+  public var misdirectedReplies: Int = 0
 }

@@ -1,6 +1,5 @@
 public import Logging
 public import ServiceLifecycle
-private import Synchronization
 
 /// One process's endpoint: a gRPC listener, dialers, or both, that can send requests to any
 /// connected remote peer and hands every request it receives to one handler — in either
@@ -179,7 +178,8 @@ public final class Peer: Sendable {
     DeliveryStatistics(
       unanswered: self.context.outbox.count(),
       resent: self.context.outbox.resends,
-      repeatsAnswered: self.context.inbox.repeats
+      repeatsAnswered: self.context.inbox.repeats,
+      misdirectedReplies: self.context.outbox.misdirected
     )
   }
 
@@ -253,15 +253,19 @@ public final class Peer: Sendable {
 extension Peer: Service {}
 
 extension Peer {
-  /// Request ids: unique across runs and peers (a random 64-bit prefix per run) and increasing
-  /// within a run (a counter). Receivers de-duplicate by them.
-  fileprivate final class RequestIDs: Sendable {
-    private let prefix = String(UInt64.random(in: .min ... .max), radix: 16)
-    private let counter = Atomic<UInt64>(0)
-
+  /// Request ids: 128 bits from the system's secure random source, as 32 hex digits — unique
+  /// across runs and peers, and unpredictable, so that no one who sees some ids can name
+  /// another request's. Receivers de-duplicate by them; on the wire they are opaque strings.
+  fileprivate struct RequestIDs: Sendable {
     /// A new id.
     func next() -> String {
-      "\(self.prefix)-\(self.counter.wrappingAdd(1, ordering: .relaxed).newValue)"
+      var random = SystemRandomNumberGenerator()
+      return Self.hex(random.next()) + Self.hex(random.next())
+    }
+
+    private static func hex(_ value: UInt64) -> String {
+      let digits = String(value, radix: 16)
+      return String(repeating: "0", count: 16 - digits.count) + digits
     }
   }
 }

@@ -17,13 +17,28 @@ struct OutboxTests {
     let outbox = Outbox(store: store, window: 4)
     let accepted = try await Self.submit("r-1", outbox)
     #expect(try store.unansweredOutgoing().map(\.id) == ["r-1"])
-    #expect(outbox.resolve(Answer(id: "r-1", text: "ok", from: .verified("edge"))))
+    #expect(outbox.resolve(Answer(id: "r-1", text: "ok", from: .verified("edge"))) == .resolved)
     #expect(try store.unansweredOutgoing().first?.answer?.text == "ok", "kept until the caller takes it")
     let reply = try await accepted.delivery.reply()
     #expect(reply.text == "ok")
     #expect(reply.from == .verified("edge"))
     #expect(try store.unansweredOutgoing().isEmpty)
-    #expect(!outbox.resolve(Answer(id: "r-1", text: "again", from: .verified("edge"))), "a repeated reply matches nothing")
+    #expect(outbox.resolve(Answer(id: "r-1", text: "again", from: .verified("edge"))) == .notWaiting, "a repeated reply matches nothing")
+  }
+
+  @Test("A reply from anyone but the addressee is dropped and counted; the request still waits for its addressee")
+  func repliesOnlyFromTheAddressee() async throws {
+    let outbox = Outbox(store: InMemoryDeliveryStore(capacity: 10), window: 4)
+    let accepted = try await Self.submit("r-1", outbox)
+    #expect(outbox.resolve(Answer(id: "r-1", text: "forged", from: .verified("edge2"))) == .misdirected(addressee: "edge"))
+    #expect(outbox.resolve(Answer(id: "r-1", text: "forged", from: .unverified(address: "edge"))) == .resolved, "in plaintext the name is the address")
+    #expect(outbox.misdirected == 1)
+    #expect(try await accepted.delivery.reply().text == "forged")
+    let second = try await Self.submit("r-2", outbox)
+    outbox.resolve(Answer(id: "r-2", text: "forged", from: .verified("hub")))
+    outbox.resolve(Answer(id: "r-2", text: "real", from: .verified("edge")))
+    #expect(try await second.delivery.reply().text == "real")
+    #expect(outbox.misdirected == 2)
   }
 
   @Test("A full window makes the next caller wait until a reply frees room, first come first served")

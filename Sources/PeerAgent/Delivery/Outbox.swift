@@ -57,6 +57,7 @@ final class Outbox: Sendable {
   let maximumMessageBytes: Int
   private let state = Mutex(State())
   private let resendCount = Atomic<Int>(0)
+  private let misdirectedCount = Atomic<Int>(0)
 
   init(store: any DeliveryStore, window: Int, maximumMessageBytes: Int = .max) {
     self.store = store
@@ -214,16 +215,41 @@ final class Outbox: Sendable {
     self.state.withLock { $0.entries[id] != nil }
   }
 
-  /// Delivers a reply (``Answer/from`` set) to its request. Returns `false` when no request
-  /// waits for it (a late or repeated reply).
+  /// What became of a reply handed to ``resolve(_:)``.
+  enum Resolution: Sendable, Hashable {
+    /// It answered its request.
+    case resolved
+    /// No request waits for it: a late or repeated reply.
+    case notWaiting
+    /// It came from someone other than the remote its request was sent to: dropped, and the
+    /// request still waits for its addressee's reply.
+    case misdirected(addressee: String)
+  }
+
+  /// Delivers a reply (``Answer/from`` set) to its request — only if it came from the remote
+  /// the request was sent to: a reply from anyone else is dropped and counted
+  /// (``misdirected``), whatever id it names.
   @discardableResult
-  func resolve(_ answer: Answer) -> Bool {
+  func resolve(_ answer: Answer) -> Resolution {
+    let addressee: String? = self.state.withLock { state in
+      guard let entry = state.entries[answer.id] else { return nil }
+      return entry.record.peer
+    }
+    guard let addressee else { return .notWaiting }
+    if let from = answer.from, from.name != addressee {
+      self.misdirectedCount.add(1, ordering: .relaxed)
+      return .misdirected(addressee: addressee)
+    }
     // The reply is kept in the store until the caller takes it (``settle(id:)``).
-    guard let entry = self.remove(id: answer.id, forget: false) else { return false }
+    guard let entry = self.remove(id: answer.id, forget: false) else { return .notWaiting }
     try? self.store.recordAnswer(answer)
     entry.promise.complete(.success(answer))
-    return true
+    return .resolved
   }
+
+  /// Replies dropped since the peer started because they did not come from their request's
+  /// addressee.
+  var misdirected: Int { self.misdirectedCount.load(ordering: .relaxed) }
 
   /// The caller has taken the reply to `id`: forget the request.
   func settle(id: String) {

@@ -81,14 +81,13 @@ final class Link: Sendable {
   }
 
   /// Matches a reply that came on this link (or on the `tellResult` stream that answers it) to
-  /// its request — by id, or without one, to the oldest request written that `outbox` still
-  /// waits for — and hands it to `outbox`. Returns `false` when no request waits for it (a
-  /// repeat: the request was resent after a reconnect, and both copies were answered).
-  func deliver(_ answer: Answer, to outbox: Outbox) -> Bool {
+  /// its request — by id, or without one, to the oldest request written on this link that
+  /// `outbox` still waits for — and hands it to `outbox`, from this link's remote.
+  func deliver(_ answer: Answer, to outbox: Outbox) -> Outbox.Resolution {
     var answer = answer
     answer.from = self.identity
     if answer.id.isEmpty {
-      guard let id = self.oldestWritten(where: { outbox.isWaiting(id: $0) }) else { return false }
+      guard let id = self.oldestWritten(where: { outbox.isWaiting(id: $0) }) else { return .notWaiting }
       answer.id = id
     }
     return outbox.resolve(answer)

@@ -89,8 +89,7 @@ final class LinkTable: Sendable {
 
   /// Hands a reply that came on `link` (its `sendStatus` response stream) to its request.
   func deliver(_ answer: Answer, on link: Link) {
-    guard !link.deliver(answer, to: self.outbox) else { return }
-    self.unmatched(answer, from: link.identity)
+    self.report(link.deliver(answer, to: self.outbox), of: answer, from: link.identity)
   }
 
   /// Takes one message that came on a `tellResult` stream from `identity`: the remote was heard
@@ -100,22 +99,33 @@ final class LinkTable: Sendable {
     let link = self.latest(for: identity.name)
     link?.health.heard()
     guard var answer else { return }
-    let delivered: Bool
+    let resolution: Outbox.Resolution
     if let link {
-      delivered = link.deliver(answer, to: self.outbox)
+      resolution = link.deliver(answer, to: self.outbox)
+    } else if answer.id.isEmpty {
+      resolution = .notWaiting
     } else {
       answer.from = identity
-      delivered = !answer.id.isEmpty && self.outbox.resolve(answer)
+      resolution = self.outbox.resolve(answer)
     }
-    if !delivered { self.unmatched(answer, from: identity) }
+    self.report(resolution, of: answer, from: identity)
   }
 
-  private func unmatched(_ answer: Answer, from identity: PeerIdentity) {
-    if answer.id.isEmpty {
-      self.logger.forLink(identity).notice("a reply without an id matched no waiting request")
-    } else {
+  private func report(_ resolution: Outbox.Resolution, of answer: Answer, from identity: PeerIdentity) {
+    let logger = self.logger.forLink(identity)
+    switch resolution {
+    case .resolved:
+      return
+    case .misdirected(let addressee):
+      logger.warning(
+        "dropped a reply for a request sent to another peer",
+        metadata: ["id": "\(answer.id)", "addressee": "\(addressee)"]
+      )
+    case .notWaiting where answer.id.isEmpty:
+      logger.notice("a reply without an id matched no waiting request")
+    case .notWaiting:
       // A repeat: the request was resent after a reconnect, and both copies were answered.
-      self.logger.forLink(identity).debug("a reply matched no waiting request", metadata: ["id": "\(answer.id)"])
+      logger.debug("a reply matched no waiting request", metadata: ["id": "\(answer.id)"])
     }
   }
 

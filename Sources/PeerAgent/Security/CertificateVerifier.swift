@@ -40,7 +40,7 @@ public struct CertificateVerifier: Sendable {
   /// - Parameters:
   ///   - chain: The presented certificates, leaf first, then any intermediates.
   ///   - presentedBy: Which role presented them (decides the required extended key usage).
-  ///   - expectedIdentity: If set, the leaf must carry this name (as a DNS name or common name).
+  ///   - expectedIdentity: If set, the leaf's identity (``identityName(of:)``) must be this name.
   ///   - now: The time to check validity against.
   /// - Returns: The verified identity of the leaf.
   /// - Throws: ``Failure`` with the reason.
@@ -74,7 +74,9 @@ public struct CertificateVerifier: Sendable {
         $0.subject == current.issuer && $0.publicKey.isValidSignature(current.signature, for: current)
       }) {
         try Self.checkValidity(root, name: "CA certificate '\(root.subject)'", now: now)
-        if let expected = expectedIdentity, !Self.names(of: leaf).contains(expected) {
+        // The pin is matched against the identity only: a certificate whose common name is
+        // the pinned name but whose identity (its first DNS name) is another peer's is refused.
+        if let expected = expectedIdentity, expected != name {
           throw Failure("expected peer '\(expected)' but the certificate presented is '\(name)'")
         }
         return .verified(name)
