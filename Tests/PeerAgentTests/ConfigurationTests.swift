@@ -115,6 +115,30 @@ struct ConfigurationTests {
     }
   }
 
+  @Test("--insecure listens on loopback only, unless --insecure-any-address says otherwise")
+  func insecureLoopbackOnly() throws {
+    let base = ["run", "--name", "hub", "--mode", "single", "--insecure"]
+    for address in ["0.0.0.0:7000", "[::]:7000", "192.168.1.5:7000", "hub.example.com:7000"] {
+      do {
+        _ = try PeerAgentCommand.parseAsRoot(base + ["--listen", address])
+        Issue.record("\(address) parsed")
+      } catch {
+        let text = PeerAgentCommand.message(for: error)
+        #expect(text.contains("--insecure listens on loopback only"), "\(text)")
+        #expect(text.contains("--insecure-any-address"), "\(text)")
+      }
+    }
+    for address in ["127.0.0.1:7000", "127.1.2.3:7000", "[::1]:7000", "localhost:7000"] {
+      _ = try PeerAgentCommand.parseAsRoot(base + ["--listen", address])
+    }
+    _ = try PeerAgentCommand.parseAsRoot(base + ["--listen", "0.0.0.0:7000", "--insecure-any-address"])
+    #expect(throws: (any Error).self) {
+      _ = try PeerAgentCommand.parseAsRoot(
+        ["run", "--name", "hub", "--mode", "single", "--listen", "0.0.0.0:7000", "--certs", "x", "--insecure-any-address"]
+      )
+    }
+  }
+
   @Test("--certs DIR maps to DIR/ca.pem, DIR/NAME.pem and DIR/NAME-key.pem")
   func certsDirectory() throws {
     let command = try PeerAgentCommand.parseAsRoot(

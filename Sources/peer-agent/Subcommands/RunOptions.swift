@@ -46,8 +46,17 @@ struct RunOptions: ParsableArguments {
   @Option(name: .long, help: ArgumentHelp("This peer's private key (PEM).", valueName: "FILE"))
   var key: String?
 
-  @Flag(name: .long, help: "Plaintext, no TLS: nothing is verified and links are named by address.")
+  @Flag(
+    name: .long,
+    help: "Plaintext, no TLS: nothing is verified and links are named by address. Listens on loopback only."
+  )
   var insecure = false
+
+  @Flag(
+    name: .long,
+    help: "With --insecure, allow --listen on an address other than loopback: plaintext reachable from the network."
+  )
+  var insecureAnyAddress = false
 
   @Option(
     name: .long,
@@ -132,6 +141,13 @@ struct RunOptions: ParsableArguments {
     case atMostOnce = "at-most-once"
   }
 
+  /// Whether `host` is a loopback address or `localhost`.
+  static func isLoopback(_ host: String) -> Bool {
+    if host == "localhost" || host == "::1" { return true }
+    let parts = host.split(separator: ".", omittingEmptySubsequences: false)
+    return parts.count == 4 && parts.first == "127" && parts.allSatisfy { UInt8($0) != nil }
+  }
+
   func validate() throws {
     guard DevelopmentCertificates.isValidName(self.name) else {
       throw ValidationError("--name '\(self.name)' is not a usable peer name: use letters, digits, '-' and '.'")
@@ -155,6 +171,16 @@ struct RunOptions: ParsableArguments {
       if self.listen == nil || self.connect.isEmpty {
         throw ValidationError("dual mode needs both --listen and --connect: each peer listens and dials the other")
       }
+    }
+    if self.insecureAnyAddress && !self.insecure {
+      throw ValidationError("--insecure-any-address goes with --insecure only: with TLS any address may be listened on")
+    }
+    if self.insecure, !self.insecureAnyAddress, let listen = self.listen,
+      let address = try? PeerAddress(parsing: listen), !Self.isLoopback(address.host)
+    {
+      throw ValidationError(
+        "--insecure listens on loopback only (127.0.0.1, ::1, localhost), not on '\(address.host)': nothing would be encrypted or verified on the network; add --insecure-any-address to listen there anyway"
+      )
     }
     let explicit = [self.ca, self.cert, self.key].compactMap { $0 }
     if self.insecure {
