@@ -71,4 +71,32 @@ struct DeliveryStoreTests {
       #expect(try store.windowEntry(for: "3", from: "edge") != nil)
     }
   }
+
+  @Test("The state folder is created 0700 and its database files 0600; a certificate folder 0700 with 0600 keys")
+  func privateFiles() throws {
+    let root = FileManager.default.temporaryDirectory.appendingPathComponent("peer-agent-modes-\(UUID().uuidString)").path
+    defer { try? FileManager.default.removeItem(atPath: root) }
+    func mode(_ path: String) throws -> Int {
+      (try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? NSNumber)?.intValue ?? -1
+    }
+    let state = (root as NSString).appendingPathComponent("state")
+    let store = try SQLiteDeliveryStore(directory: state)
+    try store.recordOutgoing(OutgoingRecord(id: "a", peer: "hub", text: "x", expiresAt: 1))
+    #expect(try mode(state) == 0o700)
+    for file in ["delivery.sqlite", "delivery.sqlite-wal", "delivery.sqlite-shm", "lock"] {
+      let path = (state as NSString).appendingPathComponent(file)
+      if FileManager.default.fileExists(atPath: path) { #expect(try mode(path) == 0o600, "\(file)") }
+    }
+    try store.close()
+
+    let certs = (root as NSString).appendingPathComponent("certs")
+    try DevelopmentCertificates.write(names: ["hub"], to: certs)
+    #expect(try mode(certs) == 0o700)
+    #expect(try mode((certs as NSString).appendingPathComponent("ca-key.pem")) == 0o600)
+    #expect(try mode((certs as NSString).appendingPathComponent("hub-key.pem")) == 0o600)
+    #expect(try mode((certs as NSString).appendingPathComponent("hub.pem")) == 0o644)
+    // Written again (a second run of `peer-agent certs`): still owner-only.
+    try DevelopmentCertificates.write(names: ["hub"], to: certs)
+    #expect(try mode((certs as NSString).appendingPathComponent("hub-key.pem")) == 0o600)
+  }
 }

@@ -27,7 +27,7 @@ package final class SQLiteDeliveryStore: DeliveryStore {
   ///   locked, or the database cannot be opened.
   package init(directory: String) throws {
     do {
-      try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+      try PrivateFiles.makeFolder(directory)
     } catch {
       throw PeerAgentError(
         code: .invalidConfiguration,
@@ -59,6 +59,8 @@ package final class SQLiteDeliveryStore: DeliveryStore {
         try db.execute(sql: "PRAGMA synchronous = NORMAL")
       }
       let path = (directory as NSString).appendingPathComponent("delivery.sqlite")
+      // Owner-only from the start; SQLite gives its -wal and -shm files the same mode.
+      try PrivateFiles.create(path, mode: 0o600)
       self.database = try DatabaseQueue(path: path, configuration: configuration)
       try self.database.writeWithoutTransaction { db in
         _ = try String.fetchOne(db, sql: "PRAGMA journal_mode = WAL")

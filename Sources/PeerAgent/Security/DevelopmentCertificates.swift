@@ -168,7 +168,7 @@ extension DevelopmentCertificates {
   @discardableResult
   public static func write(names: [String], to directory: String) throws -> [String] {
     let files = FileManager.default
-    try files.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    try PrivateFiles.makeFolder(directory)
     let folder = CertificateDirectory(directory)
     let caPath = folder.authorityCertificate
     let caKeyPath = folder.authorityKey
@@ -199,17 +199,7 @@ extension DevelopmentCertificates {
   }
 
   private static func writeFile(_ contents: String, to path: String, mode: Int) throws {
-    let files = FileManager.default
-    if files.fileExists(atPath: path) { try files.removeItem(atPath: path) }
-    guard
-      files.createFile(
-        atPath: path,
-        contents: Data(contents.utf8),
-        attributes: [.posixPermissions: mode]
-      )
-    else {
-      throw PeerAgentError(code: .invalidConfiguration, message: "cannot write \(path)")
-    }
-    try files.setAttributes([.posixPermissions: mode], ofItemAtPath: path)
+    try PrivateFiles.write(contents, to: path, mode: mode)
   }
+
 }
