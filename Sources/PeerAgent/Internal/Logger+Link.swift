@@ -5,7 +5,7 @@ extension Logger {
   /// plaintext, `link.verified`.
   func forLink(_ identity: PeerIdentity) -> Logger {
     var logger = self
-    logger[metadataKey: "link"] = "\(identity)"
+    logger[metadataKey: "link"] = "\(identity.name.logSafe)"
     if !identity.isVerified { logger[metadataKey: "link.verified"] = "false (plaintext: named by address)" }
     return logger
   }

@@ -33,9 +33,7 @@ struct BenchWorker: AsyncParsableCommand {
 
   func run() async throws {
     LoggingSystem.bootstrap { label in
-      var handler = StreamLogHandler.standardError(label: label)
-      handler.logLevel = .error
-      return handler
+      EscapingLogHandler.standardError(label: label, level: .error)
     }
     let output = WorkerOutput()
     let commands = StandardInputLines.make()

@@ -61,7 +61,8 @@ final class ConsoleOutput: Sendable {
       else { return }
       text = json
     case .text:
-      text = human()
+      // One event, one line: a remote's text or a certificate's name cannot start another.
+      text = human().logSafe
     }
     self.lock.withLock { _ in
       FileHandle.standardOutput.write(Data((text + "\n").utf8))

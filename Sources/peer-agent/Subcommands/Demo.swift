@@ -29,9 +29,7 @@ struct Demo: AsyncParsableCommand {
   func run() async throws {
     let level = self.logLevel
     LoggingSystem.bootstrap { label in
-      var handler = StreamLogHandler.standardError(label: label)
-      handler.logLevel = level
-      return handler
+      EscapingLogHandler.standardError(label: label, level: level)
     }
     let started = ContinuousClock.now
     let directory = FileManager.default.temporaryDirectory

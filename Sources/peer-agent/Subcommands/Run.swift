@@ -46,9 +46,7 @@ struct Run: AsyncParsableCommand {
   func run() async throws {
     let level = self.logLevel
     LoggingSystem.bootstrap { label in
-      var handler = StreamLogHandler.standardError(label: label)
-      handler.logLevel = level
-      return handler
+      EscapingLogHandler.standardError(label: label, level: level)
     }
     let logger = Logger(label: "peer-agent")
     let console = ConsoleOutput(format: self.output)
