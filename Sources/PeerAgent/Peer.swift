@@ -238,7 +238,7 @@ public final class Peer: Sendable {
     let peer: String
     if let name {
       peer = name
-    } else if self.context.table.connected.isEmpty, self.config.connect.count == 1 {
+    } else if !self.context.table.hasConnections, self.config.connect.count == 1 {
       // Not connected yet: queued for the one peer this peer dials, delivered once it is.
       peer = self.config.connect[0].queueName
     } else {

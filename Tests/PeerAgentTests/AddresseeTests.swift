@@ -17,67 +17,62 @@ struct AddresseeTests {
   func forgedTellResult() async throws {
     let certificates = try TestCertificates()
     let gate = Gate()
-    let hub = try TestPeer(name: "hub", mode: .single, security: try certificates.security(for: "hub"), listen: true)
-    try await withRunningPeers([hub]) {
+    try await ModesIntegrationTests.withHubAndEdge(
+      mode: .single,
+      edgeHandler: { _ in
+        await gate.wait()
+        return "real"
+      },
+      certificates: certificates
+    ) { hub, edge in
+      // Never leave the edge's handler parked, whatever this test hits.
+      defer { gate.open() }
       let address = try await hub.peer.listeningAddress
-      let edge = try TestPeer(
-        name: "edge",
-        mode: .single,
-        security: try certificates.security(for: "edge"),
-        connect: [Peer.Target(address: address, expectedIdentity: "hub")],
-        handler: { _ in
-          await gate.wait()
-          return "real"
+      let delivery = try await hub.peer.submit("work", to: "edge", timeout: .seconds(20))
+      // The edge has the request (its handler waits at the gate).
+      let giveUp = ContinuousClock.now.advanced(by: .seconds(10))
+      while edge.requests.all.isEmpty, ContinuousClock.now < giveUp {
+        try await Task.sleep(for: .milliseconds(10))
+      }
+      #expect(edge.requests.all.count == 1)
+
+      // edge2, a valid certificate of the same CA, answers the hub's request by its id.
+      let forger = try certificates.authority.issue(name: "edge2")
+      let transport = try HTTP2ClientTransport.Posix(
+        target: .ipv4(address: address.host, port: address.port),
+        transportSecurity: .mTLS(
+          certificateChain: [.bytes(Array(forger.certificatePEM.utf8), format: .pem)],
+          privateKey: .bytes(Array(forger.privateKeyPEM.utf8), format: .pem)
+        ) { tls in
+          tls.trustRoots = .certificates([.bytes(Array(certificates.authority.authority.certificatePEM.utf8), format: .pem)])
+          tls.serverCertificateVerification = .noHostnameVerification
         }
       )
-      try await withRunningPeers([edge]) {
-        #expect(await hub.waitUntilConnected(to: "edge"))
-        let delivery = try await hub.peer.submit("work", to: "edge", timeout: .seconds(20))
-        // The edge has the request (its handler waits at the gate).
-        let giveUp = ContinuousClock.now.advanced(by: .seconds(10))
-        while edge.requests.all.isEmpty, ContinuousClock.now < giveUp {
-          try await Task.sleep(for: .milliseconds(10))
+      try await withGRPCClient(transport: transport) { client in
+        let contact = Contact_Contact.Client(wrapping: client)
+        let forged = {
+          var result = Contact_Result()
+          result.id = delivery.id
+          result.ret = "forged"
+          return result
+        }()
+        try await contact.tellResult(
+          options: .defaults { $0.waitForReady = false },
+          requestProducer: { writer in try await writer.write(forged) }
+        ) { response in
+          _ = try response.message
         }
-        #expect(edge.requests.all.count == 1)
-
-        // edge2, a valid certificate of the same CA, answers the hub's request by its id.
-        let forger = try certificates.authority.issue(name: "edge2")
-        let transport = try HTTP2ClientTransport.Posix(
-          target: .ipv4(address: address.host, port: address.port),
-          transportSecurity: .mTLS(
-            certificateChain: [.bytes(Array(forger.certificatePEM.utf8), format: .pem)],
-            privateKey: .bytes(Array(forger.privateKeyPEM.utf8), format: .pem)
-          ) { tls in
-            tls.trustRoots = .certificates([.bytes(Array(certificates.authority.authority.certificatePEM.utf8), format: .pem)])
-            tls.serverCertificateVerification = .noHostnameVerification
-          }
-        )
-        try await withGRPCClient(transport: transport) { client in
-          let contact = Contact_Contact.Client(wrapping: client)
-          let forged = {
-            var result = Contact_Result()
-            result.id = delivery.id
-            result.ret = "forged"
-            return result
-          }()
-          try await contact.tellResult(
-            options: .defaults { $0.waitForReady = false },
-            requestProducer: { writer in try await writer.write(forged) }
-          ) { response in
-            _ = try response.message
-          }
-        }
-        let counted = ContinuousClock.now.advanced(by: .seconds(10))
-        while hub.peer.deliveryStatistics.misdirectedReplies == 0, ContinuousClock.now < counted {
-          try await Task.sleep(for: .milliseconds(10))
-        }
-        #expect(hub.peer.deliveryStatistics.misdirectedReplies == 1)
-
-        gate.open()
-        let reply = try await delivery.reply()
-        #expect(reply.text == "real")
-        #expect(reply.from == .verified("edge"))
       }
+      let counted = ContinuousClock.now.advanced(by: .seconds(10))
+      while hub.peer.deliveryStatistics.misdirectedReplies == 0, ContinuousClock.now < counted {
+        try await Task.sleep(for: .milliseconds(10))
+      }
+      #expect(hub.peer.deliveryStatistics.misdirectedReplies == 1)
+
+      gate.open()
+      let reply = try await delivery.reply()
+      #expect(reply.text == "real")
+      #expect(reply.from == .verified("edge"))
     }
   }
 

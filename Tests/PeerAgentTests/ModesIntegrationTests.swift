@@ -13,9 +13,11 @@ struct ModesIntegrationTests {
     configure: @escaping @Sendable (inout Peer.Config) -> Void = { _ in },
     edgeConfigure: (@Sendable (inout Peer.Config) -> Void)? = nil,
     hubHandler: (@Sendable (IncomingRequest) async throws -> String)? = nil,
+    edgeHandler: (@Sendable (IncomingRequest) async throws -> String)? = nil,
+    certificates: TestCertificates? = nil,
     _ body: @Sendable (TestPeer, TestPeer) async throws -> Void
   ) async throws {
-    let certificates = try TestCertificates()
+    let certificates = try certificates ?? TestCertificates()
     let hub = try TestPeer(
       name: "hub",
       mode: mode,
@@ -32,7 +34,8 @@ struct ModesIntegrationTests {
         security: try certificates.security(for: "edge"),
         listen: mode == .dual,
         connect: [Peer.Target(address: hubAddress, expectedIdentity: "hub")],
-        configure: edgeConfigure ?? configure
+        configure: edgeConfigure ?? configure,
+        handler: edgeHandler
       )
       try await withRunningPeers([edge]) {
         if mode == .dual {

@@ -231,17 +231,18 @@ final class Outbox: Sendable {
   /// (``misdirected``), whatever id it names.
   @discardableResult
   func resolve(_ answer: Answer) -> Resolution {
-    let addressee: String? = self.state.withLock { state in
-      guard let entry = state.entries[answer.id] else { return nil }
-      return entry.record.peer
+    var addressee: String?
+    // The reply is kept in the store until the caller takes it (``settle(id:)``).
+    let entry = self.remove(id: answer.id, forget: false) { entry in
+      guard let from = answer.from, from.name != entry.record.peer else { return true }
+      addressee = entry.record.peer
+      return false
     }
-    guard let addressee else { return .notWaiting }
-    if let from = answer.from, from.name != addressee {
+    if let addressee {
       self.misdirectedCount.add(1, ordering: .relaxed)
       return .misdirected(addressee: addressee)
     }
-    // The reply is kept in the store until the caller takes it (``settle(id:)``).
-    guard let entry = self.remove(id: answer.id, forget: false) else { return .notWaiting }
+    guard let entry else { return .notWaiting }
     try? self.store.recordAnswer(answer)
     entry.promise.complete(.success(answer))
     return .resolved
@@ -306,9 +307,11 @@ final class Outbox: Sendable {
 
   // MARK: - Private
 
-  private func remove(id: String, forget: Bool = true) -> Entry? {
+  /// Removes request `id` — if `condition` holds for it, checked under the same lock.
+  private func remove(id: String, forget: Bool = true, if condition: (Entry) -> Bool = { _ in true }) -> Entry? {
     let (entry, woken): (Entry?, WaiterQueue<Void>.Continuation?) = self.state.withLock { state in
-      guard let entry = state.entries.removeValue(forKey: id) else { return (nil, nil) }
+      guard let entry = state.entries[id], condition(entry) else { return (nil, nil) }
+      state.entries.removeValue(forKey: id)
       let peer = entry.record.peer
       state.queues[peer]?.count -= 1
       return (entry, self.takeWaiter(&state, peer: peer))

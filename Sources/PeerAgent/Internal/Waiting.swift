@@ -28,9 +28,6 @@ struct WaiterQueue<Value: Sendable>: Sendable {
   /// Whether no caller waits.
   var isEmpty: Bool { self.waiters.isEmpty }
 
-  /// How many callers wait.
-  var count: Int { self.waiters.count }
-
   /// Adds a caller at the back; `deadline`, if given, is when ``removeExpired(at:)`` takes it.
   ///
   /// A caller whose task is cancelled already is resumed with `CancellationError` instead: its

@@ -23,6 +23,9 @@ final class LinkTable: Sendable {
   /// The identities that can be sent to now, sorted by name.
   var connected: [PeerIdentity] { self.state.withLock { $0.connected } }
 
+  /// Whether any remote can be sent to now.
+  var hasConnections: Bool { self.state.withLock { $0.connectedCount > 0 } }
+
   /// The names of the remotes that can be sent to now.
   var connectedNames: Set<String> { self.state.withLock { Set($0.connectedNames) } }
 
