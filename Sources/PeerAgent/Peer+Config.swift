@@ -125,6 +125,13 @@ extension Peer.Config {
       )
     }
 
+    /// Changes the mutual TLS settings; does nothing in plaintext.
+    public mutating func updateMutualTLS(_ update: (inout MutualTLS) -> Void) {
+      guard case .mutualTLS(var tls) = self.wrapped else { return }
+      update(&tls)
+      self = .mutualTLS(tls)
+    }
+
     /// Whether this is mutual TLS.
     public var isMutualTLS: Bool {
       if case .mutualTLS = self.wrapped { return true }
@@ -140,12 +147,70 @@ extension Peer.Config {
     public var certificateChain: PEMSource
     /// This peer's private key.
     public var privateKey: PEMSource
+    /// Who is served and talked to, and which certificates are revoked.
+    public var authorization: Authorization
+    /// How long before this peer's certificate expires a warning is logged (at start and on
+    /// every reload).
+    public var expiryWarning: Duration
+    /// How often the files are checked for changes (a change reloads them, as
+    /// ``Peer/reloadSecurity()`` does); `nil`: only on request.
+    public var watchInterval: Duration? = .seconds(2)
 
     /// Mutual TLS from the CA, this peer's certificate chain and its private key.
-    public init(trustRoots: PEMSource, certificateChain: PEMSource, privateKey: PEMSource) {
+    public init(
+      trustRoots: PEMSource,
+      certificateChain: PEMSource,
+      privateKey: PEMSource,
+      authorization: Authorization = Authorization(),
+      expiryWarning: Duration = .seconds(14 * 86_400)
+    ) {
       self.trustRoots = trustRoots
       self.certificateChain = certificateChain
       self.privateKey = privateKey
+      self.authorization = authorization
+      self.expiryWarning = expiryWarning
+    }
+  }
+
+  /// Which verified peers are served and talked to. Files are re-read by
+  /// ``Peer/reloadSecurity()`` (SIGHUP, and when they change, for `peer-agent run`).
+  public struct Authorization: Sendable, Hashable {
+    /// Only these identities (and, where pinned, keys) are served and dialed; `nil`: every
+    /// peer of the CA.
+    public var allowlist: AllowlistSource?
+    /// A certificate revocation list (PEM or DER) of the CA: the certificates it lists are
+    /// refused at the handshake.
+    public var revocationList: PEMSource?
+
+    /// Every peer of the CA, none revoked; or as given.
+    public init(allowlist: AllowlistSource? = nil, revocationList: PEMSource? = nil) {
+      self.allowlist = allowlist
+      self.revocationList = revocationList
+    }
+  }
+
+  /// Where an allowlist comes from: entries given directly, or a file of them (one or more per
+  /// line, `#` comments).
+  public struct AllowlistSource: Sendable, Hashable, CustomStringConvertible {
+    enum Wrapped: Sendable, Hashable {
+      case entries(Allowlist)
+      case file(String)
+    }
+
+    let wrapped: Wrapped
+
+    /// The allowlist itself.
+    public static func entries(_ allowlist: Allowlist) -> Self { Self(wrapped: .entries(allowlist)) }
+
+    /// An allowlist read from the file at `path` (``Allowlist/init(parsing:)``).
+    public static func file(_ path: String) -> Self { Self(wrapped: .file(path)) }
+
+    /// The file's path, or `<entries>`.
+    public var description: String {
+      switch self.wrapped {
+      case .entries: return "<entries>"
+      case .file(let path): return path
+      }
     }
   }
 

@@ -95,9 +95,9 @@ public final class Peer: Sendable {
     let material: TLSMaterial?
     switch config.security.wrapped {
     case .plaintext: material = nil
-    case .mutualTLS(let tls): material = try TLSMaterial(tls)
+    case .mutualTLS(let tls): material = try TLSMaterial(tls, check: StartupChecks(config: config, tls: tls).check)
     }
-    self.name = config.name ?? material?.ownIdentity ?? "peer"
+    self.name = config.name ?? material?.current.ownIdentity ?? "peer"
     var logger = logger
     logger[metadataKey: "peer"] = "\(self.name)"
     self.context = LinkContext(config: config, logger: logger, material: material, store: store, handler: handler)
@@ -116,12 +116,19 @@ public final class Peer: Sendable {
         metadata: ["count": "\(self.recoveredDeliveries.count)"]
       )
     }
-    if let problem = material?.ownCertificateProblem {
-      logger.warning(
-        "this peer's own certificate will be refused by peers that trust the same CA",
-        metadata: ["reason": "\(problem)"]
-      )
+    if let material, let warning = StartupChecks.expiryWarning(material.current, within: material.config.expiryWarning) {
+      logger.warning("certificate expiry", metadata: ["reason": "\(warning)"])
     }
+  }
+
+  /// Re-reads the TLS files — certificate, key, CA, revocation list, allowlist — and uses them
+  /// from the next handshake on, without dropping a link. `peer-agent run` calls it on SIGHUP
+  /// and when one of the files changes.
+  ///
+  /// - Throws: ``PeerAgentError`` saying what is wrong with the new files; the old material
+  ///   stays in use.
+  public func reloadSecurity() throws {
+    try SecurityReload(context: self.context).reload(reason: "requested")
   }
 
   /// What happens to the listener and the links. Buffers the newest 1,024 events.

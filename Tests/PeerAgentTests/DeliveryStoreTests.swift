@@ -95,8 +95,13 @@ struct DeliveryStoreTests {
     #expect(try mode((certs as NSString).appendingPathComponent("ca-key.pem")) == 0o600)
     #expect(try mode((certs as NSString).appendingPathComponent("hub-key.pem")) == 0o600)
     #expect(try mode((certs as NSString).appendingPathComponent("hub.pem")) == 0o644)
-    // Written again (a second run of `peer-agent certs`): still owner-only.
-    try DevelopmentCertificates.write(names: ["hub"], to: certs)
-    #expect(try mode((certs as NSString).appendingPathComponent("hub-key.pem")) == 0o600)
+    // A second run never overwrites the key; with force it writes a new one, still owner-only.
+    let key = (certs as NSString).appendingPathComponent("hub-key.pem")
+    let before = try String(contentsOfFile: key, encoding: .utf8)
+    #expect(throws: PeerAgentError.self) { try DevelopmentCertificates.write(names: ["hub"], to: certs) }
+    #expect(try String(contentsOfFile: key, encoding: .utf8) == before)
+    try DevelopmentCertificates.write(names: ["hub"], to: certs, force: true)
+    #expect(try String(contentsOfFile: key, encoding: .utf8) != before)
+    #expect(try mode(key) == 0o600)
   }
 }

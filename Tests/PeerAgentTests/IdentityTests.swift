@@ -40,16 +40,16 @@ struct IdentityTests {
   }
 
   @Test("A certificate from the CA verifies, as the name it carries")
-  func verifies() throws {
+  func verifies() async throws {
     let ca = try DevelopmentCertificates.makeAuthority()
     let verifier = CertificateVerifier(trustRoots: [try self.certificate(ca.authority.certificatePEM)])
     let edge = try self.certificate(try ca.issue(name: "edge").certificatePEM)
-    #expect(try verifier.verify(chain: [edge], presentedBy: .dialer) == .verified("edge"))
-    #expect(try verifier.verify(chain: [edge], presentedBy: .listener, expectedIdentity: "edge") == .verified("edge"))
+    #expect(try await verifier.verify(chain: [edge], presentedBy: .dialer) == .verified("edge"))
+    #expect(try await verifier.verify(chain: [edge], presentedBy: .listener, expectedIdentity: "edge") == .verified("edge"))
   }
 
   @Test("Expired, foreign and mis-named certificates are refused with the reason")
-  func refuses() throws {
+  func refuses() async throws {
     let ca = try DevelopmentCertificates.makeAuthority()
     let other = try DevelopmentCertificates.makeAuthority(name: "other CA")
     let verifier = CertificateVerifier(trustRoots: [try self.certificate(ca.authority.certificatePEM)])
@@ -63,15 +63,15 @@ struct IdentityTests {
     let foreign = try self.certificate(try other.issue(name: "stranger").certificatePEM)
     let edge = try self.certificate(try ca.issue(name: "edge").certificatePEM)
 
-    #expect(throws: CertificateVerifier.Failure.self) { try verifier.verify(chain: [], presentedBy: .dialer) }
-    #expect {
-      try verifier.verify(chain: [expired], presentedBy: .dialer)
+    await #expect(throws: CertificateVerifier.Failure.self) { try await verifier.verify(chain: [], presentedBy: .dialer) }
+    await #expect {
+      try await verifier.verify(chain: [expired], presentedBy: .dialer)
     } throws: { "\($0)".contains("certificate 'old' expired on") }
-    #expect {
-      try verifier.verify(chain: [foreign], presentedBy: .dialer)
+    await #expect {
+      try await verifier.verify(chain: [foreign], presentedBy: .dialer)
     } throws: { "\($0)".contains("'stranger'") && "\($0)".contains("does not chain to the configured CA") }
-    #expect {
-      try verifier.verify(chain: [edge], presentedBy: .listener, expectedIdentity: "hub")
+    await #expect {
+      try await verifier.verify(chain: [edge], presentedBy: .listener, expectedIdentity: "hub")
     } throws: { "\($0)" == "expected peer 'hub' but the certificate presented is 'edge'" }
   }
 

@@ -41,6 +41,9 @@ struct Supervisor {
         group.addTask { await Dialer(context: self.context, target: target).run() }
       }
       group.addTask { await self.sweepDeadlines() }
+      if self.context.material != nil {
+        group.addTask { await SecurityReload(context: self.context).watch() }
+      }
 
       var graceful = false
       for await command in self.lifecycle.commands {

@@ -17,9 +17,11 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
     request: StreamingServerRequest<Contact_ClientMsg>,
     context: ServerContext
   ) async throws -> StreamingServerResponse<Contact_Result> {
-    let identity = try self.context.identity(of: context)
+    let remote = try self.context.authenticate(context)
+    let identity = remote.identity
     let peer = self.context
     return StreamingServerResponse(metadata: peer.announcement) { writer in
+      try await peer.serving(remote) {
       try await withTaskExecutorPreference(peer.executor) {
         let replies = WriteQueue<Contact_Result>()
         let inbound = InboundRequests(context: peer, identity: identity, link: .sendStatus) { reply in
@@ -39,6 +41,7 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
           }
         }
       }
+      }
       return [:]
     }
   }
@@ -47,10 +50,12 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
     request: StreamingServerRequest<Contact_Empty>,
     context: ServerContext
   ) async throws -> StreamingServerResponse<Contact_ServerMsg> {
-    let identity = try self.context.identity(of: context)
+    let remote = try self.context.authenticate(context)
+    let identity = remote.identity
     let peer = self.context
     let announcement = Announcement(request.metadata)
     return StreamingServerResponse { writer in
+      try await peer.serving(remote) {
       let link = Link(identity: identity, kind: .getTask, window: peer.outbox.window)
       link.remoteMaximumMessageBytes = announcement.maximumMessageBytes
       peer.table.attach(link)
@@ -82,6 +87,7 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
         throw error
       }
       peer.table.detach(link, reason: reason)
+      }
       return [:]
     }
   }
@@ -90,14 +96,17 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
     request: StreamingServerRequest<Contact_Result>,
     context: ServerContext
   ) async throws -> StreamingServerResponse<Contact_Empty> {
-    let identity = try self.context.identity(of: context)
+    let remote = try self.context.authenticate(context)
+    let identity = remote.identity
     let peer = self.context
     return StreamingServerResponse { writer in
-      try await withTaskExecutorPreference(peer.executor) {
-        for try await result in request.messages {
-          peer.table.receivedOnTellResult(result.reply, from: identity)
+      try await peer.serving(remote) {
+        try await withTaskExecutorPreference(peer.executor) {
+          for try await result in request.messages {
+            peer.table.receivedOnTellResult(result.reply, from: identity)
+          }
+          try await writer.write(Contact_Empty())
         }
-        try await writer.write(Contact_Empty())
       }
       return [:]
     }

@@ -137,7 +137,8 @@ struct Dialer {
           placeholder: self.target.queueName,
           remote: remote,
           connected: connected,
-          identity: { self.identity(diagnostics) }
+          remotePeer: { self.remotePeer(diagnostics) },
+          diagnostics: diagnostics
         )
         try await self.run(setup.session(for: self.context.config.mode), of: setup, on: client, until: stop)
       }
@@ -200,10 +201,10 @@ struct Dialer {
     return "the listener closed the connection before HTTP/2 started: it most likely requires TLS (this peer runs --insecure)"
   }
 
-  private func identity(_ diagnostics: DialDiagnostics) -> PeerIdentity {
-    if self.context.material != nil, let identity = diagnostics.identity {
-      return identity
+  private func remotePeer(_ diagnostics: DialDiagnostics) -> RemotePeer {
+    if self.context.material != nil, let remote = diagnostics.remote {
+      return remote
     }
-    return .unverified(address: "\(self.target.address)")
+    return RemotePeer(identity: .unverified(address: "\(self.target.address)"), key: nil)
   }
 }

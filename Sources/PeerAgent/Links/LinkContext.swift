@@ -1,6 +1,7 @@
 internal import GRPCCore
 internal import GRPCNIOTransportHTTP2
 internal import Logging
+internal import X509
 
 /// What the link layer — the service, the dialers and their sessions, the streams — needs of
 /// its peer, and nothing more: the link table, the outbox, the inbox (with the handler), the
@@ -30,6 +31,10 @@ struct LinkContext: Sendable {
   let heartbeat: Heartbeat?
   /// What this peer announces in the metadata of every long-lived stream.
   let announcement: Metadata
+  /// The key each connected remote identity presented: one name, one key.
+  let keys = IdentityKeys()
+  /// This peer's own name, for messages to remotes.
+  var ownName: String { self.config.name ?? self.material?.current.ownIdentity ?? "peer" }
 
   init(
     config: Peer.Config,
@@ -67,19 +72,59 @@ struct LinkContext: Sendable {
     )
   }
 
-  /// The identity of the remote end of a server-side RPC: its verified certificate's name, or
-  /// in plaintext its address.
-  func identity(of context: ServerContext) throws -> PeerIdentity {
-    guard self.material != nil else {
-      return .unverified(address: Self.address(fromPeer: context.remotePeer))
+  /// The remote end of a server-side RPC: its verified certificate's identity and key, or in
+  /// plaintext its address.
+  ///
+  /// - Throws: `RPCError`: `unauthenticated` when the connection's chain was not verified in
+  ///   this handshake (a resumed TLS session is never trusted on its ticket), and
+  ///   `permissionDenied` when the allowlist refuses the remote or its name is connected with
+  ///   another key.
+  func authenticate(_ context: ServerContext) throws -> RemotePeer {
+    guard let material = self.material else {
+      return RemotePeer(identity: .unverified(address: Self.address(fromPeer: context.remotePeer)), key: nil)
     }
     guard let transport = context.transportSpecific as? HTTP2ServerTransport.Posix.Context,
-      let certificate = transport.peerCertificate,
-      let name = CertificateVerifier.identityName(of: certificate)
+      let chain = transport.peerCertificateChain,
+      let name = CertificateNames.identity(of: chain.leaf)
     else {
-      throw RPCError(code: .unauthenticated, message: "no verified client certificate")
+      throw RPCError(code: .unauthenticated, message: "no client certificate verified in this TLS handshake")
     }
-    return .verified(name)
+    let key = KeyFingerprint(of: chain.leaf)
+    let logger = self.logger.forLink(.verified(name))
+    if let refusal = material.current.allowlist?.refusal(of: name, key: key) {
+      logger.warning("refused a stream: not allowed", metadata: ["reason": "\(refusal)", "key": "\(key)"])
+      self.events.emit(.refused(remote: name.logSafe, reason: refusal))
+      throw RPCError(code: .permissionDenied, message: "'\(self.ownName.logSafe)' refused this peer: \(refusal)")
+    }
+    do {
+      try self.keys.check(name, key: key)
+    } catch {
+      self.refusedKey(error)
+      throw error.rpcError
+    }
+    return RemotePeer(identity: .verified(name), key: key)
+  }
+
+  /// Logs and publishes a connection refused because its name is connected with another key.
+  func refusedKey(_ conflict: IdentityKeys.Conflict) {
+    // Once a minute per name and key: a refused peer redials, and each session opens
+    // several streams.
+    guard self.keys.shouldReport(conflict) else { return }
+    self.logger.forLink(.verified(conflict.name)).warning(
+      "refused a connection: its name is connected with another key",
+      metadata: ["connected.key": "\(conflict.connected)", "presented.key": "\(conflict.presented)"]
+    )
+    self.events.emit(.refused(remote: conflict.name.logSafe, reason: conflict.description))
+  }
+
+  /// Runs a server-side RPC's body with `remote`'s key recorded (``IdentityKeys``).
+  func serving<T: Sendable>(_ remote: RemotePeer, _ body: () async throws -> T) async throws -> T {
+    do {
+      return try await self.keys.holding(remote, body)
+    } catch let conflict as IdentityKeys.Conflict {
+      self.refusedKey(conflict)
+      throw conflict.rpcError
+    }
   }
 
   /// `ipv4:127.0.0.1:5000` → `127.0.0.1:5000`; `ipv6:[::1]:5000` → `[::1]:5000`.

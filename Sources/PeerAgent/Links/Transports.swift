@@ -15,22 +15,26 @@ extension LinkContext {
   func makeServerTransport(address: PeerAddress) -> HTTP2ServerTransport.Posix {
     let security: HTTP2ServerTransport.Posix.TransportSecurity
     if let material = self.material {
-      let verifier = material.verifier
+      let snapshot = material.current
       let failures = self.verificationFailures
       security = .mTLS(
-        certificateChain: [.bytes(Array(material.certificatePEM.utf8), format: .pem)],
-        privateKey: .bytes(Array(material.privateKeyPEM.utf8), format: .pem)
+        certificateChain: [.bytes(Array(snapshot.certificatePEM.utf8), format: .pem)],
+        privateKey: .bytes(Array(snapshot.privateKeyPEM.utf8), format: .pem)
       ) { tls in
-        tls.trustRoots = .certificates([.bytes(Array(material.trustRootsPEM.utf8), format: .pem)])
+        tls.trustRoots = .certificates([.bytes(Array(snapshot.trustRootsPEM.utf8), format: .pem)])
         tls.clientCertificateVerification = .noHostnameVerification
         tls.customVerificationCallback = { certificates, promise in
-          do {
-            let chain = try certificates.map { try Certificate(derEncoded: try $0.toDERBytes()) }
-            _ = try verifier.verify(chain: chain, presentedBy: .dialer)
-            promise.succeed(.certificateVerified(VerificationMetadata(nil)))
-          } catch {
-            failures.park("\(error)", on: promise.futureResult.eventLoop)
-            promise.succeed(.failed)
+          // The material of this handshake: what the last reload read.
+          let verifier = material.current.verifier
+          let eventLoop = promise.futureResult.eventLoop
+          promise.completeWithTask {
+            do {
+              let verified = try await verifier.check(chain: try Self.parse(certificates), presentedBy: .dialer)
+              return .certificateVerified(VerificationMetadata(try Self.validatedChain(verified)))
+            } catch {
+              failures.park("\(error)", on: eventLoop)
+              return .failed
+            }
           }
         }
       }
@@ -106,31 +110,36 @@ extension LinkContext {
   ) throws -> HTTP2ClientTransport.Posix {
     let security: HTTP2ClientTransport.Posix.TransportSecurity
     if let material = self.material {
-      let verifier = material.verifier
+      let snapshot = material.current
       security = .mTLS(
-        certificateChain: [.bytes(Array(material.certificatePEM.utf8), format: .pem)],
-        privateKey: .bytes(Array(material.privateKeyPEM.utf8), format: .pem)
+        certificateChain: [.bytes(Array(snapshot.certificatePEM.utf8), format: .pem)],
+        privateKey: .bytes(Array(snapshot.privateKeyPEM.utf8), format: .pem)
       ) { tls in
-        tls.trustRoots = .certificates([.bytes(Array(material.trustRootsPEM.utf8), format: .pem)])
+        tls.trustRoots = .certificates([.bytes(Array(snapshot.trustRootsPEM.utf8), format: .pem)])
         // The callback below checks the name: NIOSSL's hostname check accepts any IP SAN
         // equal to the address dialed, so it cannot tell one loopback peer from another.
         tls.serverCertificateVerification = .noHostnameVerification
         tls.customVerificationCallback = { certificates, promise in
-          do {
-            let chain = try certificates.map { try Certificate(derEncoded: try $0.toDERBytes()) }
-            let identity = try verifier.verify(
-              chain: chain,
-              presentedBy: .listener,
-              expectedIdentity: target.expectedIdentity
-            )
-            if target.expectedIdentity == nil, let leaf = chain.first {
-              try HostCheck.verify(leaf, matches: target.address.host)
+          promise.completeWithTask {
+            do {
+              let chain = try Self.parse(certificates)
+              let verified = try await snapshot.verifier.check(
+                chain: chain,
+                presentedBy: .listener,
+                expectedIdentity: target.expectedIdentity
+              )
+              if target.expectedIdentity == nil, let leaf = chain.first {
+                try HostCheck.verify(leaf, matches: target.address.host)
+              }
+              if let refusal = snapshot.allowlist?.refusal(of: verified.identity.name, key: verified.key) {
+                throw CertificateVerifier.Failure(refusal)
+              }
+              diagnostics.verified(RemotePeer(identity: verified.identity, key: verified.key))
+              return .certificateVerified(VerificationMetadata(try Self.validatedChain(verified)))
+            } catch {
+              diagnostics.failed("the listener's certificate was refused: \(error)")
+              return .failed
             }
-            diagnostics.verified(identity)
-            promise.succeed(.certificateVerified(VerificationMetadata(nil)))
-          } catch {
-            diagnostics.failed("the listener's certificate was refused: \(error)")
-            promise.succeed(.failed)
           }
         }
       }
@@ -175,6 +184,25 @@ extension LinkContext {
       transportSecurity: security,
       config: config,
       eventLoopGroup: self.executor?.group ?? .singletonMultiThreadedEventLoopGroup
+    )
+  }
+}
+
+extension LinkContext {
+  /// The presented certificates, as swift-certificates sees them.
+  fileprivate static func parse(_ certificates: [NIOSSLCertificate]) throws -> [Certificate] {
+    try certificates.map { try Certificate(derEncoded: try $0.toDERBytes()) }
+  }
+
+  /// The verified chain, for NIOSSL to keep on the connection: the listener's RPCs read it
+  /// (a connection without it — a resumed TLS session, never verified here — is refused).
+  fileprivate static func validatedChain(_ verified: CertificateVerifier.Verified) throws -> NIOSSL.ValidatedCertificateChain {
+    NIOSSL.ValidatedCertificateChain(
+      try verified.chain.map { certificate in
+        var serializer = DER.Serializer()
+        try serializer.serialize(certificate)
+        return try NIOSSLCertificate(bytes: serializer.serializedBytes, format: .der)
+      }
     )
   }
 }

@@ -1,4 +1,6 @@
 private import Foundation
+private import X509
+private import SwiftASN1
 
 /// The layout of a certificate folder — the one place that knows it: what `peer-agent certs`
 /// writes (``DevelopmentCertificates/write(names:to:)``) and what `--certs DIR` and
@@ -27,6 +29,18 @@ public struct CertificateDirectory: Sendable, Hashable {
 
   /// The private key of peer `name`: `NAME-key.pem`.
   public func privateKey(for name: String) -> String { self.file("\(name)-key.pem") }
+
+  /// The CA's revocation list: `revoked.pem` (`peer-agent certs --revoke` writes it).
+  public var revocationList: String { self.file("revoked.pem") }
+
+  /// The fingerprint of the key in `NAME.pem`: an allowlist entry's pin.
+  public func keyFingerprint(for name: String) throws -> KeyFingerprint {
+    let path = self.certificate(for: name)
+    guard let data = FileManager.default.contents(atPath: path) else {
+      throw PeerAgentError(code: .invalidConfiguration, message: "\(path) not found: no certificate for '\(name)'")
+    }
+    return KeyFingerprint(of: try Certificate(pemEncoded: String(decoding: data, as: UTF8.self)))
+  }
 
   private func file(_ name: String) -> String {
     (self.path as NSString).appendingPathComponent(name)

@@ -1,14 +1,16 @@
 public import Foundation
-private import SwiftASN1
-public import X509
+internal import SwiftASN1
+@_spi(FixedExpiryValidationTime) public import X509
 
 /// Verifies a presented certificate chain against the deployment's CA, with a reason a person
 /// can act on when it fails.
 ///
-/// BoringSSL's own verification only says `CERTIFICATE_VERIFY_FAILED`; this verifier runs in
-/// its place (through NIOSSL's custom verification callback) and tells expired from untrusted
-/// from wrong-purpose, and checks the identity a dialer pinned. It is synchronous, so the TLS
-/// handshake is never parked on another thread.
+/// Chains are built and checked by swift-certificates' `Verifier`, with PeerAgent's own
+/// ``PeerAgentPolicy`` (validity, key usage and extended key usage per role, the leaf not a CA,
+/// the strict X.509 profile) followed by `RFC5280Policy` (path length, name constraints,
+/// versions); unknown critical extensions are refused. Then the revocation lists, and the pin a
+/// dialer gave. BoringSSL's own verification only says `CERTIFICATE_VERIFY_FAILED`; this runs in
+/// its place through NIOSSL's custom verification callback.
 public struct CertificateVerifier: Sendable {
   /// Which side of the connection presented the chain: a certificate presented by a listener
   /// must allow `serverAuth`, one presented by a dialer `clientAuth`.
@@ -27,12 +29,26 @@ public struct CertificateVerifier: Sendable {
     public init(_ description: String) { self.description = description }
   }
 
+  /// A chain that verified: who presented it, with which key.
+  public struct Verified: Sendable, Hashable {
+    /// The identity of the leaf (``CertificateNames/identity(of:)``).
+    public var identity: PeerIdentity
+    /// The fingerprint of the leaf's public key.
+    public var key: KeyFingerprint
+    /// The verified chain, leaf first, ending with the trust root.
+    public var chain: [Certificate]
+  }
+
   /// The certificates trusted as roots (the deployment's CA).
   public var trustRoots: [Certificate]
+  /// The revocation lists of those CAs: a certificate they revoke is refused.
+  public var revocationLists: [RevocationList]
 
-  /// Creates a verifier that trusts `trustRoots` and nothing else.
-  public init(trustRoots: [Certificate]) {
+  /// Creates a verifier that trusts `trustRoots` and nothing else, and refuses what
+  /// `revocationLists` revoke.
+  public init(trustRoots: [Certificate], revocationLists: [RevocationList] = []) {
     self.trustRoots = trustRoots
+    self.revocationLists = revocationLists
   }
 
   /// Verifies `chain` (leaf first) and returns the leaf's identity.
@@ -40,7 +56,7 @@ public struct CertificateVerifier: Sendable {
   /// - Parameters:
   ///   - chain: The presented certificates, leaf first, then any intermediates.
   ///   - presentedBy: Which role presented them (decides the required extended key usage).
-  ///   - expectedIdentity: If set, the leaf's identity (``identityName(of:)``) must be this name.
+  ///   - expectedIdentity: If set, the leaf's identity must be this name.
   ///   - now: The time to check validity against.
   /// - Returns: The verified identity of the leaf.
   /// - Throws: ``Failure`` with the reason.
@@ -49,102 +65,105 @@ public struct CertificateVerifier: Sendable {
     presentedBy: PresentedBy,
     expectedIdentity: String? = nil,
     now: Date = Date()
-  ) throws(Failure) -> PeerIdentity {
+  ) async throws(Failure) -> PeerIdentity {
+    try await self.check(chain: chain, presentedBy: presentedBy, expectedIdentity: expectedIdentity, now: now).identity
+  }
+
+  /// Verifies `chain` (leaf first) and returns who presented it, with which key; as
+  /// ``verify(chain:presentedBy:expectedIdentity:now:)``.
+  public func check(
+    chain: [Certificate],
+    presentedBy: PresentedBy,
+    expectedIdentity: String? = nil,
+    now: Date = Date()
+  ) async throws(Failure) -> Verified {
     guard let leaf = chain.first else {
       throw Failure("no certificate was presented")
     }
-    let name = Self.identityName(of: leaf) ?? leaf.subject.description
-    try Self.checkValidity(leaf, name: "certificate '\(name)'", now: now)
-
-    if let usage = try? leaf.extensions.extendedKeyUsage {
-      let required: ExtendedKeyUsage.Usage = presentedBy == .listener ? .serverAuth : .clientAuth
-      if !usage.contains(required) && !usage.contains(.any) {
-        let role = presentedBy == .listener ? "listen (serverAuth)" : "dial (clientAuth)"
-        throw Failure(
-          "certificate '\(name)' is not allowed to \(role): its extended key usage lacks it"
-        )
-      }
-    }
-
-    // Walk up: each certificate must be signed by the next, until one is signed by a root.
-    var current = leaf
-    var remaining = Array(chain.dropFirst())
-    for _ in 0 ..< 8 {
-      if let root = self.trustRoots.first(where: {
-        $0.subject == current.issuer && $0.publicKey.isValidSignature(current.signature, for: current)
-      }) {
-        try Self.checkValidity(root, name: "CA certificate '\(root.subject)'", now: now)
-        // The pin is matched against the identity only: a certificate whose common name is
-        // the pinned name but whose identity (its first DNS name) is another peer's is refused.
-        if let expected = expectedIdentity, expected != name {
-          throw Failure("expected peer '\(expected)' but the certificate presented is '\(name)'")
-        }
-        return .verified(name)
-      }
-      guard
-        let index = remaining.firstIndex(where: {
-          $0.subject == current.issuer
-            && $0.publicKey.isValidSignature(current.signature, for: current)
-            && Self.isCA($0)
-        })
-      else { break }
-      current = remaining.remove(at: index)
-      try Self.checkValidity(current, name: "intermediate certificate '\(current.subject)'", now: now)
-    }
-    throw Failure(
-      "certificate '\(name)' (issued by '\(current.issuer)') does not chain to the configured CA"
-    )
-  }
-
-  private static func isCA(_ certificate: Certificate) -> Bool {
-    guard let constraints = try? certificate.extensions.basicConstraints else { return false }
-    if case .isCertificateAuthority = constraints { return true }
-    return false
-  }
-
-  private static func checkValidity(_ certificate: Certificate, name: String, now: Date) throws(Failure) {
-    let formatter = ISO8601DateFormatter()
-    if now > certificate.notValidAfter {
-      throw Failure("\(name) expired on \(formatter.string(from: certificate.notValidAfter))")
-    }
-    if now < certificate.notValidBefore {
+    guard let name = CertificateNames.identity(of: leaf) else {
       throw Failure(
-        "\(name) is not valid before \(formatter.string(from: certificate.notValidBefore))"
+        "certificate '\(leaf.subject)' carries no name: it has subject alternative names but no DNS name"
       )
     }
-  }
-
-  /// The identity of a certificate: its first DNS subject alternative name other than
-  /// `localhost`, else `localhost`, else its subject's common name.
-  public static func identityName(of certificate: Certificate) -> String? {
-    let dnsNames = Self.dnsNames(of: certificate)
-    if let name = dnsNames.first(where: { $0 != "localhost" }) ?? dnsNames.first {
-      return name
+    let policy = PeerAgentPolicy(presentedBy: presentedBy, now: now)
+    // The leaf's own faults first, in plain words.
+    if let refusal = policy.refusal(of: leaf, as: .leaf) {
+      throw Failure(refusal)
     }
-    return Self.commonName(of: certificate)
-  }
-
-  /// Every name a certificate carries: its DNS names and its common name.
-  public static func names(of certificate: Certificate) -> Set<String> {
-    var names = Set(Self.dnsNames(of: certificate))
-    if let commonName = Self.commonName(of: certificate) { names.insert(commonName) }
-    return names
-  }
-
-  private static func dnsNames(of certificate: Certificate) -> [String] {
-    guard let names = try? certificate.extensions.subjectAlternativeNames else { return [] }
-    return names.compactMap { name in
-      if case .dnsName(let dns) = name { return dns }
-      return nil
+    if let unknown = Self.unhandledCriticalExtension(of: leaf) {
+      throw Failure("certificate '\(name)' has a critical extension PeerAgent does not understand (\(unknown))")
     }
-  }
 
-  private static func commonName(of certificate: Certificate) -> String? {
-    for rdn in certificate.subject {
-      for attribute in rdn where attribute.type == .RDNAttributeType.commonName {
-        return String(describing: attribute.value)
+    var verifier = Verifier(rootCertificates: CertificateStore(self.trustRoots)) {
+      policy
+      RFC5280Policy(fixedExpiryValidationTime: now)
+    }
+    let verified: [Certificate]
+    switch await verifier.validate(leaf: leaf, intermediates: CertificateStore(chain.dropFirst())) {
+    case .validCertificate(let valid):
+      verified = Array(valid)
+    case .couldNotValidate(let failures):
+      if let failure = failures.first {
+        let reason = Self.shortened(failure.policyFailureReason.description)
+        throw Failure(reason.hasPrefix("RFC5280Policy: ") ? "certificate '\(name)' was refused: \(reason.dropFirst(15))" : reason)
+      }
+      if let intermediate = chain.dropFirst().first(where: { Self.unhandledCriticalExtension(of: $0) != nil }) {
+        throw Failure(
+          "intermediate certificate '\(intermediate.subject)' has a critical extension PeerAgent does not understand (\(Self.unhandledCriticalExtension(of: intermediate)!))"
+        )
+      }
+      throw Failure("certificate '\(name)' (issued by '\(leaf.issuer)') does not chain to the configured CA")
+    }
+
+    for certificate in verified.dropLast() {
+      if let list = self.revocationLists.first(where: { $0.revokes(certificate) }) {
+        let which = certificate == leaf ? "certificate '\(name)'" : "intermediate certificate '\(certificate.subject)'"
+        throw Failure("\(which) is revoked (serial \(certificate.serialNumber), by the revocation list of '\(list.issuer)')")
       }
     }
-    return nil
+    // The pin is matched against the identity only: a certificate whose common name is the
+    // pinned name but whose identity (its first DNS name) is another peer's is refused.
+    if let expected = expectedIdentity, expected != name {
+      throw Failure("expected peer '\(expected)' but the certificate presented is '\(name)'")
+    }
+    return Verified(identity: .verified(name), key: KeyFingerprint(of: leaf), chain: verified)
+  }
+
+  /// The extensions PeerAgent's policies process: a certificate marking any other critical is
+  /// refused, as RFC 5280 requires.
+  static let handledCriticalExtensions: [ASN1ObjectIdentifier] = [
+    .X509ExtensionID.basicConstraints,
+    .X509ExtensionID.nameConstraints,
+    .X509ExtensionID.keyUsage,
+    .X509ExtensionID.extendedKeyUsage,
+    .X509ExtensionID.subjectAlternativeName,
+  ]
+
+  private static func unhandledCriticalExtension(of certificate: Certificate) -> ASN1ObjectIdentifier? {
+    certificate.extensions.first { $0.critical && !Self.handledCriticalExtensions.contains($0.oid) }?.oid
+  }
+
+  /// `RFC5280Policy`'s reasons print whole certificates; a subject says enough.
+  private static func shortened(_ reason: String) -> String {
+    var text = reason
+    while let start = text.range(of: "Certificate(version:") {
+      guard let subjectStart = text.range(of: "subject: \"", range: start.upperBound ..< text.endIndex),
+        let subjectEnd = text.range(of: "\"", range: subjectStart.upperBound ..< text.endIndex),
+        let end = text.range(of: "])", range: subjectEnd.upperBound ..< text.endIndex)
+      else { break }
+      let subject = text[subjectStart.upperBound ..< subjectEnd.lowerBound]
+      text.replaceSubrange(start.lowerBound ..< end.upperBound, with: "'\(subject)'")
+    }
+    return text
+  }
+
+  /// The identity of a certificate (see ``CertificateNames/identity(of:)``).
+  public static func identityName(of certificate: Certificate) -> String? {
+    CertificateNames.identity(of: certificate)
+  }
+
+  /// Every name a dialed host is matched against (see ``CertificateNames/names(of:)``).
+  public static func names(of certificate: Certificate) -> Set<String> {
+    CertificateNames.names(of: certificate)
   }
 }

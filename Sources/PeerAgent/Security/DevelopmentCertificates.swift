@@ -1,7 +1,7 @@
 public import Foundation
 private import Crypto
 private import SwiftASN1
-internal import X509
+public import X509
 
 /// A development certificate authority and the peer certificates it issues.
 ///
@@ -94,6 +94,67 @@ public struct DevelopmentCertificates: Sendable {
     )
   }
 
+  /// The CA's key identifier, named by every certificate it issues (the strict X.509 profile
+  /// OpenSSL's `-x509_strict` checks requires it).
+  private var authorityKeyIdentifier: ArraySlice<UInt8> {
+    if let identifier = (try? self.authorityCertificate.extensions.subjectKeyIdentifier)??.keyIdentifier {
+      return identifier
+    }
+    return SubjectKeyIdentifier(hash: self.authorityCertificate.publicKey).keyIdentifier
+  }
+
+  /// A certificate revocation list (RFC 5280 §5, PEM) signed by this CA that revokes the
+  /// certificates with `serials`, valid for `validity` from now: what `--revoked FILE` reads.
+  public func revocationListPEM(
+    revoking serials: [Certificate.SerialNumber],
+    validity: TimeInterval = 30 * 24 * 3600
+  ) throws -> String {
+    let now = Date()
+    var tbs = DER.Serializer()
+    try tbs.appendConstructedNode(identifier: .sequence) { list in
+      try list.serialize(1)  // v2
+      try list.appendConstructedNode(identifier: .sequence) { algorithm in
+        try algorithm.serialize(ASN1ObjectIdentifier(arrayLiteral: 1, 2, 840, 10045, 4, 3, 2))
+      }
+      try list.serialize(self.authorityCertificate.subject)
+      try list.serialize(try UTCTime(now.addingTimeInterval(-60)))
+      try list.serialize(try UTCTime(now.addingTimeInterval(validity)))
+      if !serials.isEmpty {
+        try list.appendConstructedNode(identifier: .sequence) { entries in
+          for serial in serials {
+            try entries.appendConstructedNode(identifier: .sequence) { entry in
+              try entry.serialize(serial.bytes)
+              try entry.serialize(try UTCTime(now.addingTimeInterval(-60)))
+            }
+          }
+        }
+      }
+      try list.serialize(explicitlyTaggedWithTagNumber: 0, tagClass: .contextSpecific) { extensions in
+        try extensions.appendConstructedNode(identifier: .sequence) { sequence in
+          try sequence.serialize(
+            try Certificate.Extension(AuthorityKeyIdentifier(keyIdentifier: self.authorityKeyIdentifier), critical: false)
+          )
+          var number = DER.Serializer()
+          try number.serialize(Int(now.timeIntervalSince1970))
+          try sequence.serialize(
+            Certificate.Extension(oid: [2, 5, 29, 20], critical: false, value: number.serializedBytes[...])
+          )
+        }
+      }
+    }
+    let tbsBytes = tbs.serializedBytes
+    let signature = try self.authorityKey.signature(for: tbsBytes).derRepresentation
+    var crl = DER.Serializer()
+    try crl.appendConstructedNode(identifier: .sequence) { list in
+      list.serializeRawBytes(tbsBytes)
+      try list.appendConstructedNode(identifier: .sequence) { algorithm in
+        try algorithm.serialize(ASN1ObjectIdentifier(arrayLiteral: 1, 2, 840, 10045, 4, 3, 2))
+      }
+      try list.serialize(ASN1BitString(bytes: Array(signature)[...]))
+    }
+    return PEMDocument(type: "X509 CRL", derBytes: crl.serializedBytes).pemString
+  }
+
   private init(authority: Issued, authorityCertificate: Certificate, authorityKey: P256.Signing.PrivateKey) {
     self.authority = authority
     self.authorityCertificate = authorityCertificate
@@ -139,6 +200,7 @@ public struct DevelopmentCertificates: Sendable {
         try ExtendedKeyUsage([.serverAuth, .clientAuth])
         SubjectAlternativeNames(names)
         SubjectKeyIdentifier(hash: .init(key.publicKey))
+        AuthorityKeyIdentifier(keyIdentifier: self.authorityKeyIdentifier)
       },
       issuerPrivateKey: .init(self.authorityKey)
     )
@@ -165,11 +227,19 @@ extension DevelopmentCertificates {
   /// chain to the same CA.
   ///
   /// - Returns: The paths written, in order.
+  /// - Parameter force: Replace the certificate and key of a name that has them; without it an
+  ///   existing key is never overwritten (the call fails before writing anything).
   @discardableResult
-  public static func write(names: [String], to directory: String) throws -> [String] {
+  public static func write(names: [String], to directory: String, force: Bool = false) throws -> [String] {
     let files = FileManager.default
-    try PrivateFiles.makeFolder(directory)
     let folder = CertificateDirectory(directory)
+    if !force, let existing = names.map({ folder.privateKey(for: $0) }).first(where: { files.fileExists(atPath: $0) }) {
+      throw PeerAgentError(
+        code: .invalidConfiguration,
+        message: "\(existing) exists: a key is never overwritten; add --force to issue a new certificate and key (peers that pin the old key must then be updated)"
+      )
+    }
+    try PrivateFiles.makeFolder(directory)
     let caPath = folder.authorityCertificate
     let caKeyPath = folder.authorityKey
     var written: [String] = []
@@ -198,8 +268,89 @@ extension DevelopmentCertificates {
     return written
   }
 
+  /// Copies what the host of peer `name` needs — `ca.pem`, `NAME.pem` and `NAME-key.pem`,
+  /// never the CA's key — from the certificate folder `source` into `destination` (created
+  /// owner-only; the key 0600).
+  ///
+  /// - Returns: The paths written.
+  @discardableResult
+  public static func export(name: String, from source: String, to destination: String, force: Bool = false) throws -> [String] {
+    let from = CertificateDirectory(source)
+    let to = CertificateDirectory(destination)
+    let files = FileManager.default
+    let pairs = [
+      (from.authorityCertificate, to.authorityCertificate, 0o644),
+      (from.certificate(for: name), to.certificate(for: name), 0o644),
+      (from.privateKey(for: name), to.privateKey(for: name), 0o600),
+    ]
+    for (path, _, _) in pairs where !files.fileExists(atPath: path) {
+      throw PeerAgentError(code: .invalidConfiguration, message: "\(path) not found: is \(source) a certificate folder with '\(name)'?")
+    }
+    if !force, files.fileExists(atPath: to.privateKey(for: name)) {
+      throw PeerAgentError(
+        code: .invalidConfiguration,
+        message: "\(to.privateKey(for: name)) exists: a key is never overwritten; add --force to replace it"
+      )
+    }
+    try PrivateFiles.makeFolder(destination)
+    var written: [String] = []
+    for (path, target, mode) in pairs {
+      try Self.writeFile(try String(contentsOfFile: path, encoding: .utf8), to: target, mode: mode)
+      written.append(target)
+    }
+    return written
+  }
+
+  /// Adds the certificates of `names` in the certificate folder `directory` to its revocation
+  /// list, `revoked.pem` (made if missing), signed by the folder's CA; what `--revoked` reads.
+  ///
+  /// - Returns: The path of the list.
+  @discardableResult
+  public static func revoke(names: [String], in directory: String) throws -> String {
+    let folder = CertificateDirectory(directory)
+    let caPath = folder.authorityCertificate
+    let caKeyPath = folder.authorityKey
+    guard FileManager.default.fileExists(atPath: caKeyPath) else {
+      throw PeerAgentError(code: .invalidConfiguration, message: "\(caKeyPath) not found: only the folder with the CA's key can revoke")
+    }
+    let authority = try Self.loadAuthority(
+      certificatePEM: String(contentsOfFile: caPath, encoding: .utf8),
+      privateKeyPEM: String(contentsOfFile: caKeyPath, encoding: .utf8)
+    )
+    let listPath = folder.revocationList
+    var serials: [Certificate.SerialNumber] = []
+    if let data = FileManager.default.contents(atPath: listPath) {
+      for list in try RevocationList.read(Array(data), signedBy: [authority.authorityCertificate]) {
+        serials.append(contentsOf: list.revokedSerials)
+      }
+    }
+    for name in names {
+      let path = folder.certificate(for: name)
+      guard FileManager.default.fileExists(atPath: path) else {
+        throw PeerAgentError(code: .invalidConfiguration, message: "\(path) not found: no certificate for '\(name)'")
+      }
+      let certificate = try Certificate(pemEncoded: String(contentsOfFile: path, encoding: .utf8))
+      if !serials.contains(certificate.serialNumber) { serials.append(certificate.serialNumber) }
+    }
+    try Self.writeFile(try authority.revocationListPEM(revoking: serials), to: listPath, mode: 0o644)
+    return listPath
+  }
+
   private static func writeFile(_ contents: String, to path: String, mode: Int) throws {
     try PrivateFiles.write(contents, to: path, mode: mode)
   }
 
+}
+
+extension UTCTime {
+  /// The UTC time of `date`, to the second.
+  fileprivate init(_ date: Date) throws {
+    var calendar = Calendar(identifier: .gregorian)
+    calendar.timeZone = TimeZone(identifier: "UTC")!
+    let parts = calendar.dateComponents([.year, .month, .day, .hour, .minute, .second], from: date)
+    try self.init(
+      year: parts.year!, month: parts.month!, day: parts.day!,
+      hours: parts.hour!, minutes: parts.minute!, seconds: parts.second!
+    )
+  }
 }

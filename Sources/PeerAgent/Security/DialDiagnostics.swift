@@ -8,7 +8,7 @@ private import Synchronization
 /// the dialer's session.
 final class DialDiagnostics: Sendable {
   private struct State {
-    var identity: PeerIdentity?
+    var remote: RemotePeer?
     var failure: String?
   }
 
@@ -16,12 +16,14 @@ final class DialDiagnostics: Sendable {
 
   init() {}
 
-  var identity: PeerIdentity? { self.state.withLock { $0.identity } }
+  /// Who the listener proved to be, and with which key.
+  var remote: RemotePeer? { self.state.withLock { $0.remote } }
+  var identity: PeerIdentity? { self.remote?.identity }
   var failure: String? { self.state.withLock { $0.failure } }
 
-  func verified(_ identity: PeerIdentity) {
+  func verified(_ remote: RemotePeer) {
     self.state.withLock {
-      $0.identity = identity
+      $0.remote = remote
       $0.failure = nil
     }
   }

@@ -28,6 +28,18 @@ final class ListenerConnectionObserver: ChannelDuplexHandler, RemovableChannelHa
 
   func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
     if let event = event as? TLSUserEvent, case .handshakeCompleted = event {
+      // A resumed TLS session skips the verification callback: BoringSSL trusts the
+      // certificate of the session it resumes. Nothing is trusted on a ticket here: a handshake
+      // that left no chain verified now is closed (an expired or revoked certificate cannot
+      // ride one), and the dialer's next, full handshake is verified.
+      let ssl = try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self)
+      if let ssl, ssl.peerValidatedCertificateChain == nil {
+        self.reported = true
+        let remote = context.channel.remoteAddress.map { Self.format($0) } ?? "unknown address"
+        self.report(remote, "a resumed TLS session was refused: its certificate was not verified in this handshake")
+        context.close(promise: nil)
+        return
+      }
       // Verified: nothing more to watch.
       context.fireUserInboundEventTriggered(event)
       context.pipeline.syncOperations.removeHandler(context: context, promise: nil)

@@ -2,50 +2,107 @@ internal import Foundation
 internal import NIOSSL
 internal import X509
 internal import SwiftASN1
+private import Synchronization
 
-/// The TLS material of one peer, read and checked once, when the peer is created.
-struct TLSMaterial: Sendable {
-  /// The deployment's CA, as NIOSSL and swift-certificates see it.
-  var trustRoots: [NIOSSLCertificate]
-  var verifier: CertificateVerifier
-  /// This peer's certificate chain and key.
-  var certificateChain: [NIOSSLCertificate]
-  var privateKey: NIOSSLPrivateKey
-  /// The name in this peer's own certificate.
-  var ownIdentity: String
-  /// Why this peer's own certificate would not verify against its own CA, if it would not.
-  var ownCertificateProblem: String?
-  /// The same material as PEM, for the transports.
-  var trustRootsPEM: String
-  var certificatePEM: String
-  var privateKeyPEM: String
+/// The TLS material of one peer: read and checked when the peer is created, and re-read by
+/// ``reload()`` (SIGHUP, or a changed file). Handshakes take the ``current`` snapshot, so a
+/// reload applies to the next handshake and never drops a link.
+final class TLSMaterial: Sendable {
+  /// One reading of the files.
+  struct Snapshot: Sendable {
+    /// Verifies what remotes present: the CA and its revocation lists.
+    var verifier: CertificateVerifier
+    /// Who is served and dialed, when restricted.
+    var allowlist: Allowlist?
+    /// This peer's certificate (leaf) as swift-certificates sees it.
+    var ownCertificate: Certificate
+    /// This peer's chain, as presented (leaf first).
+    var ownChain: [Certificate]
+    /// The same material as PEM, for the transports.
+    var trustRootsPEM: String
+    var certificatePEM: String
+    var privateKeyPEM: String
 
-  init(_ config: Peer.Config.MutualTLS) throws {
-    let caPEM = try Self.read(config.trustRoots, what: "CA certificate")
-    let certPEM = try Self.read(config.certificateChain, what: "certificate")
-    let keyPEM = try Self.read(config.privateKey, what: "private key")
-    self.trustRootsPEM = caPEM
-    self.certificatePEM = certPEM
-    self.privateKeyPEM = keyPEM
+    /// The name in this peer's own certificate.
+    var ownIdentity: String { CertificateNames.identity(of: self.ownCertificate) ?? "peer" }
+  }
 
+  let config: Peer.Config.MutualTLS
+  private let state: Mutex<Snapshot>
+
+  init(_ config: Peer.Config.MutualTLS, check: (Snapshot) throws -> Void = { _ in }) throws {
+    self.config = config
+    let snapshot = try Self.read(config)
+    try check(snapshot)
+    self.state = Mutex(snapshot)
+  }
+
+  /// The material handshakes use now.
+  var current: Snapshot { self.state.withLock { $0 } }
+
+  /// Re-reads every file. On success the new material is used from the next handshake on; on
+  /// failure the old stays and the error says what is wrong.
+  @discardableResult
+  func reload(check: (Snapshot) throws -> Void = { _ in }) throws -> Snapshot {
+    let snapshot = try Self.read(self.config)
+    try check(snapshot)
+    self.state.withLock { $0 = snapshot }
+    return snapshot
+  }
+
+  /// The modification times and sizes of ``watchedFiles``: a change means a reload is due.
+  var fileStamps: [String] {
+    self.watchedFiles.map { path in
+      let attributes = try? FileManager.default.attributesOfItem(atPath: path)
+      let modified = (attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
+      let size = (attributes?[.size] as? NSNumber)?.intValue ?? -1
+      return "\(path)|\(modified)|\(size)"
+    }
+  }
+
+  /// Why a verified remote is not authorized by the allowlist, if it is not.
+  func refusal(of verified: CertificateVerifier.Verified) -> String? {
+    self.current.allowlist?.refusal(of: verified.identity.name, key: verified.key)
+  }
+
+  /// The files that ``reload()`` reads, to watch for changes.
+  var watchedFiles: [String] {
+    var sources = [self.config.trustRoots, self.config.certificateChain, self.config.privateKey]
+    if let list = self.config.authorization.revocationList { sources.append(list) }
+    var paths = sources.compactMap { source -> String? in
+      if case .file(let path) = source.wrapped { return path }
+      return nil
+    }
+    if case .file(let path) = self.config.authorization.allowlist?.wrapped { paths.append(path) }
+    return paths
+  }
+
+  private static func read(_ config: Peer.Config.MutualTLS) throws -> Snapshot {
+    let caPEM = try Self.text(config.trustRoots, what: "CA certificate")
+    let certPEM = try Self.text(config.certificateChain, what: "certificate")
+    let keyPEM = try Self.text(config.privateKey, what: "private key")
+
+    let trustRoots: [NIOSSLCertificate]
     do {
-      self.trustRoots = try NIOSSLCertificate.fromPEMBytes(Array(caPEM.utf8))
+      trustRoots = try NIOSSLCertificate.fromPEMBytes(Array(caPEM.utf8))
     } catch {
       throw Self.invalid("the CA certificate \(config.trustRoots) is not a PEM certificate", error)
     }
-    guard !self.trustRoots.isEmpty else {
+    guard !trustRoots.isEmpty else {
       throw Self.invalid("the CA file \(config.trustRoots) holds no certificate", nil)
     }
+    let certificateChain: [NIOSSLCertificate]
     do {
-      self.certificateChain = try NIOSSLCertificate.fromPEMBytes(Array(certPEM.utf8))
+      certificateChain = try NIOSSLCertificate.fromPEMBytes(Array(certPEM.utf8))
     } catch {
       throw Self.invalid("the certificate \(config.certificateChain) is not a PEM certificate", error)
     }
-    guard !self.certificateChain.isEmpty else {
+    guard !certificateChain.isEmpty else {
       throw Self.invalid("the certificate file \(config.certificateChain) holds no certificate", nil)
     }
+    let privateKey: NIOSSLPrivateKey
     do {
-      self.privateKey = try NIOSSLPrivateKey(bytes: Array(keyPEM.utf8), format: .pem)
+      privateKey = try NIOSSLPrivateKey(bytes: Array(keyPEM.utf8), format: .pem)
     } catch {
       throw Self.invalid("the private key \(config.privateKey) is not a PEM private key", error)
     }
@@ -53,19 +110,18 @@ struct TLSMaterial: Sendable {
     let roots: [Certificate]
     let chain: [Certificate]
     do {
-      roots = try self.trustRoots.map { try Certificate(derEncoded: try $0.toDERBytes()) }
-      chain = try self.certificateChain.map { try Certificate(derEncoded: try $0.toDERBytes()) }
+      roots = try trustRoots.map { try Certificate(derEncoded: try $0.toDERBytes()) }
+      chain = try certificateChain.map { try Certificate(derEncoded: try $0.toDERBytes()) }
     } catch {
       throw Self.invalid("cannot parse the certificates", error)
     }
-    self.verifier = CertificateVerifier(trustRoots: roots)
 
     // The key must belong to the certificate: BoringSSL checks it when it builds a context.
     do {
       _ = try NIOSSLContext(
         configuration: .makeServerConfiguration(
-          certificateChain: self.certificateChain.map { .certificate($0) },
-          privateKey: .privateKey(self.privateKey)
+          certificateChain: certificateChain.map { .certificate($0) },
+          privateKey: .privateKey(privateKey)
         )
       )
     } catch {
@@ -74,35 +130,56 @@ struct TLSMaterial: Sendable {
         error
       )
     }
-    // The peer's own certificate should chain to the CA it trusts and be valid now; if not,
-    // peers that trust the same CA will refuse it. Not an error (a deployment may trust
-    // another CA than its own issuer), but worth saying at start rather than per handshake.
-    self.ownIdentity = CertificateVerifier.identityName(of: chain[0]) ?? "peer"
-    do {
-      _ = try self.verifier.verify(chain: chain, presentedBy: .dialer)
-      self.ownCertificateProblem = nil
-    } catch {
-      self.ownCertificateProblem = "\(error)"
+
+    var revocationLists: [RevocationList] = []
+    if let source = config.authorization.revocationList {
+      let bytes = try Self.bytes(source, what: "revocation list")
+      do {
+        revocationLists = try RevocationList.read(bytes, signedBy: roots)
+      } catch {
+        throw Self.invalid("the revocation list \(source) was not read: \(error)", nil)
+      }
     }
+    var allowlist: Allowlist?
+    switch config.authorization.allowlist?.wrapped {
+    case .none: allowlist = nil
+    case .entries(let entries): allowlist = entries
+    case .file(let path):
+      let text = try Self.text(.file(path), what: "allowlist")
+      do {
+        allowlist = try Allowlist(parsing: text)
+      } catch {
+        throw PeerAgentError(code: .invalidConfiguration, message: "the allowlist \(path): \(error)")
+      }
+    }
+
+    return Snapshot(
+      verifier: CertificateVerifier(trustRoots: roots, revocationLists: revocationLists),
+      allowlist: allowlist,
+      ownCertificate: chain[0],
+      ownChain: chain,
+      trustRootsPEM: caPEM,
+      certificatePEM: certPEM,
+      privateKeyPEM: keyPEM
+    )
   }
 
-  private static func read(_ source: PEMSource, what: String) throws -> String {
+  private static func text(_ source: PEMSource, what: String) throws -> String {
+    String(decoding: try Self.bytes(source, what: what), as: UTF8.self)
+  }
+
+  private static func bytes(_ source: PEMSource, what: String) throws -> [UInt8] {
     switch source.wrapped {
     case .text(let text):
-      return text
+      return Array(text.utf8)
     case .file(let path):
       guard FileManager.default.fileExists(atPath: path) else {
         throw PeerAgentError(code: .invalidConfiguration, message: "\(what) file not found: \(path)")
       }
-      do {
-        return try String(contentsOfFile: path, encoding: .utf8)
-      } catch {
-        throw PeerAgentError(
-          code: .invalidConfiguration,
-          message: "cannot read the \(what) file \(path)",
-          cause: error
-        )
+      guard let data = FileManager.default.contents(atPath: path) else {
+        throw PeerAgentError(code: .invalidConfiguration, message: "cannot read the \(what) file \(path)")
       }
+      return Array(data)
     }
   }
 

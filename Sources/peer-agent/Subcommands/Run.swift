@@ -71,7 +71,7 @@ struct Run: AsyncParsableCommand {
     }
     let failures = FailureCount()
     let exitOnEOF = self.exitOnEof
-    enum Finished { case peer, events, input }
+    enum Finished { case peer, events, input, signals }
 
     try await withThrowingTaskGroup(of: Finished.self) { group in
       group.addTask {
@@ -84,6 +84,13 @@ struct Run: AsyncParsableCommand {
         )
         try await services.run()
         return .peer
+      }
+      group.addTask {
+        // SIGHUP re-reads the certificate, key, CA, revocation list and allowlist; links stay.
+        for await _ in await UnixSignalsSequence(trapping: .sighup) {
+          try? peer.reloadSecurity()
+        }
+        return .signals
       }
       group.addTask {
         for await event in peer.events {

@@ -46,6 +46,33 @@ struct RunOptions: ParsableArguments {
   @Option(name: .long, help: ArgumentHelp("This peer's private key (PEM).", valueName: "FILE"))
   var key: String?
 
+  @Option(
+    name: .long,
+    help: ArgumentHelp(
+      "Serve and dial only these peers: NAME or NAME=sha256:KEY (the SHA-256 of its public key, as `peer-agent certs --fingerprint` prints it), comma-separated; repeatable. @FILE reads entries from FILE. Re-read on SIGHUP.",
+      valueName: "NAMES"
+    )
+  )
+  var allow: [String] = []
+
+  @Option(
+    name: .long,
+    help: ArgumentHelp("The allowlist from FILE (entries as --allow, one or more per line, # comments); re-read on SIGHUP and when it changes.", valueName: "FILE")
+  )
+  var allowFile: String?
+
+  @Option(
+    name: .long,
+    help: ArgumentHelp("Refuse the certificates a revocation list of the CA revokes (PEM or DER, e.g. from `peer-agent certs --revoke`); re-read on SIGHUP and when it changes.", valueName: "FILE")
+  )
+  var revoked: String?
+
+  @Option(
+    name: .long,
+    help: ArgumentHelp("Warn when this peer's certificate expires within DAYS (at start, on reload, and daily).", valueName: "DAYS")
+  )
+  var expiryWarning: Double = 14
+
   @Flag(
     name: .long,
     help: "Plaintext, no TLS: nothing is verified and links are named by address. Listens on loopback only."
@@ -196,6 +223,23 @@ struct RunOptions: ParsableArguments {
         "mutual TLS needs --certs DIR, or all of --ca, --cert and --key (make them with `peer-agent certs`); --insecure for plaintext"
       )
     }
+    let authorization = !self.allow.isEmpty || self.allowFile != nil || self.revoked != nil
+    if self.insecure, authorization {
+      throw ValidationError("--allow, --allow-file and --revoked check certificates: they need mutual TLS, not --insecure")
+    }
+    if !self.allow.isEmpty, self.allowFile != nil {
+      throw ValidationError("give the allowlist either with --allow or with --allow-file, not both")
+    }
+    if !self.allow.isEmpty, !self.allow.contains(where: { $0.hasPrefix("@") }) {
+      do {
+        _ = try Allowlist(parsing: self.allow.joined(separator: ","))
+      } catch {
+        throw ValidationError("--allow: \(error)")
+      }
+    }
+    guard self.expiryWarning >= 0 else {
+      throw ValidationError("--expiry-warning is a number of days, not negative")
+    }
     guard self.requestTimeout > 0, self.shutdownGrace >= 0 else {
       throw ValidationError("--request-timeout must be positive and --shutdown-grace not negative")
     }
@@ -231,6 +275,20 @@ struct RunOptions: ParsableArguments {
     return ((base as NSString).appendingPathComponent("peer-agent") as NSString).appendingPathComponent(self.name)
   }
 
+  /// `--allow`, `--allow-file` and `--revoked`.
+  var authorization: Peer.Config.Authorization {
+    var authorization = Peer.Config.Authorization()
+    if let file = self.allowFile {
+      authorization.allowlist = .file(file)
+    } else if let file = self.allow.first(where: { $0.hasPrefix("@") }) {
+      authorization.allowlist = .file(String(file.dropFirst()))
+    } else if !self.allow.isEmpty, let allowlist = try? Allowlist(parsing: self.allow.joined(separator: ",")) {
+      authorization.allowlist = .entries(allowlist)
+    }
+    authorization.revocationList = self.revoked.map { .file($0) }
+    return authorization
+  }
+
   /// The peer configuration these options describe.
   func makeConfig() throws -> Peer.Config {
     let listen = try self.listen.map { try PeerAddress(parsing: $0) }
@@ -257,6 +315,10 @@ struct RunOptions: ParsableArguments {
         config.security = .mutualTLS(directory: dir, name: self.name)
       } else if let ca = self.ca, let cert = self.cert, let key = self.key {
         config.security = .mutualTLS(trustRoots: .file(ca), certificateChain: .file(cert), privateKey: .file(key))
+      }
+      config.security.updateMutualTLS { tls in
+        tls.authorization = self.authorization
+        tls.expiryWarning = .fromSeconds(self.expiryWarning * 86_400)
       }
     }
   }

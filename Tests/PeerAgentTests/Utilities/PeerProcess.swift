@@ -129,6 +129,11 @@ final class PeerProcess: Sendable {
     }
   }
 
+  /// Sends SIGHUP: the peer re-reads its TLS files.
+  func hangUp() {
+    if self.process.isRunning { Glibc.kill(self.process.processIdentifier, SIGHUP) }
+  }
+
   /// Asks the process to stop (SIGTERM: graceful shutdown).
   func stop() {
     if self.process.isRunning { Glibc.kill(self.process.processIdentifier, SIGTERM) }

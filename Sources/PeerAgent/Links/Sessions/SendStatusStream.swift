@@ -15,9 +15,11 @@ struct SendStatusStream: Sendable {
       metadata: setup.context.announcement,
       options: setup.options,
       requestProducer: { writer in
+        defer { linkContinuation.finish() }
         // The stream is open, so the TLS handshake is done and the listener's identity known.
         // Attach now, not when response headers arrive: a server may send those only with its
         // first reply (grpcio's generator handlers do).
+        try await setup.holdingKey {
         let link = Link(identity: setup.identity(), kind: .sendStatus, window: setup.context.outbox.window)
         // Watched from the start when the remote heartbeated before: a stream on which
         // nothing ever arrives is stalled too.
@@ -38,9 +40,11 @@ struct SendStatusStream: Sendable {
           reason = error is Heartbeat.Stalled ? "\(error)" : ErrorChain.rootCause(error)
           throw error
         }
+        }
       }
     ) { response in
       if case .failure(let error) = response.accepted {
+        setup.noteRefusal(error)
         linkContinuation.finish()
         throw error
       }

@@ -12,10 +12,38 @@ struct SessionSetup: Sendable {
   let remote: Dialer.RemoteTraits
   /// Set once the session's first stream is open (the connection is up).
   let connected: Signal
-  /// Who answered, once the TLS handshake is done.
-  let identity: @Sendable () -> PeerIdentity
+  /// Who answered, and with which key, once the TLS handshake is done.
+  let remotePeer: @Sendable () -> RemotePeer
+  /// Where a refusal of this session is recorded, for the dialer to report.
+  let diagnostics: DialDiagnostics
   /// The remote's pushed requests (single-channel): watched once the listener heartbeats.
   let getTaskHealth = LinkHealth()
+
+  /// Who answered, once the TLS handshake is done.
+  func identity() -> PeerIdentity { self.remotePeer().identity }
+
+  /// Runs `body` with the remote's key recorded (one name, one key): a remote whose name is
+  /// connected with another key — a second certificate for it, or in dual mode its inbound
+  /// connection with another key — ends the session, refused.
+  func holdingKey<T: Sendable>(_ body: () async throws -> T) async throws -> T {
+    do {
+      return try await self.context.keys.holding(self.remotePeer(), body)
+    } catch let conflict as IdentityKeys.Conflict {
+      self.context.refusedKey(conflict)
+      self.diagnostics.failed(conflict.description)
+      throw Dialer.SessionEnded(reason: conflict.description)
+    }
+  }
+
+  /// Records a stream the listener refused (`permissionDenied`: its allowlist, or this name
+  /// connected with another key; `unauthenticated`), for the dialer to report as a refusal
+  /// rather than a dropped link.
+  func noteRefusal(_ error: any Error) {
+    guard let error = error as? RPCError, error.code == .permissionDenied || error.code == .unauthenticated else {
+      return
+    }
+    self.diagnostics.failed("the listener refused this peer: \(error.message)")
+  }
 
   /// The session a dialer in `mode` runs.
   func session(for mode: Mode) -> any DialerSession {

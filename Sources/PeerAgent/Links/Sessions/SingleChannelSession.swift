@@ -82,6 +82,7 @@ struct SingleChannelSession: DialerSession {
       }
       return .tellResult("the remote ended tellResult")
     } catch {
+      self.setup.noteRefusal(error)
       return .tellResult("tellResult failed: \(ErrorChain.rootCause(error))")
     }
   }
@@ -93,6 +94,10 @@ struct SingleChannelSession: DialerSession {
     if setup.remote.isKnownToHeartbeat { health.arm() }
     try await setup.contact.getTask(Contact_Empty(), metadata: setup.context.announcement, options: setup.options) {
       response in
+      if case .failure(let error) = response.accepted {
+        setup.noteRefusal(error)
+        throw error
+      }
       setup.connected.set()
       let inbound = InboundRequests(context: setup.context, identity: setup.identity(), link: .getTask) { result in
         results.enqueue(result)

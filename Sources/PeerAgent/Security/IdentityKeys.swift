@@ -1,0 +1,91 @@
+internal import GRPCCore
+private import Synchronization
+
+/// One name, one key: which public key each remote identity is connected with, while any of
+/// its connections lives — inbound streams and outbound sessions alike, so that in dual mode
+/// both directions of one remote must present the same key.
+///
+/// A second certificate for a name that is connected (another key of the same CA) is refused;
+/// the same key (a reconnect) is welcome, and the link table replaces the stale link.
+final class IdentityKeys: Sendable {
+  /// A connection presented the identity of a live one with another key.
+  struct Conflict: Error, Hashable, CustomStringConvertible {
+    var name: String
+    var connected: KeyFingerprint
+    var presented: KeyFingerprint
+
+    var description: String {
+      "peer '\(self.name.logSafe)' is connected with key \(self.connected); this connection presented \(self.presented) (one name, one key: refused)"
+    }
+
+    /// The status a listener refuses the stream with.
+    var rpcError: RPCError { RPCError(code: .permissionDenied, message: self.description) }
+  }
+
+  private struct Claim {
+    var key: KeyFingerprint
+    var count: Int
+  }
+
+  private let claims = Mutex<[String: Claim]>([:])
+  private let reported = Mutex<[Conflict: ContinuousClock.Instant]>([:])
+
+  init() {}
+
+  /// Throws if `name` is connected with a key other than `key`; claims nothing.
+  func check(_ name: String, key: KeyFingerprint) throws(Conflict) {
+    if let claim = self.claims.withLock({ $0[name] }), claim.key != key {
+      throw Conflict(name: name, connected: claim.key, presented: key)
+    }
+  }
+
+  /// Records a connection of `name` with `key`, unless `name` is connected with another key.
+  func claim(_ name: String, key: KeyFingerprint) throws(Conflict) {
+    let conflict = self.claims.withLock { claims -> Conflict? in
+      if var claim = claims[name] {
+        guard claim.key == key else { return Conflict(name: name, connected: claim.key, presented: key) }
+        claim.count += 1
+        claims[name] = claim
+      } else {
+        claims[name] = Claim(key: key, count: 1)
+      }
+      return nil
+    }
+    if let conflict { throw conflict }
+  }
+
+  /// Ends one connection recorded by ``claim(_:key:)``.
+  func release(_ name: String, key: KeyFingerprint) {
+    self.claims.withLock { claims in
+      guard var claim = claims[name], claim.key == key else { return }
+      claim.count -= 1
+      claims[name] = claim.count > 0 ? claim : nil
+    }
+  }
+
+  /// Whether a refusal for `conflict` is due to be logged: once a minute per name and keys.
+  func shouldReport(_ conflict: Conflict, now: ContinuousClock.Instant = .now) -> Bool {
+    self.reported.withLock { reported in
+      if let last = reported[conflict], now - last < .seconds(60) { return false }
+      if reported.count > 1_000 { reported.removeAll() }
+      reported[conflict] = now
+      return true
+    }
+  }
+
+  /// Runs `body` with a connection of `remote` recorded (nothing is recorded in plaintext).
+  func holding<T: Sendable>(_ remote: RemotePeer, _ body: () async throws -> T) async throws -> T {
+    guard let key = remote.key else { return try await body() }
+    let name = remote.identity.name
+    try self.claim(name, key: key)
+    defer { self.release(name, key: key) }
+    return try await body()
+  }
+}
+
+/// Who is at the other end of a connection: the identity, and in mutual TLS the key it proved.
+struct RemotePeer: Sendable, Hashable {
+  var identity: PeerIdentity
+  /// The fingerprint of the remote's certificate key; `nil` in plaintext.
+  var key: KeyFingerprint?
+}

@@ -1,0 +1,59 @@
+internal import Foundation
+internal import Logging
+internal import X509
+
+/// Re-reads a peer's TLS files on request (SIGHUP) and when they change, checks them as at
+/// start, and swaps them in for the next handshakes; links stay up.
+struct SecurityReload {
+  let context: LinkContext
+
+  /// Reloads now. Throws what is wrong with the new files; the old material stays.
+  func reload(reason: String) throws {
+    guard let material = self.context.material, case .mutualTLS(let tls) = self.context.config.security.wrapped else {
+      return
+    }
+    let logger = self.context.logger
+    let snapshot: TLSMaterial.Snapshot
+    do {
+      snapshot = try material.reload(check: StartupChecks(config: self.context.config, tls: tls).check)
+    } catch {
+      logger.error("TLS reload refused; the previous material stays in use", metadata: ["reason": "\(error)", "trigger": "\(reason)"])
+      throw error
+    }
+    logger.notice(
+      "TLS material reloaded",
+      metadata: [
+        "trigger": "\(reason)",
+        "certificate.expires": "\(ISO8601DateFormatter().string(from: snapshot.ownCertificate.notValidAfter))",
+        "allowlist": "\(snapshot.allowlist.map { "\($0.entries.count) entries" } ?? "none")",
+        "revoked": "\(snapshot.verifier.revocationLists.reduce(0) { $0 + $1.revokedSerials.count })",
+      ]
+    )
+    if let warning = StartupChecks.expiryWarning(snapshot, within: material.config.expiryWarning) {
+      logger.warning("certificate expiry", metadata: ["reason": "\(warning)"])
+    }
+  }
+
+  /// Checks the files every ``Peer/Config/MutualTLS/watchInterval`` and reloads when one
+  /// changed, until cancelled.
+  func watch() async {
+    guard let material = self.context.material, let interval = material.config.watchInterval else { return }
+    var stamps = material.fileStamps
+    var lastWarning = ContinuousClock.now
+    while !Task.isCancelled {
+      try? await Task.sleep(for: interval)
+      let now = material.fileStamps
+      if now != stamps {
+        stamps = now
+        try? self.reload(reason: "a file changed")
+      }
+      // The expiry warning again once a day, for peers that run for weeks.
+      if ContinuousClock.now - lastWarning > .seconds(86_400) {
+        lastWarning = .now
+        if let warning = StartupChecks.expiryWarning(material.current, within: material.config.expiryWarning) {
+          self.context.logger.warning("certificate expiry", metadata: ["reason": "\(warning)"])
+        }
+      }
+    }
+  }
+}

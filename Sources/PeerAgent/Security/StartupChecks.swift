@@ -1,0 +1,61 @@
+internal import Foundation
+internal import X509
+
+/// What must hold of a peer's own TLS material before it starts (and before a reload is taken):
+/// each failure says what to fix.
+struct StartupChecks {
+  let config: Peer.Config
+  let tls: Peer.Config.MutualTLS
+
+  func check(_ snapshot: TLSMaterial.Snapshot) throws {
+    let certificate = snapshot.ownCertificate
+    let identity = snapshot.ownIdentity
+    if let name = self.config.name, name != identity {
+      throw Self.refuse(
+        "the certificate \(self.tls.certificateChain) is for '\(identity.logSafe)', not for --name '\(name)': use the certificate made for '\(name)' (peer-agent certs --names \(name)), or --name \(identity.logSafe)"
+      )
+    }
+    if let usage = try? certificate.extensions.extendedKeyUsage {
+      if self.config.listen != nil, !usage.contains(.serverAuth) {
+        throw Self.refuse(
+          "this peer listens, but its certificate \(self.tls.certificateChain) does not allow serverAuth (extended key usage): dialers will refuse it; issue one with serverAuth"
+        )
+      }
+      if !self.config.connect.isEmpty, !usage.contains(.clientAuth) {
+        throw Self.refuse(
+          "this peer dials, but its certificate \(self.tls.certificateChain) does not allow clientAuth (extended key usage): listeners will refuse it; issue one with clientAuth"
+        )
+      }
+    }
+    if case .file(let path) = self.tls.privateKey.wrapped, let mode = Self.permissions(of: path), mode & 0o077 != 0 {
+      throw Self.refuse(
+        "the private key \(path) can be read by group or others (mode \(String(mode, radix: 8).leftPadded)): run chmod 600 \(path)"
+      )
+    }
+  }
+
+  /// A warning when `snapshot`'s certificate expires within `within`, else `nil`.
+  static func expiryWarning(_ snapshot: TLSMaterial.Snapshot, within: Duration, now: Date = Date()) -> String? {
+    let expiry = snapshot.ownCertificate.notValidAfter
+    let left = expiry.timeIntervalSince(now)
+    guard left < within.seconds else { return nil }
+    let date = ISO8601DateFormatter().string(from: expiry)
+    if left <= 0 { return "this peer's certificate expired on \(date): every peer will refuse it" }
+    return "this peer's certificate expires on \(date), in \(Int(left / 86_400)) days \(Int(left.truncatingRemainder(dividingBy: 86_400) / 3_600)) hours: renew it (a reload picks the new one up)"
+  }
+
+  private static func permissions(of path: String) -> Int? {
+    guard let attributes = try? FileManager.default.attributesOfItem(atPath: path),
+      let mode = attributes[.posixPermissions] as? NSNumber
+    else { return nil }
+    return mode.intValue & 0o777
+  }
+
+  private static func refuse(_ message: String) -> PeerAgentError {
+    PeerAgentError(code: .invalidConfiguration, message: message)
+  }
+}
+
+extension String {
+  fileprivate var leftPadded: String { self.count >= 4 ? self : String(repeating: "0", count: 4 - self.count) + self }
+}

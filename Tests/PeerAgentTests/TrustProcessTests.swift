@@ -1,0 +1,230 @@
+import Foundation
+import Testing
+
+@testable import peer_agent
+
+/// The security review's attacks, against `peer-agent run` processes on loopback, each with
+/// certificates the test makes: every one must fail, with a clear reason on both sides.
+@Suite("Trust, against processes", .serialized)
+struct TrustProcessTests {
+  /// A certificate folder with `names`, made by `peer-agent certs`.
+  static func certificates(_ names: String, in directory: String? = nil) throws -> String {
+    let directory = directory
+      ?? FileManager.default.temporaryDirectory.appendingPathComponent("peer-agent-trust-\(UUID().uuidString)").path
+    let made = try PeerProcess.runToCompletion(["certs", "--out", directory, "--names", names])
+    #expect(made.status == 0, "\(made.error)")
+    return directory
+  }
+
+  /// A second folder with the same CA and a new certificate and key for `name`: what a holder
+  /// of the CA (or of `peer-agent certs`) can make.
+  static func secondIdentity(_ name: String, from certs: String) throws -> String {
+    let other = certs + "-second"
+    try FileManager.default.createDirectory(atPath: other, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+    for file in ["ca.pem", "ca-key.pem"] {
+      try FileManager.default.copyItem(atPath: "\(certs)/\(file)", toPath: "\(other)/\(file)")
+    }
+    let made = try PeerProcess.runToCompletion(["certs", "--out", other, "--names", name])
+    #expect(made.status == 0, "\(made.error)")
+    return other
+  }
+
+  private let common = ["--mode", "single", "--output", "json", "--in-memory"]
+
+  private func startHub(_ certs: String, _ extra: [String] = []) async throws -> (PeerProcess, String) {
+    let hub = try PeerProcess(["run", "--name", "hub", "--listen", "127.0.0.1:0", "--certs", certs] + self.common + extra)
+    let listening = try #require(await hub.event("listening"), "hub log: \(hub.log)")
+    return (hub, try #require(listening["address"] as? String))
+  }
+
+  private func edge(_ name: String, certs: String, to address: String, _ extra: [String] = []) throws -> PeerProcess {
+    try PeerProcess(["run", "--name", name, "--connect", "hub@\(address)", "--certs", certs] + self.common + extra)
+  }
+
+  @Test("A second certificate for a connected name is refused with both key fingerprints; the real peer keeps its link")
+  func nameTakeover() async throws {
+    let certs = try Self.certificates("hub,edge")
+    let impostorCerts = try Self.secondIdentity("edge", from: certs)
+    defer {
+      try? FileManager.default.removeItem(atPath: certs)
+      try? FileManager.default.removeItem(atPath: impostorCerts)
+    }
+    let realKey = try PeerProcess.runToCompletion(["certs", "--from", certs, "--fingerprint", "edge"]).output
+      .trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: "edge=", with: "")
+    let impostorKey = try PeerProcess.runToCompletion(["certs", "--from", impostorCerts, "--fingerprint", "edge"]).output
+      .trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: "edge=", with: "")
+    #expect(realKey.hasPrefix("sha256:") && impostorKey.hasPrefix("sha256:") && realKey != impostorKey)
+
+    let (hub, address) = try await self.startHub(certs)
+    defer { hub.terminate() }
+    let edge = try self.edge("edge", certs: certs, to: address)
+    defer { edge.terminate() }
+    #expect(await hub.event("connected", where: { $0["peer"] as? String == "edge" }) != nil, "hub log: \(hub.log)")
+
+    let impostor = try self.edge("edge", certs: impostorCerts, to: address)
+    defer { impostor.terminate() }
+    let refused = await hub.event("error") { ($0["message"] as? String)?.contains("one name, one key") == true }
+    let message = try #require(refused?["message"] as? String, "hub log: \(hub.log)")
+    #expect(message.contains(realKey) && message.contains(impostorKey), "\(message)")
+    #expect(hub.log.contains("connected.key=\(realKey)") && hub.log.contains("presented.key=\(impostorKey)"))
+    let told = await impostor.event("error") { ($0["message"] as? String)?.contains("the listener refused this peer") == true }
+    #expect(told != nil, "impostor log: \(impostor.log)")
+
+    // @edge still reaches the real edge, every time, and the link never moved.
+    for index in 0 ..< 5 { hub.send("@edge ping \(index)") }
+    for index in 0 ..< 5 {
+      #expect(await hub.event("reply", where: { ($0["text"] as? String)?.contains("ping \(index)") == true }) != nil, "hub: \(hub.log)")
+    }
+    #expect(edge.count { $0["event"] == "request" } == 5)
+    #expect(impostor.count { $0["event"] == "request" } == 0)
+    #expect(hub.count { $0["event"] == "connected" && $0["peer"] == "edge" } == 1, "the real edge's link was displaced")
+  }
+
+  @Test("--allow serves only the listed peers; a pinned key must match; refusals are clear on both sides")
+  func allowlist() async throws {
+    let certs = try Self.certificates("hub,edge,edge2,edge3")
+    defer { try? FileManager.default.removeItem(atPath: certs) }
+    let fingerprints = try PeerProcess.runToCompletion(["certs", "--from", certs, "--fingerprint", "edge,edge2"]).output
+      .split(separator: "\n").map(String.init)
+    #expect(fingerprints.count == 2)
+    let edge2Key = fingerprints[1].replacingOccurrences(of: "edge2=", with: "")
+    let impostor = try Self.secondIdentity("edge2", from: certs)
+    defer { try? FileManager.default.removeItem(atPath: impostor) }
+
+    // edge by name, edge2 pinned to its key; edge3 not listed.
+    let (hub, address) = try await self.startHub(certs, ["--allow", "edge,edge2=\(edge2Key)"])
+    defer { hub.terminate() }
+    let edge = try self.edge("edge", certs: certs, to: address)
+    defer { edge.terminate() }
+    let edge3 = try self.edge("edge3", certs: certs, to: address)
+    defer { edge3.terminate() }
+    let wrongKey = try self.edge("edge2", certs: impostor, to: address)
+    defer { wrongKey.terminate() }
+
+    #expect(await hub.event("connected", where: { $0["peer"] as? String == "edge" }) != nil, "hub log: \(hub.log)")
+    let refused3 = await hub.event("error") { ($0["message"] as? String)?.contains("peer 'edge3' is not on the allowlist") == true }
+    #expect(refused3 != nil, "hub log: \(hub.log)")
+    let told3 = await edge3.event("error") { ($0["message"] as? String)?.contains("'hub' refused this peer: peer 'edge3' is not on the allowlist") == true }
+    #expect(told3 != nil, "edge3 log: \(edge3.log)")
+    let refusedKey = await hub.event("error") { ($0["message"] as? String)?.contains("the allowlist pins \(edge2Key)") == true }
+    #expect(refusedKey != nil, "hub log: \(hub.log)")
+    #expect(await wrongKey.event("error") { ($0["message"] as? String)?.contains("the allowlist pins") == true } != nil)
+
+    // The listed edge2 with its own key is served.
+    let edge2 = try self.edge("edge2", certs: certs, to: address)
+    defer { edge2.terminate() }
+    #expect(await hub.event("connected", where: { $0["peer"] as? String == "edge2" }) != nil, "hub log: \(hub.log)")
+    #expect(hub.count { $0["event"] == "connected" && ($0["peer"] == "edge3") } == 0)
+  }
+
+  @Test("--revoked refuses a revoked certificate at the handshake; SIGHUP re-reads the list without dropping links")
+  func revocationAndReload() async throws {
+    let certs = try Self.certificates("hub,edge,edge2,gone")
+    defer { try? FileManager.default.removeItem(atPath: certs) }
+    #expect(try PeerProcess.runToCompletion(["certs", "--from", certs, "--revoke", "gone"]).status == 0)
+    let list = "\(certs)/revoked.pem"
+    let (hub, address) = try await self.startHub(certs, ["--revoked", list, "--log-level", "notice"])
+    defer { hub.terminate() }
+
+    let gone = try self.edge("gone", certs: certs, to: address)
+    defer { gone.terminate() }
+    let refused = await hub.event("error") { ($0["message"] as? String)?.contains("certificate 'gone' is revoked") == true }
+    #expect(refused != nil, "hub log: \(hub.log)")
+    #expect(await gone.event("error") { ($0["message"] as? String)?.contains("the listener refused this peer's certificate") == true } != nil, "gone: \(gone.log)")
+
+    let edge = try self.edge("edge", certs: certs, to: address)
+    defer { edge.terminate() }
+    #expect(await hub.event("connected", where: { $0["peer"] as? String == "edge" }) != nil, "hub log: \(hub.log)")
+
+    // Revoke edge and edge2, and tell the hub: edge's link stays (it was verified before), a
+    // new handshake of edge2 is refused.
+    #expect(try PeerProcess.runToCompletion(["certs", "--from", certs, "--revoke", "edge,edge2"]).status == 0)
+    hub.hangUp()
+    let deadline = ContinuousClock.now.advanced(by: .seconds(10))
+    while !hub.log.contains("TLS material reloaded"), ContinuousClock.now < deadline {
+      try await Task.sleep(for: .milliseconds(50))
+    }
+    #expect(hub.log.contains("TLS material reloaded") && hub.log.contains("revoked=3"), "hub log: \(hub.log)")
+    let edge2 = try self.edge("edge2", certs: certs, to: address)
+    defer { edge2.terminate() }
+    #expect(await hub.event("error") { ($0["message"] as? String)?.contains("certificate 'edge2' is revoked") == true } != nil, "hub log: \(hub.log)")
+    hub.send("@edge still here")
+    #expect(await hub.event("reply", where: { ($0["text"] as? String)?.contains("still here") == true }) != nil, "hub: \(hub.log)")
+    #expect(hub.count { $0["event"] == "disconnected" && $0["peer"] == "edge" } == 0)
+
+    // A broken list on reload is refused; the old one stays.
+    try "not a list".write(toFile: list, atomically: true, encoding: .utf8)
+    hub.hangUp()
+    let brokenDeadline = ContinuousClock.now.advanced(by: .seconds(10))
+    while !hub.log.contains("TLS reload refused"), ContinuousClock.now < brokenDeadline {
+      try await Task.sleep(for: .milliseconds(50))
+    }
+    #expect(hub.log.contains("TLS reload refused"), "hub log: \(hub.log)")
+  }
+
+  @Test("A resumed TLS session (openssl s_client -sess_in) is refused: nothing rides a ticket")
+  func resumption() async throws {
+    let certs = try Self.certificates("hub,edge")
+    defer { try? FileManager.default.removeItem(atPath: certs) }
+    let (hub, address) = try await self.startHub(certs)
+    defer { hub.terminate() }
+    let session = "\(certs)/session.pem"
+    // A full handshake with edge's certificate; keep the session ticket.
+    let first = try Self.sClient(address: address, certs: certs, arguments: ["-cert", "\(certs)/edge.pem", "-key", "\(certs)/edge-key.pem", "-sess_out", session])
+    #expect(first.contains("New, TLSv1.3"), "\(first)")
+    #expect(FileManager.default.fileExists(atPath: session), "no session ticket: \(first)")
+    // Resume it without a certificate.
+    let second = try Self.sClient(address: address, certs: certs, arguments: ["-sess_in", session])
+    let refused = await hub.event("error") { ($0["message"] as? String)?.contains("a resumed TLS session was refused") == true }
+    // BoringSSL resumes the session (the attack is real) and the listener closes it.
+    #expect(second.contains("Reused, TLSv1.3"), "\(second)")
+    #expect(refused != nil, "hub log: \(hub.log)")
+  }
+
+  /// Runs `openssl s_client` against `address` with a second of HTTP/2 preface, returns its output.
+  static func sClient(address: String, certs: String, arguments: [String]) throws -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/bin/sh")
+    let joined = (["-connect", address, "-CAfile", "\(certs)/ca.pem", "-alpn", "h2", "-tls1_3"] + arguments)
+      .map { "'\($0)'" }.joined(separator: " ")
+    process.arguments = ["-c", "(printf 'PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n'; sleep 1) | timeout 10 openssl s_client \(joined) 2>&1"]
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    try process.run()
+    let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    return output
+  }
+
+  @Test("Start-up refuses a certificate for another name, and a key others can read, saying what to fix")
+  func startupChecks() throws {
+    let certs = try Self.certificates("hub,edge")
+    defer { try? FileManager.default.removeItem(atPath: certs) }
+    let mismatch = try PeerProcess.runToCompletion([
+      "run", "--name", "hub", "--mode", "single", "--listen", "127.0.0.1:0", "--in-memory",
+      "--ca", "\(certs)/ca.pem", "--cert", "\(certs)/edge.pem", "--key", "\(certs)/edge-key.pem",
+    ])
+    #expect(mismatch.status != 0)
+    #expect(mismatch.error.contains("is for 'edge', not for --name 'hub'"), "\(mismatch.error)")
+
+    let key = "\(certs)/hub-key.pem"
+    try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: key)
+    let readable = try PeerProcess.runToCompletion([
+      "run", "--name", "hub", "--mode", "single", "--listen", "127.0.0.1:0", "--in-memory", "--certs", certs,
+    ])
+    #expect(readable.status != 0)
+    #expect(readable.error.contains("can be read by group or others (mode 0644): run chmod 600 \(key)"), "\(readable.error)")
+
+    // certs never overwrites a key without --force, and --export copies just one host's files.
+    let again = try PeerProcess.runToCompletion(["certs", "--out", certs, "--names", "edge"])
+    #expect(again.status != 0 && again.error.contains("add --force"), "\(again.error)")
+    let export = certs + "-edge-host"
+    defer { try? FileManager.default.removeItem(atPath: export) }
+    let exported = try PeerProcess.runToCompletion(["certs", "--from", certs, "--export", "edge", "--out", export])
+    #expect(exported.status == 0, "\(exported.error)")
+    let files = try FileManager.default.contentsOfDirectory(atPath: export).sorted()
+    #expect(files == ["ca.pem", "edge-key.pem", "edge.pem"])
+    let mode = try FileManager.default.attributesOfItem(atPath: "\(export)/edge-key.pem")[.posixPermissions] as? NSNumber
+    #expect(mode?.intValue == 0o600)
+  }
+}
