@@ -18,6 +18,7 @@ let dependencies: [Package.Dependency] = [
   .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
   .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
   .package(url: "https://github.com/apple/swift-nio-http2.git", from: "1.46.0"),
+  .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
   .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
   .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3" ..< "5.0.0"),
   .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
@@ -63,6 +64,8 @@ let targets: [Target] = [
       .product(name: "NIOHTTP2", package: "swift-nio-http2"),
       .product(name: "NIOHPACK", package: "swift-nio-http2"),
       .product(name: "NIOSSL", package: "swift-nio-ssl"),
+      // The listener's certificate and key, swapped on reload for new handshakes.
+      .product(name: "NIOCertificateReloading", package: "swift-nio-extras"),
       .product(name: "X509", package: "swift-certificates"),
       .product(name: "Crypto", package: "swift-crypto"),
       .product(name: "SwiftASN1", package: "swift-asn1"),

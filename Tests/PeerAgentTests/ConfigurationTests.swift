@@ -102,6 +102,20 @@ struct ConfigurationTests {
       (["run", "--name", "h u b", "--mode", "single", "--listen", "127.0.0.1:0", "--insecure"], "not a usable peer name"),
       (["run", "--name", "hub", "--mode", "single", "--connect", "@127.0.0.1:1", "--insecure"], "invalid peer name"),
       (["certs", "--out", "x", "--names", ","], "at least one name"),
+      (["run", "--name", "hub", "--mode", "single", "--listen", "127.0.0.1:0", "--insecure", "--allow", "edge"], "need mutual TLS"),
+      (["run", "--name", "hub", "--mode", "single", "--listen", "127.0.0.1:0", "--certs", "x", "--allow", "ed ge"], "--allow: 'ed ge' is not NAME"),
+      (["run", "--name", "hub", "--mode", "single", "--listen", "127.0.0.1:0", "--certs", "x", "--allow", "edge=sha256:00"], "is not sha256:HEX"),
+      (["run", "--name", "hub", "--mode", "single", "--listen", "127.0.0.1:0", "--certs", "x", "--allow", ""], "names no peer"),
+      (["run", "--name", "hub", "--mode", "single", "--listen", "127.0.0.1:0", "--certs", "x", "--allow", "@f", "--allow", "edge"], "give it once"),
+      (["run", "--name", "hub", "--mode", "single", "--listen", "127.0.0.1:0", "--certs", "x", "--allow", "edge", "--allow-file", "f"], "not both"),
+      (["run", "--name", "hub", "--mode", "single", "--listen", "127.0.0.1:0", "--certs", "x", "--expiry-warning", "1e300"], "from 0 to 36500"),
+      (["certs", "--names", "hub"], "--names needs --out"),
+      (["certs", "--out", "x", "--names", "hub", "--revoke", "edge"], "give one of"),
+      (["certs", "--export", "edge", "--out", "y"], "need --from"),
+      (["certs", "--from", "x", "--export", "edge"], "--export needs --out"),
+      (["certs", "--from", "x", "--revoke", "edge", "--force"], "--force goes with"),
+      (["certs", "--from", "x", "--fingerprint", "a\nb"], "is not a peer name"),
+      (["certs", "--out", "x", "--names", "revoked"], "would overwrite the CA's files"),
     ]
   )
   func refusesBadOptions(arguments: [String], message: String) {

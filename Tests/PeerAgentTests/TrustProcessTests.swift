@@ -181,6 +181,64 @@ struct TrustProcessTests {
     #expect(refused != nil, "hub log: \(hub.log)")
   }
 
+  @Test("A renewed certificate and key are picked up when the files change: new handshakes present them, links stay")
+  func rotation() async throws {
+    let certs = try Self.certificates("hub,edge")
+    defer { try? FileManager.default.removeItem(atPath: certs) }
+    let (hub, address) = try await self.startHub(certs, ["--log-level", "notice"])
+    defer { hub.terminate() }
+    let edge = try self.edge("edge", certs: certs, to: address)
+    defer { edge.terminate() }
+    #expect(await hub.event("connected", where: { $0["peer"] as? String == "edge" }) != nil, "hub log: \(hub.log)")
+    let before = try Self.serial(of: "\(certs)/hub.pem")
+    #expect(try Self.sClient(address: address, certs: certs, arguments: ["-cert", "\(certs)/edge.pem", "-key", "\(certs)/edge-key.pem"]).contains("Verify return code: 0"))
+
+    // Renew hub's certificate and key in place; no signal: the hub sees the files change.
+    let renewed = try PeerProcess.runToCompletion(["certs", "--out", certs, "--names", "hub", "--force"])
+    #expect(renewed.status == 0, "\(renewed.error)")
+    let after = try Self.serial(of: "\(certs)/hub.pem")
+    #expect(before != after)
+    let deadline = ContinuousClock.now.advanced(by: .seconds(15))
+    while !hub.log.contains("TLS material reloaded"), ContinuousClock.now < deadline {
+      try await Task.sleep(for: .milliseconds(100))
+    }
+    #expect(hub.log.contains("trigger=a file changed"), "hub log: \(hub.log)")
+    let presented = try Self.sClient(address: address, certs: certs, arguments: ["-cert", "\(certs)/edge.pem", "-key", "\(certs)/edge-key.pem", "-showcerts"])
+    let presentedSerial = try Self.serial(ofPEMIn: presented)
+    #expect(presentedSerial == after, "the listener still presents \(presentedSerial), not \(after)")
+
+    // The edge's link, verified before, is still up.
+    hub.send("@edge after rotation")
+    #expect(await hub.event("reply", where: { ($0["text"] as? String)?.contains("after rotation") == true }) != nil, "hub: \(hub.log)")
+    #expect(hub.count { $0["event"] == "disconnected" && $0["peer"] == "edge" } == 0)
+  }
+
+  /// The serial number of the certificate in `path`, as OpenSSL prints it.
+  static func serial(of path: String) throws -> String {
+    try Self.serial(ofPEMIn: String(contentsOfFile: path, encoding: .utf8))
+  }
+
+  /// The serial number of the first PEM certificate in `text`, as OpenSSL prints it.
+  static func serial(ofPEMIn text: String) throws -> String {
+    guard let start = text.range(of: "-----BEGIN CERTIFICATE-----"),
+      let end = text.range(of: "-----END CERTIFICATE-----", range: start.upperBound ..< text.endIndex)
+    else { return "none" }
+    let pem = String(text[start.lowerBound ..< end.upperBound]) + "\n"
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+    process.arguments = ["x509", "-noout", "-serial"]
+    let input = Pipe()
+    let output = Pipe()
+    process.standardInput = input
+    process.standardOutput = output
+    try process.run()
+    input.fileHandleForWriting.write(Data(pem.utf8))
+    try input.fileHandleForWriting.close()
+    let serial = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    return serial.trimmingCharacters(in: .whitespacesAndNewlines)
+  }
+
   /// Runs `openssl s_client` against `address` with a second of HTTP/2 preface, returns its output.
   static func sClient(address: String, certs: String, arguments: [String]) throws -> String {
     let process = Process()

@@ -23,6 +23,8 @@ extension LinkContext {
       ) { tls in
         tls.trustRoots = .certificates([.bytes(Array(snapshot.trustRootsPEM.utf8), format: .pem)])
         tls.clientCertificateVerification = .noHostnameVerification
+        // A reloaded certificate and key are presented from the next handshake on.
+        tls.certificateReloader = ListenerCertificateReloader(material: material)
         tls.customVerificationCallback = { certificates, promise in
           // The material of this handshake: what the last reload read.
           let verifier = material.current.verifier

@@ -37,6 +37,8 @@ public struct RevocationList: Sendable, Hashable {
       } catch {
         throw Failure("the revocation list is not valid PEM: \(error)")
       }
+    } else if text.contains("-----BEGIN ") {
+      throw Failure("the file is PEM but holds no X509 CRL block (is it a certificate?)")
     } else {
       documents = [bytes]
     }

@@ -1,8 +1,23 @@
 internal import Foundation
 internal import NIOSSL
+internal import NIOCertificateReloading
 internal import X509
 internal import SwiftASN1
 private import Synchronization
+
+/// Gives the listener's TLS handshakes the certificate and key of the latest reload: the
+/// listener is bound once, but each new connection presents what ``TLSMaterial/current`` holds.
+struct ListenerCertificateReloader: CertificateReloader {
+  let material: TLSMaterial
+
+  var sslContextConfigurationOverride: NIOSSLContextConfigurationOverride {
+    let snapshot = self.material.current
+    var override = NIOSSLContextConfigurationOverride()
+    override.certificateChain = snapshot.nioCertificateChain.map { .certificate($0) }
+    override.privateKey = .privateKey(snapshot.nioPrivateKey)
+    return override
+  }
+}
 
 /// The TLS material of one peer: read and checked when the peer is created, and re-read by
 /// ``reload()`` (SIGHUP, or a changed file). Handshakes take the ``current`` snapshot, so a
@@ -22,6 +37,9 @@ final class TLSMaterial: Sendable {
     var trustRootsPEM: String
     var certificatePEM: String
     var privateKeyPEM: String
+    /// This peer's chain and key as NIOSSL takes them.
+    var nioCertificateChain: [NIOSSLCertificate]
+    var nioPrivateKey: NIOSSLPrivateKey
 
     /// The name in this peer's own certificate.
     var ownIdentity: String { CertificateNames.identity(of: self.ownCertificate) ?? "peer" }
@@ -160,7 +178,9 @@ final class TLSMaterial: Sendable {
       ownChain: chain,
       trustRootsPEM: caPEM,
       certificatePEM: certPEM,
-      privateKeyPEM: keyPEM
+      privateKeyPEM: keyPEM,
+      nioCertificateChain: certificateChain,
+      nioPrivateKey: privateKey
     )
   }
 

@@ -29,6 +29,11 @@ struct Run: AsyncParsableCommand {
 
       At the end of input the peer keeps serving until SIGINT or SIGTERM, unless \
       --exit-on-eof: then it waits for every reply and exits, 0 only if none failed.
+
+      SIGHUP (and any change to the files) re-reads the certificate, key, CA, --revoked list \
+      and --allow-file; new handshakes use them and links stay up. The peer refuses to start \
+      when its certificate is for another name than --name, does not allow its roles, or its \
+      key is readable by group or others.
       """
   )
 

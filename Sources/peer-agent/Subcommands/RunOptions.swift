@@ -230,6 +230,9 @@ struct RunOptions: ParsableArguments {
     if !self.allow.isEmpty, self.allowFile != nil {
       throw ValidationError("give the allowlist either with --allow or with --allow-file, not both")
     }
+    if self.allow.contains(where: { $0.hasPrefix("@") }), self.allow.count > 1 {
+      throw ValidationError("--allow @FILE reads the whole allowlist from FILE: give it once, without other --allow")
+    }
     if !self.allow.isEmpty, !self.allow.contains(where: { $0.hasPrefix("@") }) {
       do {
         _ = try Allowlist(parsing: self.allow.joined(separator: ","))
@@ -237,8 +240,8 @@ struct RunOptions: ParsableArguments {
         throw ValidationError("--allow: \(error)")
       }
     }
-    guard self.expiryWarning >= 0 else {
-      throw ValidationError("--expiry-warning is a number of days, not negative")
+    guard self.expiryWarning >= 0, self.expiryWarning <= 36_500 else {
+      throw ValidationError("--expiry-warning is a number of days from 0 to 36500")
     }
     guard self.requestTimeout > 0, self.shutdownGrace >= 0 else {
       throw ValidationError("--request-timeout must be positive and --shutdown-grace not negative")

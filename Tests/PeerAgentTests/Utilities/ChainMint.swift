@@ -62,6 +62,12 @@ struct ChainMint {
     try self.make(spec, key: P256.Signing.PrivateKey().publicKey, issuer: issuer, signer: signer ?? issuer.key)
   }
 
+  /// A certificate issued by `issuer`, with its private key.
+  static func issueWithKey(_ spec: Spec, issuer: Authority) throws -> (certificate: Certificate, key: P256.Signing.PrivateKey) {
+    let key = P256.Signing.PrivateKey()
+    return (try self.make(spec, key: key.publicKey, issuer: issuer, signer: issuer.key), key)
+  }
+
   private static func make(
     _ spec: Spec,
     key: P256.Signing.PublicKey,

@@ -1,0 +1,151 @@
+import Crypto
+import Foundation
+import Testing
+import SwiftASN1
+import X509
+
+@testable import PeerAgent
+
+/// One name one key, allowlists, revocation lists and key fingerprints, in process.
+@Suite("Trust: one name one key, allowlists, revocation")
+struct TrustTests {
+  @Test("In dual mode the outbound and inbound connections of one remote must present the same key")
+  func dualModeOneKey() async throws {
+    let certificates = try TestCertificates()
+    let hub = try TestPeer(name: "hub", mode: .dual, security: try certificates.security(for: "hub"), listen: true)
+    // Two processes claiming to be 'edge', each with its own key of the CA: the hub dials the
+    // first; the second dials the hub.
+    let edgeA = try TestPeer(name: "edge", mode: .dual, security: try certificates.security(for: "edge"), listen: true)
+    try await withRunningPeers([hub, edgeA]) {
+      let hubAddress = try await hub.peer.listeningAddress
+      hub.peer.dial(Peer.Target(address: try await edgeA.peer.listeningAddress, expectedIdentity: "edge"))
+      #expect(await hub.waitUntilConnected(to: "edge"))
+      let edgeB = try TestPeer(
+        name: "edge",
+        mode: .dual,
+        security: try certificates.security(for: "edge"),
+        listen: true,
+        connect: [Peer.Target(address: hubAddress, expectedIdentity: "hub")]
+      )
+      try await withRunningPeers([edgeB]) {
+        let refusal = await hub.events.wait {
+          if case .refused(_, let reason) = $0 { return reason.contains("one name, one key") }
+          return false
+        }
+        #expect(refusal != nil)
+        let told = await edgeB.events.wait {
+          if case .refused(_, let reason) = $0 { return reason.contains("the listener refused this peer") }
+          return false
+        }
+        #expect(told != nil)
+        // The hub's requests to 'edge' still go to the edge it verified first.
+        let reply = try await hub.peer.send("who?", to: "edge")
+        #expect(reply.text == "ack from edge: who?")
+        #expect(edgeA.requests.all.count == 1 && edgeB.requests.all.isEmpty)
+      }
+    }
+  }
+
+  @Test("The same key reconnecting is welcome; another key is refused only while the name is connected")
+  func keyClaims() throws {
+    let keys = IdentityKeys()
+    let a = KeyFingerprint(publicKey: .init(P256.Signing.PrivateKey().publicKey))
+    let b = KeyFingerprint(publicKey: .init(P256.Signing.PrivateKey().publicKey))
+    try keys.claim("edge", key: a)
+    try keys.claim("edge", key: a)  // a reconnect while the stale link lives
+    #expect(throws: IdentityKeys.Conflict(name: "edge", connected: a, presented: b)) { try keys.claim("edge", key: b) }
+    keys.release("edge", key: a)
+    #expect(throws: IdentityKeys.Conflict.self) { try keys.check("edge", key: b) }
+    keys.release("edge", key: a)
+    try keys.claim("edge", key: b)  // all of a's connections ended: b may come
+    try keys.claim("hub", key: a)  // names are independent
+  }
+
+  @Test("Allowlists parse names and pins, and refuse others and other keys")
+  func allowlists() throws {
+    let key = KeyFingerprint(publicKey: .init(P256.Signing.PrivateKey().publicKey))
+    let other = KeyFingerprint(publicKey: .init(P256.Signing.PrivateKey().publicKey))
+    let list = try Allowlist(parsing: "edge-1, edge-2=\(key)  # the second is pinned\n\n# comment\nedge-3\n")
+    #expect(list.entries.count == 3)
+    #expect(list.refusal(of: "edge-1", key: other) == nil)
+    #expect(list.refusal(of: "edge-2", key: key) == nil)
+    #expect(list.refusal(of: "edge-2", key: other)?.contains("the allowlist pins \(key)") == true)
+    #expect(list.refusal(of: "intruder", key: key) == "peer 'intruder' is not on the allowlist")
+    let base64 = "sha256:" + Data(key.bytes).base64EncodedString()
+    #expect(try Allowlist(parsing: "edge=\(base64)").entries["edge"] == .some(key))
+    for bad in ["", "# nothing", "edge=md5:00", "edge=sha256:zz", "ed ge", "a=\(key),a=\(other)"] {
+      #expect(throws: Allowlist.Failure.self, "\(bad)") { try Allowlist(parsing: bad) }
+    }
+  }
+
+  @Test("Key fingerprints are OpenSSL's: SHA-256 of the DER SubjectPublicKeyInfo")
+  func fingerprintsMatchOpenSSL() throws {
+    let folder = FileManager.default.temporaryDirectory.appendingPathComponent("fingerprint-\(UUID().uuidString)").path
+    defer { try? FileManager.default.removeItem(atPath: folder) }
+    try DevelopmentCertificates.write(names: ["edge"], to: folder)
+    let ours = try CertificateDirectory(folder).keyFingerprint(for: "edge").description
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/bin/sh")
+    process.arguments = ["-c", "openssl x509 -in '\(folder)/edge.pem' -pubkey -noout | openssl pkey -pubin -outform DER | sha256sum"]
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    try process.run()
+    let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    #expect(ours == "sha256:" + (output.split(separator: " ").first.map(String.init) ?? "?"))
+  }
+
+  @Test("A revocation list must be signed by a configured CA; OpenSSL reads the ones PeerAgent writes")
+  func revocationLists() throws {
+    let ca = try DevelopmentCertificates.makeAuthority()
+    let other = try DevelopmentCertificates.makeAuthority()
+    let root = try Certificate(pemEncoded: ca.authority.certificatePEM)
+    let edge = try Certificate(pemEncoded: try ca.issue(name: "edge").certificatePEM)
+    let pem = try ca.revocationListPEM(revoking: [edge.serialNumber])
+    let lists = try RevocationList.read(Array(pem.utf8), signedBy: [root])
+    #expect(lists.count == 1 && lists[0].revokes(edge))
+    #expect(throws: RevocationList.Failure.self) {
+      try RevocationList.read(Array(try other.revocationListPEM(revoking: []).utf8), signedBy: [root])
+    }
+    #expect(throws: RevocationList.Failure.self) { try RevocationList.read(Array("garbage".utf8), signedBy: [root]) }
+    // DER works too.
+    let der = try PEMDocument(pemString: pem).derBytes
+    #expect(try RevocationList.read(der, signedBy: [root])[0].revokes(edge))
+
+    let folder = FileManager.default.temporaryDirectory.appendingPathComponent("crl-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: folder) }
+    try pem.write(to: folder.appendingPathComponent("crl.pem"), atomically: true, encoding: .utf8)
+    try ca.authority.certificatePEM.write(to: folder.appendingPathComponent("ca.pem"), atomically: true, encoding: .utf8)
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+    process.arguments = ["crl", "-in", folder.appendingPathComponent("crl.pem").path, "-CAfile", folder.appendingPathComponent("ca.pem").path, "-noout"]
+    let pipe = Pipe()
+    process.standardError = pipe
+    try process.run()
+    let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    #expect(process.terminationStatus == 0 && output.contains("verify OK"), "\(output)")
+  }
+
+  @Test("A certificate whose extended key usage does not fit the peer's roles is refused at start")
+  func startupExtendedKeyUsage() throws {
+    let root = try ChainMint.root(.ca("EKU Root"))
+    var serverOnly = ChainMint.Spec.peer("edge")
+    serverOnly.extendedKeyUsage = [.serverAuth]
+    let issued = try ChainMint.issueWithKey(serverOnly, issuer: root)
+    let security = Peer.Config.Security.mutualTLS(
+      trustRoots: .pem(root.certificate.pem),
+      certificateChain: .pem(issued.certificate.pem),
+      privateKey: .pem(issued.key.pemRepresentation)
+    )
+    let config = Peer.Config.defaults(mode: .single) { config in
+      config.name = "edge"
+      config.security = security
+      config.connect = [try! Peer.Target(parsing: "hub@127.0.0.1:1")]
+    }
+    #expect {
+      _ = try Peer(config: config) { $0.text }
+    } throws: { "\($0)".contains("this peer dials, but its certificate <PEM text> does not allow clientAuth") }
+  }
+}
