@@ -122,13 +122,15 @@ public final class Peer: Sendable {
   }
 
   /// Re-reads the TLS files — certificate, key, CA, revocation list, allowlist — and uses them
-  /// from the next handshake on, without dropping a link. `peer-agent run` calls it on SIGHUP
-  /// and when one of the files changes.
+  /// from the next handshake on. Links stay up, except those whose certificate no longer
+  /// verifies with the new files (revoked, its CA removed) or whose peer the allowlist no
+  /// longer lists: they are ended. `peer-agent run` calls it on SIGHUP, and the peer itself when
+  /// one of the files changes.
   ///
   /// - Throws: ``PeerAgentError`` saying what is wrong with the new files; the old material
   ///   stays in use.
-  public func reloadSecurity() throws {
-    try SecurityReload(context: self.context).reload(reason: "requested")
+  public func reloadSecurity() async throws {
+    try await SecurityReload(context: self.context).reload(reason: "requested")
   }
 
   /// What happens to the listener and the links. Buffers the newest 1,024 events.

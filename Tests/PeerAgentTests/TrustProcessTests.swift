@@ -117,7 +117,7 @@ struct TrustProcessTests {
     #expect(hub.count { $0["event"] == "connected" && ($0["peer"] == "edge3") } == 0)
   }
 
-  @Test("--revoked refuses a revoked certificate at the handshake; SIGHUP re-reads the list without dropping links")
+  @Test("--revoked refuses a revoked certificate at the handshake; SIGHUP re-reads the list and ends the links it revokes, only those")
   func revocationAndReload() async throws {
     let certs = try Self.certificates("hub,edge,edge2,gone")
     defer { try? FileManager.default.removeItem(atPath: certs) }
@@ -136,8 +136,18 @@ struct TrustProcessTests {
     defer { edge.terminate() }
     #expect(await hub.event("connected", where: { $0["peer"] as? String == "edge" }) != nil, "hub log: \(hub.log)")
 
-    // Revoke edge and edge2, and tell the hub: edge's link stays (it was verified before), a
-    // new handshake of edge2 is refused.
+    let survivor = try self.edge("edge2", certs: certs, to: address)
+    defer { survivor.terminate() }
+    #expect(await hub.event("connected", where: { $0["peer"] as? String == "edge2" }) != nil, "hub log: \(hub.log)")
+    survivor.terminate()
+    #expect(await hub.event("disconnected", where: { $0["peer"] as? String == "edge2" }) != nil)
+
+    // Revoke edge and edge2, and tell the hub: edge's live link is ended (a revoked
+    // certificate does not keep the link it opened before), a new handshake of edge2 is
+    // refused, and the other links stay.
+    let keeper = try self.edge("keeper", certs: try Self.certificates("keeper", in: certs), to: address)
+    defer { keeper.terminate() }
+    #expect(await hub.event("connected", where: { $0["peer"] as? String == "keeper" }) != nil, "hub log: \(hub.log)")
     #expect(try PeerProcess.runToCompletion(["certs", "--from", certs, "--revoke", "edge,edge2"]).status == 0)
     hub.hangUp()
     let deadline = ContinuousClock.now.advanced(by: .seconds(10))
@@ -145,12 +155,18 @@ struct TrustProcessTests {
       try await Task.sleep(for: .milliseconds(50))
     }
     #expect(hub.log.contains("TLS material reloaded") && hub.log.contains("revoked=3"), "hub log: \(hub.log)")
+    let ended = await hub.event("error") {
+      ($0["message"] as? String)?.contains("no longer authorized: certificate 'edge' is revoked") == true
+    }
+    #expect(ended != nil, "hub log: \(hub.log)")
+    #expect(await hub.event("disconnected", where: { $0["peer"] as? String == "edge" }) != nil, "hub log: \(hub.log)")
+    #expect(await edge.event("error") { ($0["message"] as? String)?.contains("ended this link: no longer authorized") == true } != nil, "edge: \(edge.log)")
     let edge2 = try self.edge("edge2", certs: certs, to: address)
     defer { edge2.terminate() }
     #expect(await hub.event("error") { ($0["message"] as? String)?.contains("certificate 'edge2' is revoked") == true } != nil, "hub log: \(hub.log)")
-    hub.send("@edge still here")
+    hub.send("@keeper still here")
     #expect(await hub.event("reply", where: { ($0["text"] as? String)?.contains("still here") == true }) != nil, "hub: \(hub.log)")
-    #expect(hub.count { $0["event"] == "disconnected" && $0["peer"] == "edge" } == 0)
+    #expect(hub.count { $0["event"] == "disconnected" && $0["peer"] == "keeper" } == 0)
 
     // A broken list on reload is refused; the old one stays.
     try "not a list".write(toFile: list, atomically: true, encoding: .utf8)

@@ -46,6 +46,49 @@ struct TrustTests {
     }
   }
 
+  @Test("A reload that takes a peer off the allowlist ends its link; a failed reload keeps the old allowlist")
+  func allowlistReload() async throws {
+    let certificates = try TestCertificates()
+    let folder = FileManager.default.temporaryDirectory.appendingPathComponent("allow-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: folder) }
+    let file = folder.appendingPathComponent("allowed").path
+    try "edge\nedge2\n".write(toFile: file, atomically: true, encoding: .utf8)
+    var security = try certificates.security(for: "hub")
+    security.updateMutualTLS { $0.authorization.allowlist = .file(file) }
+    let hub = try TestPeer(name: "hub", mode: .single, security: security, listen: true)
+    try await withRunningPeers([hub]) {
+      let address = try await hub.peer.listeningAddress
+      let target = Peer.Target(address: address, expectedIdentity: "hub")
+      let edge = try TestPeer(name: "edge", mode: .single, security: try certificates.security(for: "edge"), connect: [target])
+      let edge2 = try TestPeer(name: "edge2", mode: .single, security: try certificates.security(for: "edge2"), connect: [target])
+      try await withRunningPeers([edge, edge2]) {
+        #expect(await hub.waitUntilConnected(to: "edge"))
+        #expect(await hub.waitUntilConnected(to: "edge2"))
+        // A broken file: refused, the old list stays, nobody is cut off.
+        try "ed ge\n".write(toFile: file, atomically: true, encoding: .utf8)
+        await #expect(throws: PeerAgentError.self) { try await hub.peer.reloadSecurity() }
+        #expect(Set(hub.peer.connectedPeers.map(\.name)) == ["edge", "edge2"])
+
+        try "edge2\n".write(toFile: file, atomically: true, encoding: .utf8)
+        try await hub.peer.reloadSecurity()
+        let ended = await hub.events.wait {
+          if case .disconnected(let peer, _, _) = $0 { return peer.name == "edge" }
+          return false
+        }
+        #expect(ended != nil)
+        let told = await edge.events.wait {
+          if case .refused(_, let reason) = $0 { return reason.contains("not on the allowlist") }
+          return false
+        }
+        #expect(told != nil, "\(edge.events.all)")
+        let reply = try await hub.peer.send("still?", to: "edge2")
+        #expect(reply.text == "ack from edge2: still?")
+        #expect(!hub.peer.connectedPeers.map(\.name).contains("edge"))
+      }
+    }
+  }
+
   @Test("The same key reconnecting is welcome; another key is refused only while the name is connected")
   func keyClaims() throws {
     let keys = IdentityKeys()

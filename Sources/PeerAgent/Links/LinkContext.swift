@@ -102,7 +102,7 @@ struct LinkContext: Sendable {
       self.refusedKey(error)
       throw error.rpcError
     }
-    return RemotePeer(identity: .verified(name), key: key)
+    return RemotePeer(identity: .verified(name), key: key, chain: Array(chain), presentedBy: .dialer)
   }
 
   /// Logs and publishes a connection refused because its name is connected with another key.
@@ -118,12 +118,14 @@ struct LinkContext: Sendable {
   }
 
   /// Runs a server-side RPC's body with `remote`'s key recorded (``IdentityKeys``).
-  func serving<T: Sendable>(_ remote: RemotePeer, _ body: () async throws -> T) async throws -> T {
+  func serving(_ remote: RemotePeer, _ body: @escaping @Sendable () async throws -> Void) async throws {
     do {
-      return try await self.keys.holding(remote, body)
+      try await self.keys.holding(remote, body)
     } catch let conflict as IdentityKeys.Conflict {
       self.refusedKey(conflict)
       throw conflict.rpcError
+    } catch let ended as LiveConnection.Ended {
+      throw RPCError(code: .permissionDenied, message: "'\(self.ownName.logSafe)' ended this link: \(ended)")
     }
   }
 

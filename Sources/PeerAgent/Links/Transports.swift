@@ -136,7 +136,9 @@ extension LinkContext {
               if let refusal = snapshot.allowlist?.refusal(of: verified.identity.name, key: verified.key) {
                 throw CertificateVerifier.Failure(refusal)
               }
-              diagnostics.verified(RemotePeer(identity: verified.identity, key: verified.key))
+              diagnostics.verified(
+                RemotePeer(identity: verified.identity, key: verified.key, chain: chain, presentedBy: .listener)
+              )
               return .certificateVerified(VerificationMetadata(try Self.validatedChain(verified)))
             } catch {
               diagnostics.failed("the listener's certificate was refused: \(error)")

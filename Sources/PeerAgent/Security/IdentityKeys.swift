@@ -1,4 +1,5 @@
 internal import GRPCCore
+internal import X509
 private import Synchronization
 
 /// One name, one key: which public key each remote identity is connected with, while any of
@@ -29,6 +30,7 @@ final class IdentityKeys: Sendable {
 
   private let claims = Mutex<[String: Claim]>([:])
   private let reported = Mutex<[Conflict: ContinuousClock.Instant]>([:])
+  private let live = Mutex<[ObjectIdentifier: LiveConnection]>([:])
 
   init() {}
 
@@ -73,19 +75,69 @@ final class IdentityKeys: Sendable {
     }
   }
 
-  /// Runs `body` with a connection of `remote` recorded (nothing is recorded in plaintext).
-  func holding<T: Sendable>(_ remote: RemotePeer, _ body: () async throws -> T) async throws -> T {
+  /// The connections that live now, for a reload to check again.
+  var connections: [LiveConnection] { self.live.withLock { Array($0.values) } }
+
+  /// Runs `body` with a connection of `remote` recorded (nothing is recorded in plaintext),
+  /// until it returns or the connection is ended by ``LiveConnection/end(because:)`` — a
+  /// reload that no longer authorizes it — which throws ``LiveConnection/Ended``.
+  func holding(_ remote: RemotePeer, _ body: @escaping @Sendable () async throws -> Void) async throws {
     guard let key = remote.key else { return try await body() }
     let name = remote.identity.name
     try self.claim(name, key: key)
     defer { self.release(name, key: key) }
-    return try await body()
+    let connection = LiveConnection(remote: remote)
+    self.live.withLock { $0[ObjectIdentifier(connection)] = connection }
+    defer { _ = self.live.withLock { $0.removeValue(forKey: ObjectIdentifier(connection)) } }
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      group.addTask { try await body() }
+      group.addTask {
+        await connection.ended.wait()
+        if Task.isCancelled { return }
+        throw LiveConnection.Ended(reason: connection.reason ?? "no longer authorized")
+      }
+      try await group.next()
+      group.cancelAll()
+    }
   }
 }
 
-/// Who is at the other end of a connection: the identity, and in mutual TLS the key it proved.
+/// One verified connection while it lives: what it proved, and how a reload ends it when its
+/// certificate no longer verifies (revoked, expired, its CA no longer trusted) or the allowlist
+/// no longer lists it.
+final class LiveConnection: Sendable {
+  /// Why a connection was ended.
+  struct Ended: Error, CustomStringConvertible {
+    var reason: String
+    var description: String { "no longer authorized: \(self.reason)" }
+  }
+
+  let remote: RemotePeer
+  let ended = Signal()
+  private let why = Mutex<String?>(nil)
+
+  init(remote: RemotePeer) {
+    self.remote = remote
+  }
+
+  /// Why it was ended, once it was.
+  var reason: String? { self.why.withLock { $0 } }
+
+  /// Ends the connection's streams with `reason`.
+  func end(because reason: String) {
+    self.why.withLock { if $0 == nil { $0 = reason } }
+    self.ended.set()
+  }
+}
+
+/// Who is at the other end of a connection: the identity, and in mutual TLS the key it proved
+/// and the chain it was verified with.
 struct RemotePeer: Sendable, Hashable {
   var identity: PeerIdentity
   /// The fingerprint of the remote's certificate key; `nil` in plaintext.
   var key: KeyFingerprint?
+  /// The verified chain, leaf first (empty in plaintext), and the role that presented it: a
+  /// reload verifies it again.
+  var chain: [Certificate] = []
+  var presentedBy: CertificateVerifier.PresentedBy = .dialer
 }

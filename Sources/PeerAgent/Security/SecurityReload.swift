@@ -7,8 +7,9 @@ internal import X509
 struct SecurityReload {
   let context: LinkContext
 
-  /// Reloads now. Throws what is wrong with the new files; the old material stays.
-  func reload(reason: String) throws {
+  /// Reloads now, then checks every live connection against the new material. Throws what is
+  /// wrong with the new files; the old material stays.
+  func reload(reason: String) async throws {
     guard let material = self.context.material, case .mutualTLS(let tls) = self.context.config.security.wrapped else {
       return
     }
@@ -32,6 +33,28 @@ struct SecurityReload {
     if let warning = StartupChecks.expiryWarning(snapshot, within: material.config.expiryWarning) {
       logger.warning("certificate expiry", metadata: ["reason": "\(warning)"])
     }
+    await self.reverifyConnections(with: snapshot)
+  }
+
+  /// Verifies every live connection's chain again with `snapshot` — its CA, revocation lists
+  /// and allowlist — and ends those that no longer pass: a revoked or expired certificate, or
+  /// a peer taken off the allowlist, does not keep the link it opened before.
+  func reverifyConnections(with snapshot: TLSMaterial.Snapshot) async {
+    for connection in self.context.keys.connections {
+      let remote = connection.remote
+      guard !remote.chain.isEmpty else { continue }
+      var refusal: String?
+      do {
+        let verified = try await snapshot.verifier.check(chain: remote.chain, presentedBy: remote.presentedBy)
+        refusal = snapshot.allowlist?.refusal(of: verified.identity.name, key: verified.key)
+      } catch {
+        refusal = error.description
+      }
+      guard let refusal else { continue }
+      self.context.logger.forLink(remote.identity).warning("ended a link: no longer authorized", metadata: ["reason": "\(refusal)"])
+      self.context.events.emit(.refused(remote: remote.identity.name.logSafe, reason: "no longer authorized: \(refusal)"))
+      connection.end(because: refusal)
+    }
   }
 
   /// Checks the files every ``Peer/Config/MutualTLS/watchInterval`` and reloads when one
@@ -40,14 +63,20 @@ struct SecurityReload {
     guard let material = self.context.material, let interval = material.config.watchInterval else { return }
     var stamps = material.fileStamps
     var lastWarning = ContinuousClock.now
+    var lastCheck = ContinuousClock.now
     while !Task.isCancelled {
       try? await Task.sleep(for: interval)
       let now = material.fileStamps
       if now != stamps {
         stamps = now
-        try? self.reload(reason: "a file changed")
+        try? await self.reload(reason: "a file changed")
       }
-      // The expiry warning again once a day, for peers that run for weeks.
+      // Once an hour: links whose certificates expired since are ended, and the expiry
+      // warning is repeated daily, for peers that run for weeks.
+      if ContinuousClock.now - lastCheck > .seconds(3_600) {
+        lastCheck = .now
+        await self.reverifyConnections(with: material.current)
+      }
       if ContinuousClock.now - lastWarning > .seconds(86_400) {
         lastWarning = .now
         if let warning = StartupChecks.expiryWarning(material.current, within: material.config.expiryWarning) {

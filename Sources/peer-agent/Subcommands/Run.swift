@@ -93,7 +93,7 @@ struct Run: AsyncParsableCommand {
       group.addTask {
         // SIGHUP re-reads the certificate, key, CA, revocation list and allowlist; links stay.
         for await _ in await UnixSignalsSequence(trapping: .sighup) {
-          try? peer.reloadSecurity()
+          try? await peer.reloadSecurity()
         }
         return .signals
       }

@@ -25,13 +25,16 @@ struct SessionSetup: Sendable {
   /// Runs `body` with the remote's key recorded (one name, one key): a remote whose name is
   /// connected with another key — a second certificate for it, or in dual mode its inbound
   /// connection with another key — ends the session, refused.
-  func holdingKey<T: Sendable>(_ body: () async throws -> T) async throws -> T {
+  func holdingKey(_ body: @escaping @Sendable () async throws -> Void) async throws {
     do {
-      return try await self.context.keys.holding(self.remotePeer(), body)
+      try await self.context.keys.holding(self.remotePeer(), body)
     } catch let conflict as IdentityKeys.Conflict {
       self.context.refusedKey(conflict)
       self.diagnostics.failed(conflict.description)
       throw Dialer.SessionEnded(reason: conflict.description)
+    } catch let ended as LiveConnection.Ended {
+      self.diagnostics.failed("the listener's certificate is \(ended)")
+      throw Dialer.SessionEnded(reason: "\(ended)")
     }
   }
 
