@@ -26,6 +26,19 @@ struct DeliveryStoreTests {
     }
   }
 
+  @Test("A state folder in use by an open store is refused; once closed, it opens at once")
+  func folderLock() throws {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("peer-agent-lock-\(UUID().uuidString)").path
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    let first = try SQLiteDeliveryStore(directory: directory)
+    #expect {
+      _ = try SQLiteDeliveryStore(directory: directory)
+    } throws: { "\($0)".contains("is in use by another peer-agent process") }
+    try first.close()
+    let second = try SQLiteDeliveryStore(directory: directory)
+    try second.close()
+  }
+
   @Test("Outgoing requests: kept in order, answered, readdressed, forgotten", arguments: Kind.allCases)
   func outgoing(kind: Kind) throws {
     try Self.withStore(kind) { store in

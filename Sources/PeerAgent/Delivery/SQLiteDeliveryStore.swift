@@ -43,7 +43,15 @@ package final class SQLiteDeliveryStore: DeliveryStore {
         message: "cannot open '\(lockPath)': \(String(cString: strerror(errno)))"
       )
     }
-    guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
+    // A lock just released can still be held for a moment: by the previous process while it
+    // exits, or by a child this process is spawning, which shares the descriptor from fork to
+    // exec (O_CLOEXEC closes it only then). Wait half a second before calling it in use.
+    var locked = flock(descriptor, LOCK_EX | LOCK_NB) == 0
+    for _ in 0 ..< 50 where !locked {
+      usleep(10_000)
+      locked = flock(descriptor, LOCK_EX | LOCK_NB) == 0
+    }
+    guard locked else {
       closeDescriptor(descriptor)
       throw PeerAgentError(
         code: .invalidConfiguration,

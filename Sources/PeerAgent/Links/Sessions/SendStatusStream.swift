@@ -69,6 +69,7 @@ struct SendStatusStream: Sendable {
     } catch is CancellationError {
       return "the session ended"
     } catch {
+      self.setup.noteRefusal(error)
       return ErrorChain.rootCause(error)
     }
   }

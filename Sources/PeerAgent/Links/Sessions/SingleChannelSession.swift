@@ -39,6 +39,7 @@ struct SingleChannelSession: DialerSession {
           try await self.receiveTasks(replyingTo: results)
           return .getTask("the remote ended getTask")
         } catch {
+          self.setup.noteRefusal(error)
           return .getTask("getTask failed: \(ErrorChain.rootCause(error))")
         }
       }
