@@ -5,9 +5,10 @@ private import Synchronization
 /// the refusal.
 ///
 /// The listener's verification callback is shared by every connection and is not told which
-/// one it serves; it runs synchronously on the connection's event loop, and the handshake
-/// fails right after it on that same loop, so the reason is parked per event loop and taken by
-/// the first refusal reported there.
+/// one it serves: the verdict (swift-certificates' `Verifier` is async) is parked per event loop
+/// just before the handshake's promise fails, and taken by the first refusal reported on that
+/// loop. Two handshakes failing on one loop at the same instant could swap their reasons in the
+/// log; neither is ever accepted.
 final class VerificationFailures: Sendable {
   private let reasons = Mutex<[ObjectIdentifier: String]>([:])
 
