@@ -119,6 +119,9 @@ public final class Peer: Sendable {
     if let material, let warning = StartupChecks.expiryWarning(material.current, within: material.config.expiryWarning) {
       logger.warning("certificate expiry", metadata: ["reason": "\(warning)"])
     }
+    for warning in material.map({ StartupChecks.revocationWarnings($0.current) }) ?? [] {
+      logger.warning("stale revocation list", metadata: ["reason": "\(warning)"])
+    }
   }
 
   /// Re-reads the TLS files — certificate, key, CA, revocation list, allowlist — and uses them

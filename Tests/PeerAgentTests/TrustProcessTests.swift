@@ -1,6 +1,13 @@
+import ContactProto
+import Crypto
 import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import SwiftASN1
 import Testing
+import X509
 
+@testable import PeerAgent
 @testable import peer_agent
 
 /// The security review's attacks, against `peer-agent run` processes on loopback, each with
@@ -227,6 +234,112 @@ struct TrustProcessTests {
     hub.send("@edge after rotation")
     #expect(await hub.event("reply", where: { ($0["text"] as? String)?.contains("after rotation") == true }) != nil, "hub: \(hub.log)")
     #expect(hub.count { $0["event"] == "disconnected" && $0["peer"] == "edge" } == 0)
+  }
+
+  @Test("A tellResult from another peer of the CA naming a request id the hub printed is dropped; the real reply still arrives")
+  func forgedReplyAgainstProcess() async throws {
+    let certs = try Self.certificates("hub,edge,edge2")
+    defer { try? FileManager.default.removeItem(atPath: certs) }
+    let (hub, address) = try await self.startHub(certs, ["--log-level", "warning"])
+    defer { hub.terminate() }
+    let hubAddress = try PeerAddress(parsing: address)
+    let gate = Gate()
+    defer { gate.open() }
+    let edge = try TestPeer(
+      name: "edge",
+      mode: .single,
+      security: .mutualTLS(directory: certs, name: "edge"),
+      connect: [Peer.Target(address: hubAddress, expectedIdentity: "hub")],
+      handler: { _ in
+        await gate.wait()
+        return "real"
+      }
+    )
+    try await withRunningPeers([edge]) {
+      #expect(await hub.event("connected", where: { $0["peer"] as? String == "edge" }) != nil, "hub log: \(hub.log)")
+      hub.send("@edge work")
+      let queued = try #require(await hub.event("queued"), "hub log: \(hub.log)")
+      let id = try #require(queued["id"] as? String)
+      let handling = ContinuousClock.now.advanced(by: .seconds(10))
+      while edge.requests.all.isEmpty, ContinuousClock.now < handling {
+        try await Task.sleep(for: .milliseconds(10))
+      }
+
+      // edge2 — a valid certificate of the same CA — answers the hub's request by its id.
+      let folder = CertificateDirectory(certs)
+      let transport = try HTTP2ClientTransport.Posix(
+        target: .ipv4(address: hubAddress.host, port: hubAddress.port),
+        transportSecurity: .mTLS(
+          certificateChain: [.file(path: folder.certificate(for: "edge2"), format: .pem)],
+          privateKey: .file(path: folder.privateKey(for: "edge2"), format: .pem)
+        ) { tls in
+          tls.trustRoots = .certificates([.file(path: folder.authorityCertificate, format: .pem)])
+          tls.serverCertificateVerification = .noHostnameVerification
+        }
+      )
+      try await withGRPCClient(transport: transport) { client in
+        let forged = {
+          var result = Contact_Result()
+          result.id = id
+          result.ret = "forged"
+          return result
+        }()
+        try await Contact_Contact.Client(wrapping: client).tellResult(
+          options: .defaults { $0.waitForReady = false },
+          requestProducer: { writer in try await writer.write(forged) }
+        ) { response in
+          _ = try response.message
+        }
+      }
+      let dropped = ContinuousClock.now.advanced(by: .seconds(10))
+      while !hub.log.contains("dropped a reply for a request sent to another peer"), ContinuousClock.now < dropped {
+        try await Task.sleep(for: .milliseconds(20))
+      }
+      #expect(hub.log.contains("dropped a reply for a request sent to another peer"), "hub log: \(hub.log)")
+      #expect(hub.log.contains("link=edge2"))
+      #expect(hub.count { $0["event"] == "reply" } == 0, "the forged reply was taken")
+
+      gate.open()
+      let reply = await hub.event("reply")
+      #expect(reply?["reply"] as? String == "real", "\(String(describing: reply))")
+      #expect(reply?["id"] as? String == id)
+      #expect(hub.count { ($0["reply"] ?? "").contains("forged") } == 0)
+    }
+  }
+
+  @Test("A listener whose certificate's CN is the pinned name but whose identity is another peer's is refused")
+  func commonNameImpostor() async throws {
+    let certs = try Self.certificates("hub,edge")
+    defer { try? FileManager.default.removeItem(atPath: certs) }
+    let folder = CertificateDirectory(certs)
+    let authority = ChainMint.Authority(
+      certificate: try Certificate(pemEncoded: String(contentsOfFile: folder.authorityCertificate, encoding: .utf8)),
+      key: try P256.Signing.PrivateKey(pemRepresentation: String(contentsOfFile: folder.authorityKey, encoding: .utf8))
+    )
+    var spec = ChainMint.Spec.peer("edge2")
+    spec.commonName = "hub"
+    spec.dnsNames = ["edge2", "localhost"]
+    let impostor = try ChainMint.issueWithKey(spec, issuer: authority)
+    let certPath = "\(certs)/impostor.pem"
+    let keyPath = "\(certs)/impostor-key.pem"
+    try impostor.certificate.pem.write(toFile: certPath, atomically: true, encoding: .utf8)
+    try impostor.key.pemRepresentation.write(toFile: keyPath, atomically: true, encoding: .utf8)
+    try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: keyPath)
+
+    let listener = try PeerProcess([
+      "run", "--name", "edge2", "--listen", "127.0.0.1:0", "--ca", folder.authorityCertificate,
+      "--cert", certPath, "--key", keyPath,
+    ] + self.common)
+    defer { listener.terminate() }
+    let listening = try #require(await listener.event("listening"), "listener log: \(listener.log)")
+    let address = try #require(listening["address"] as? String)
+    let dialer = try self.edge("edge", certs: certs, to: address)
+    defer { dialer.terminate() }
+    let refused = await dialer.event("error") {
+      ($0["message"] as? String)?.contains("expected peer 'hub' but the certificate presented is 'edge2'") == true
+    }
+    #expect(refused != nil, "dialer log: \(dialer.log)")
+    #expect(dialer.count { $0["event"] == "connected" } == 0)
   }
 
   /// The serial number of the certificate in `path`, as OpenSSL prints it.

@@ -171,6 +171,26 @@ struct TrustTests {
     #expect(process.terminationStatus == 0 && output.contains("verify OK"), "\(output)")
   }
 
+  @Test("Warnings: a certificate expiring within the warning time, a revocation list past its next update")
+  func warnings() throws {
+    let ca = try DevelopmentCertificates.makeAuthority()
+    let soon = try ca.issue(name: "edge", notValidAfter: Date().addingTimeInterval(3 * 86_400 + 600))
+    let stale = try ca.revocationListPEM(revoking: [], validity: -3600)
+    let material = try TLSMaterial(
+      Peer.Config.MutualTLS(
+        trustRoots: .pem(ca.authority.certificatePEM),
+        certificateChain: .pem(soon.certificatePEM),
+        privateKey: .pem(soon.privateKeyPEM),
+        authorization: Peer.Config.Authorization(revocationList: .pem(stale))
+      )
+    )
+    let warning = StartupChecks.expiryWarning(material.current, within: .seconds(14 * 86_400))
+    #expect(warning?.contains("in 3 days 0 hours: renew it") == true, "\(warning ?? "nil")")
+    #expect(StartupChecks.expiryWarning(material.current, within: .seconds(86_400)) == nil)
+    let lists = StartupChecks.revocationWarnings(material.current)
+    #expect(lists.count == 1 && lists[0].contains("was due to be replaced"), "\(lists)")
+  }
+
   @Test("A certificate whose extended key usage does not fit the peer's roles is refused at start")
   func startupExtendedKeyUsage() throws {
     let root = try ChainMint.root(.ca("EKU Root"))

@@ -33,6 +33,9 @@ struct SecurityReload {
     if let warning = StartupChecks.expiryWarning(snapshot, within: material.config.expiryWarning) {
       logger.warning("certificate expiry", metadata: ["reason": "\(warning)"])
     }
+    for warning in StartupChecks.revocationWarnings(snapshot) {
+      logger.warning("stale revocation list", metadata: ["reason": "\(warning)"])
+    }
     await self.reverifyConnections(with: snapshot)
   }
 

@@ -44,6 +44,15 @@ struct StartupChecks {
     return "this peer's certificate expires on \(date), in \(Int(left / 86_400)) days \(Int(left.truncatingRemainder(dividingBy: 86_400) / 3_600)) hours: renew it (a reload picks the new one up)"
   }
 
+  /// A warning for each revocation list past its `nextUpdate`: it is still applied, but the
+  /// CA has most likely issued a newer one.
+  static func revocationWarnings(_ snapshot: TLSMaterial.Snapshot, now: Date = Date()) -> [String] {
+    snapshot.verifier.revocationLists.compactMap { list in
+      guard let next = list.nextUpdate, next < now else { return nil }
+      return "the revocation list of '\(list.issuer)' was due to be replaced on \(ISO8601DateFormatter().string(from: next)): fetch the CA's current list"
+    }
+  }
+
   private static func permissions(of path: String) -> Int? {
     guard let attributes = try? FileManager.default.attributesOfItem(atPath: path),
       let mode = attributes[.posixPermissions] as? NSNumber
