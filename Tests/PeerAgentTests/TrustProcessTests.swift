@@ -342,6 +342,54 @@ struct TrustProcessTests {
     #expect(dialer.count { $0["event"] == "connected" } == 0)
   }
 
+  @Test("Chains OpenSSL refuses are refused by a running hub: a sub-CA below a path length of 0, a CA:TRUE leaf")
+  func refusedChains() async throws {
+    let certs = try Self.certificates("hub")
+    defer { try? FileManager.default.removeItem(atPath: certs) }
+    let folder = CertificateDirectory(certs)
+    // The development CA allows no sub-CA (path length 0).
+    let authority = ChainMint.Authority(
+      certificate: try Certificate(pemEncoded: String(contentsOfFile: folder.authorityCertificate, encoding: .utf8)),
+      key: try P256.Signing.PrivateKey(pemRepresentation: String(contentsOfFile: folder.authorityKey, encoding: .utf8))
+    )
+    let subCA = try ChainMint.intermediate(.ca("Rogue Sub-CA"), issuer: authority)
+    let deep = try ChainMint.issueWithKey(.peer("edge"), issuer: subCA)
+    var caLeafSpec = ChainMint.Spec.peer("edge")
+    caLeafSpec.isCA = true
+    caLeafSpec.keyUsage = KeyUsage(digitalSignature: true, keyCertSign: true)
+    let caLeaf = try ChainMint.issueWithKey(caLeafSpec, issuer: authority)
+
+    let (hub, address) = try await self.startHub(certs)
+    defer { hub.terminate() }
+    let cases: [(String, [Certificate], P256.Signing.PrivateKey, String)] = [
+      ("deep", [deep.certificate, subCA.certificate], deep.key, "has maximum path length 0, but chain has 1 subCAs"),
+      ("ca-leaf", [caLeaf.certificate], caLeaf.key, "a peer's certificate must not be a CA"),
+    ]
+    for (label, chain, key, reason) in cases {
+      let certPath = "\(certs)/\(label).pem"
+      let keyPath = "\(certs)/\(label)-key.pem"
+      try chain.map { $0.pem + "\n" }.joined().write(toFile: certPath, atomically: true, encoding: .utf8)
+      try key.pemRepresentation.write(toFile: keyPath, atomically: true, encoding: .utf8)
+      try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: keyPath)
+      let edge = try PeerProcess([
+        "run", "--name", "edge", "--connect", "hub@\(address)", "--ca", folder.authorityCertificate,
+        "--cert", certPath, "--key", keyPath,
+      ] + self.common)
+      defer { edge.terminate() }
+      let refused = await hub.event("error") { ($0["message"] as? String)?.contains(reason) == true }
+      #expect(refused != nil, "\(label): hub log: \(hub.log)")
+      // The edge was warned at start that its own chain would be refused.
+      let warned = ContinuousClock.now.advanced(by: .seconds(10))
+      while !edge.log.contains("own certificate will be refused"), ContinuousClock.now < warned {
+        try await Task.sleep(for: .milliseconds(20))
+      }
+      #expect(edge.log.contains("own certificate will be refused"), "\(label): \(edge.log)")
+      #expect(await edge.event("error") { ($0["message"] as? String)?.contains("the listener refused this peer's certificate") == true } != nil)
+      edge.terminate()
+    }
+    #expect(hub.count { $0["event"] == "connected" } == 0)
+  }
+
   /// The serial number of the certificate in `path`, as OpenSSL prints it.
   static func serial(of path: String) throws -> String {
     try Self.serial(ofPEMIn: String(contentsOfFile: path, encoding: .utf8))

@@ -36,7 +36,23 @@ struct SecurityReload {
     for warning in StartupChecks.revocationWarnings(snapshot) {
       logger.warning("stale revocation list", metadata: ["reason": "\(warning)"])
     }
+    await self.checkOwnChain(snapshot)
     await self.reverifyConnections(with: snapshot)
+  }
+
+  /// Warns when this peer's own chain would not verify with its own CA: peers that trust the
+  /// same CA will refuse it. Not an error (a deployment may trust another CA than its own
+  /// issuer), but worth saying at start rather than per handshake.
+  func checkOwnChain(_ snapshot: TLSMaterial.Snapshot) async {
+    let role: CertificateVerifier.PresentedBy = self.context.config.listen != nil ? .listener : .dialer
+    do {
+      _ = try await snapshot.verifier.check(chain: snapshot.ownChain, presentedBy: role)
+    } catch {
+      self.context.logger.warning(
+        "this peer's own certificate will be refused by peers that trust the same CA",
+        metadata: ["reason": "\(error)"]
+      )
+    }
   }
 
   /// Verifies every live connection's chain again with `snapshot` — its CA, revocation lists
@@ -63,7 +79,9 @@ struct SecurityReload {
   /// Checks the files every ``Peer/Config/MutualTLS/watchInterval`` and reloads when one
   /// changed, until cancelled.
   func watch() async {
-    guard let material = self.context.material, let interval = material.config.watchInterval else { return }
+    guard let material = self.context.material else { return }
+    await self.checkOwnChain(material.current)
+    guard let interval = material.config.watchInterval else { return }
     var stamps = material.fileStamps
     var lastWarning = ContinuousClock.now
     var lastCheck = ContinuousClock.now
