@@ -55,7 +55,7 @@ enum TLSRefusal {
         || has("ALERT_UNSUPPORTED_CERTIFICATE")
       {
         return
-          "the listener refused this peer's certificate (\(Self.alertName(text))): is it signed by the listener's CA, and still valid?"
+          "the listener refused this peer's certificate (\(Self.alertName(text))): is it signed by the listener's CA, still valid, and not revoked? (the listener's log says which)"
       }
       if has("WRONG_VERSION_NUMBER") || has("UNKNOWN_PROTOCOL") || has("RECORD_TOO_LARGE")
         || has("PACKET_LENGTH_TOO_LONG")
