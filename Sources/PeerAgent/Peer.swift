@@ -100,7 +100,7 @@ public final class Peer: Sendable {
     self.name = config.name ?? material?.current.ownIdentity ?? "peer"
     var logger = logger
     logger[metadataKey: "peer"] = "\(self.name)"
-    self.context = LinkContext(config: config, logger: logger, material: material, store: store, handler: handler)
+    self.context = LinkContext(name: self.name, config: config, logger: logger, material: material, store: store, handler: handler)
     do {
       self.recoveredDeliveries = try self.context.outbox.recover()
     } catch {
@@ -115,12 +115,6 @@ public final class Peer: Sendable {
         "resuming unanswered requests from the previous run",
         metadata: ["count": "\(self.recoveredDeliveries.count)"]
       )
-    }
-    if let material, let warning = StartupChecks.expiryWarning(material.current, within: material.config.expiryWarning) {
-      logger.warning("certificate expiry", metadata: ["reason": "\(warning)"])
-    }
-    for warning in material.map({ StartupChecks.revocationWarnings($0.current) }) ?? [] {
-      logger.warning("stale revocation list", metadata: ["reason": "\(warning)"])
     }
   }
 

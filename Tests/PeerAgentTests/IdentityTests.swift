@@ -16,8 +16,8 @@ struct IdentityTests {
   func identityFromSAN() throws {
     let ca = try DevelopmentCertificates.makeAuthority()
     let hub = try self.certificate(try ca.issue(name: "hub").certificatePEM)
-    #expect(CertificateVerifier.identityName(of: hub) == "hub")
-    #expect(CertificateVerifier.names(of: hub) == ["hub", "localhost"])
+    #expect(CertificateNames.identity(of: hub) == "hub")
+    #expect(CertificateNames.names(of: hub) == ["hub", "localhost"])
   }
 
   @Test("Without DNS names, the identity is the common name")
@@ -36,7 +36,7 @@ struct IdentityTests {
       extensions: Certificate.Extensions(),
       issuerPrivateKey: .init(key)
     )
-    #expect(CertificateVerifier.identityName(of: certificate) == "edge-cn")
+    #expect(CertificateNames.identity(of: certificate) == "edge-cn")
   }
 
   @Test("A certificate from the CA verifies, as the name it carries")

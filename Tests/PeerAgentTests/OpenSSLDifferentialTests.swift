@@ -32,14 +32,28 @@ struct OpenSSLDifferentialTests {
     func add(_ name: String, _ leaf: Certificate, root r: ChainMint.Authority = root, _ intermediates: [Certificate] = [], as role: CertificateVerifier.PresentedBy = .dialer) {
       cases.append(Case(name: name, root: r, intermediates: intermediates, leaf: leaf, presentedBy: role))
     }
+    /// `edge`'s good certificate from the root, changed by `change`.
+    func leaf(_ change: (inout ChainMint.Spec) -> Void) throws -> Certificate {
+      var spec = peer
+      change(&spec)
+      return try ChainMint.leaf(spec, issuer: root)
+    }
+    /// A good `edge` certificate under an intermediate `name` of the root, changed by `change`;
+    /// added with the intermediate presented.
+    func addThroughIntermediate(_ caseName: String, _ name: String, _ change: (inout ChainMint.Spec) -> Void) throws {
+      var spec = ChainMint.Spec.ca(name)
+      change(&spec)
+      let intermediate = try ChainMint.intermediate(spec, issuer: root)
+      add(caseName, try ChainMint.leaf(peer, issuer: intermediate), [intermediate.certificate])
+    }
     let past = Date().addingTimeInterval(-86_400 * 3)
     let future = Date().addingTimeInterval(86_400 * 3)
 
     add("good leaf from the root (dialer)", try ChainMint.leaf(peer, issuer: root))
     add("good leaf from the root (listener)", try ChainMint.leaf(peer, issuer: root), as: .listener)
-    let intermediate = try ChainMint.intermediate(.ca("Corpus Intermediate"), issuer: root)
-    add("good leaf through an intermediate", try ChainMint.leaf(peer, issuer: intermediate), [intermediate.certificate])
-    add("intermediate missing from the chain", try ChainMint.leaf(peer, issuer: intermediate))
+    try addThroughIntermediate("good leaf through an intermediate", "Corpus Intermediate") { _ in }
+    let missing = try ChainMint.intermediate(.ca("Missing Intermediate"), issuer: root)
+    add("intermediate missing from the chain", try ChainMint.leaf(peer, issuer: missing))
 
     // Path length: a root that allows no sub-CA, with one.
     var noSubCA = ChainMint.Spec.ca("Root PathLen 0")
@@ -59,95 +73,62 @@ struct OpenSSLDifferentialTests {
     add("name inside the permitted subtree", try ChainMint.leaf(inside, issuer: constrainedCA), [constrainedCA.certificate])
 
     // Unknown critical extensions.
-    var unknownLeaf = peer
-    unknownLeaf.unknownCriticalExtension = true
-    add("unknown critical extension on the leaf", try ChainMint.leaf(unknownLeaf, issuer: root))
-    var unknownCA = ChainMint.Spec.ca("Unknown Critical CA")
-    unknownCA.unknownCriticalExtension = true
-    let unknownIntermediate = try ChainMint.intermediate(unknownCA, issuer: root)
-    add("unknown critical extension on the intermediate", try ChainMint.leaf(peer, issuer: unknownIntermediate), [unknownIntermediate.certificate])
+    add("unknown critical extension on the leaf", try leaf { $0.unknownCriticalExtension = true })
+    try addThroughIntermediate("unknown critical extension on the intermediate", "Unknown Critical CA") { $0.unknownCriticalExtension = true }
 
     // Validity.
-    var expired = peer
-    (expired.notValidBefore, expired.notValidAfter) = (past.addingTimeInterval(-86_400), past)
-    add("expired leaf", try ChainMint.leaf(expired, issuer: root))
-    var early = peer
-    (early.notValidBefore, early.notValidAfter) = (future, future.addingTimeInterval(86_400))
-    add("leaf not yet valid", try ChainMint.leaf(early, issuer: root))
-    var expiredCA = ChainMint.Spec.ca("Expired Intermediate")
-    (expiredCA.notValidBefore, expiredCA.notValidAfter) = (past.addingTimeInterval(-86_400), past)
-    let expiredIntermediate = try ChainMint.intermediate(expiredCA, issuer: root)
-    add("expired intermediate", try ChainMint.leaf(peer, issuer: expiredIntermediate), [expiredIntermediate.certificate])
-    var earlyCA = ChainMint.Spec.ca("Early Intermediate")
-    (earlyCA.notValidBefore, earlyCA.notValidAfter) = (future, future.addingTimeInterval(86_400))
-    let earlyIntermediate = try ChainMint.intermediate(earlyCA, issuer: root)
-    add("intermediate not yet valid", try ChainMint.leaf(peer, issuer: earlyIntermediate), [earlyIntermediate.certificate])
+    add("expired leaf", try leaf { ($0.notValidBefore, $0.notValidAfter) = (past.addingTimeInterval(-86_400), past) })
+    add("leaf not yet valid", try leaf { ($0.notValidBefore, $0.notValidAfter) = (future, future.addingTimeInterval(86_400)) })
+    try addThroughIntermediate("expired intermediate", "Expired Intermediate") {
+      ($0.notValidBefore, $0.notValidAfter) = (past.addingTimeInterval(-86_400), past)
+    }
+    try addThroughIntermediate("intermediate not yet valid", "Early Intermediate") {
+      ($0.notValidBefore, $0.notValidAfter) = (future, future.addingTimeInterval(86_400))
+    }
 
     // Extended key usage per role.
-    var serverOnly = peer
-    serverOnly.extendedKeyUsage = [.serverAuth]
-    add("serverAuth-only leaf dialing", try ChainMint.leaf(serverOnly, issuer: root))
-    add("serverAuth-only leaf listening", try ChainMint.leaf(serverOnly, issuer: root), as: .listener)
-    var clientOnly = peer
-    clientOnly.extendedKeyUsage = [.clientAuth]
-    add("clientAuth-only leaf listening", try ChainMint.leaf(clientOnly, issuer: root), as: .listener)
-    var noEKU = peer
-    noEKU.extendedKeyUsage = nil
-    add("leaf without extended key usage", try ChainMint.leaf(noEKU, issuer: root))
-    var anyEKU = peer
-    anyEKU.extendedKeyUsage = [.any]
-    add("leaf with anyExtendedKeyUsage only", try ChainMint.leaf(anyEKU, issuer: root))
-    var serverCA = ChainMint.Spec.ca("ServerAuth-only Intermediate")
-    serverCA.extendedKeyUsage = [.serverAuth]
-    let serverIntermediate = try ChainMint.intermediate(serverCA, issuer: root)
-    add("intermediate restricted to serverAuth, dialer's leaf", try ChainMint.leaf(peer, issuer: serverIntermediate), [serverIntermediate.certificate])
+    let serverOnly = try leaf { $0.extendedKeyUsage = [.serverAuth] }
+    add("serverAuth-only leaf dialing", serverOnly)
+    add("serverAuth-only leaf listening", serverOnly, as: .listener)
+    add("clientAuth-only leaf listening", try leaf { $0.extendedKeyUsage = [.clientAuth] }, as: .listener)
+    add("leaf without extended key usage", try leaf { $0.extendedKeyUsage = nil })
+    add("leaf with anyExtendedKeyUsage only", try leaf { $0.extendedKeyUsage = [.any] })
+    try addThroughIntermediate("intermediate restricted to serverAuth, dialer's leaf", "ServerAuth-only Intermediate") {
+      $0.extendedKeyUsage = [.serverAuth]
+    }
 
     // Key usage.
-    var encipherOnly = peer
-    encipherOnly.keyUsage = KeyUsage(keyEncipherment: true)
-    add("leaf key usage keyEncipherment only, dialing", try ChainMint.leaf(encipherOnly, issuer: root))
-    add("leaf key usage keyEncipherment only, listening", try ChainMint.leaf(encipherOnly, issuer: root), as: .listener)
-    var noKeyUsage = peer
-    noKeyUsage.keyUsage = nil
-    add("leaf without key usage", try ChainMint.leaf(noKeyUsage, issuer: root))
-    var caNoKeyUsage = ChainMint.Spec.ca("No Key Usage CA")
-    caNoKeyUsage.keyUsage = nil
-    let noKeyUsageCA = try ChainMint.intermediate(caNoKeyUsage, issuer: root)
-    add("intermediate without key usage", try ChainMint.leaf(peer, issuer: noKeyUsageCA), [noKeyUsageCA.certificate])
-    var caNoCertSign = ChainMint.Spec.ca("No CertSign CA")
-    caNoCertSign.keyUsage = KeyUsage(digitalSignature: true, cRLSign: true)
-    let noCertSignCA = try ChainMint.intermediate(caNoCertSign, issuer: root)
-    add("intermediate without keyCertSign", try ChainMint.leaf(peer, issuer: noCertSignCA), [noCertSignCA.certificate])
+    let encipherOnly = try leaf { $0.keyUsage = KeyUsage(keyEncipherment: true) }
+    add("leaf key usage keyEncipherment only, dialing", encipherOnly)
+    add("leaf key usage keyEncipherment only, listening", encipherOnly, as: .listener)
+    add("leaf without key usage", try leaf { $0.keyUsage = nil })
+    try addThroughIntermediate("intermediate without key usage", "No Key Usage CA") { $0.keyUsage = nil }
+    try addThroughIntermediate("intermediate without keyCertSign", "No CertSign CA") {
+      $0.keyUsage = KeyUsage(digitalSignature: true, cRLSign: true)
+    }
 
     // Basic constraints.
-    var notCA = ChainMint.Spec.peer("not-a-ca")
-    notCA.keyUsage = KeyUsage(digitalSignature: true, keyCertSign: true)
-    let fakeIntermediate = try ChainMint.intermediate(notCA, issuer: root)
-    add("leaf issued by a CA:FALSE certificate", try ChainMint.leaf(peer, issuer: fakeIntermediate), [fakeIntermediate.certificate])
-    var nonCritical = ChainMint.Spec.ca("Non-critical BC")
-    nonCritical.basicConstraintsCritical = false
-    let nonCriticalCA = try ChainMint.intermediate(nonCritical, issuer: root)
-    add("intermediate whose basic constraints are not critical", try ChainMint.leaf(peer, issuer: nonCriticalCA), [nonCriticalCA.certificate])
-    var caLeaf = peer
-    caLeaf.isCA = true
-    caLeaf.keyUsage = KeyUsage(digitalSignature: true, keyCertSign: true)
-    cases.append(Case(name: "CA:TRUE leaf", root: root, leaf: try ChainMint.leaf(caLeaf, issuer: root), strongerThanOpenSSL: true))
+    try addThroughIntermediate("leaf issued by a CA:FALSE certificate", "not-a-ca") {
+      $0 = ChainMint.Spec.peer("not-a-ca")
+      $0.keyUsage = KeyUsage(digitalSignature: true, keyCertSign: true)
+    }
+    try addThroughIntermediate("intermediate whose basic constraints are not critical", "Non-critical BC") {
+      $0.basicConstraintsCritical = false
+    }
+    let caLeaf = try leaf {
+      $0.isCA = true
+      $0.keyUsage = KeyUsage(digitalSignature: true, keyCertSign: true)
+    }
+    cases.append(Case(name: "CA:TRUE leaf", root: root, leaf: caLeaf, strongerThanOpenSSL: true))
 
     // Identifiers the strict profile requires.
-    var noAKID = peer
-    noAKID.authorityKeyIdentifier = false
-    add("leaf without authority key identifier", try ChainMint.leaf(noAKID, issuer: root))
-    var noSKID = ChainMint.Spec.ca("No SKID CA")
-    noSKID.subjectKeyIdentifier = false
-    let noSKIDCA = try ChainMint.intermediate(noSKID, issuer: root)
-    add("intermediate without subject key identifier", try ChainMint.leaf(peer, issuer: noSKIDCA), [noSKIDCA.certificate])
+    add("leaf without authority key identifier", try leaf { $0.authorityKeyIdentifier = false })
+    try addThroughIntermediate("intermediate without subject key identifier", "No SKID CA") { $0.subjectKeyIdentifier = false }
 
     // Signatures and trust.
     add("wrong signature", try ChainMint.leaf(peer, issuer: root, signer: P256.Signing.PrivateKey()))
-    let other = try ChainMint.root(.ca("Corpus Root"))
-    add("same-named root with another key", try ChainMint.leaf(peer, issuer: other))
-    let stranger = try ChainMint.root(.ca("Stranger Root"))
-    add("another CA", try ChainMint.leaf(peer, issuer: stranger))
+    add("same-named root with another key", try ChainMint.leaf(peer, issuer: try ChainMint.root(.ca("Corpus Root"))))
+    add("another CA", try ChainMint.leaf(peer, issuer: try ChainMint.root(.ca("Stranger Root"))))
 
     // Revocation.
     let authority = try DevelopmentCertificates.loadAuthority(
@@ -213,15 +194,7 @@ struct OpenSSLDifferentialTests {
       arguments += ["-crl_check", "-CRLfile", crl]
     }
     arguments.append(leaf)
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-    process.arguments = arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    try process.run()
-    let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    process.waitUntilExit()
-    return (process.terminationStatus == 0, output.replacingOccurrences(of: "\n", with: " "))
+    let (status, output) = try Tool.run("/usr/bin/openssl", arguments)
+    return (status == 0, output.replacingOccurrences(of: "\n", with: " "))
   }
 }

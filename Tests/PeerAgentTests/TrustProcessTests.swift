@@ -312,10 +312,7 @@ struct TrustProcessTests {
     let certs = try Self.certificates("hub,edge")
     defer { try? FileManager.default.removeItem(atPath: certs) }
     let folder = CertificateDirectory(certs)
-    let authority = ChainMint.Authority(
-      certificate: try Certificate(pemEncoded: String(contentsOfFile: folder.authorityCertificate, encoding: .utf8)),
-      key: try P256.Signing.PrivateKey(pemRepresentation: String(contentsOfFile: folder.authorityKey, encoding: .utf8))
-    )
+    let authority = try ChainMint.Authority(folder)
     var spec = ChainMint.Spec.peer("edge2")
     spec.commonName = "hub"
     spec.dnsNames = ["edge2", "localhost"]
@@ -348,10 +345,7 @@ struct TrustProcessTests {
     defer { try? FileManager.default.removeItem(atPath: certs) }
     let folder = CertificateDirectory(certs)
     // The development CA allows no sub-CA (path length 0).
-    let authority = ChainMint.Authority(
-      certificate: try Certificate(pemEncoded: String(contentsOfFile: folder.authorityCertificate, encoding: .utf8)),
-      key: try P256.Signing.PrivateKey(pemRepresentation: String(contentsOfFile: folder.authorityKey, encoding: .utf8))
-    )
+    let authority = try ChainMint.Authority(folder)
     let subCA = try ChainMint.intermediate(.ca("Rogue Sub-CA"), issuer: authority)
     let deep = try ChainMint.issueWithKey(.peer("edge"), issuer: subCA)
     var caLeafSpec = ChainMint.Spec.peer("edge")
@@ -368,7 +362,7 @@ struct TrustProcessTests {
     for (label, chain, key, reason) in cases {
       let certPath = "\(certs)/\(label).pem"
       let keyPath = "\(certs)/\(label)-key.pem"
-      try chain.map { $0.pem + "\n" }.joined().write(toFile: certPath, atomically: true, encoding: .utf8)
+      try chain.map(\.pem).joined().write(toFile: certPath, atomically: true, encoding: .utf8)
       try key.pemRepresentation.write(toFile: keyPath, atomically: true, encoding: .utf8)
       try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: keyPath)
       let edge = try PeerProcess([
@@ -401,34 +395,15 @@ struct TrustProcessTests {
       let end = text.range(of: "-----END CERTIFICATE-----", range: start.upperBound ..< text.endIndex)
     else { return "none" }
     let pem = String(text[start.lowerBound ..< end.upperBound]) + "\n"
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-    process.arguments = ["x509", "-noout", "-serial"]
-    let input = Pipe()
-    let output = Pipe()
-    process.standardInput = input
-    process.standardOutput = output
-    try process.run()
-    input.fileHandleForWriting.write(Data(pem.utf8))
-    try input.fileHandleForWriting.close()
-    let serial = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    process.waitUntilExit()
-    return serial.trimmingCharacters(in: .whitespacesAndNewlines)
+    return try Tool.run("/usr/bin/openssl", ["x509", "-noout", "-serial"], input: pem).output
+      .trimmingCharacters(in: .whitespacesAndNewlines)
   }
 
   /// Runs `openssl s_client` against `address` with a second of HTTP/2 preface, returns its output.
   static func sClient(address: String, certs: String, arguments: [String]) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/bin/sh")
     let joined = (["-connect", address, "-CAfile", "\(certs)/ca.pem", "-alpn", "h2", "-tls1_3"] + arguments)
       .map { "'\($0)'" }.joined(separator: " ")
-    process.arguments = ["-c", "(printf 'PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n'; sleep 1) | timeout 10 openssl s_client \(joined) 2>&1"]
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    try process.run()
-    let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    process.waitUntilExit()
-    return output
+    return try Tool.shell("(printf 'PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n'; sleep 1) | timeout 10 openssl s_client \(joined)").output
   }
 
   @Test("Start-up refuses a certificate for another name, and a key others can read, saying what to fix")

@@ -94,14 +94,15 @@ struct TrustTests {
     let keys = IdentityKeys()
     let a = KeyFingerprint(publicKey: .init(P256.Signing.PrivateKey().publicKey))
     let b = KeyFingerprint(publicKey: .init(P256.Signing.PrivateKey().publicKey))
-    try keys.claim("edge", key: a)
-    try keys.claim("edge", key: a)  // a reconnect while the stale link lives
-    #expect(throws: IdentityKeys.Conflict(name: "edge", connected: a, presented: b)) { try keys.claim("edge", key: b) }
-    keys.release("edge", key: a)
+    func remote(_ name: String, _ key: KeyFingerprint) -> RemotePeer { RemotePeer(identity: .verified(name), key: key) }
+    let first = try keys.claim(remote("edge", a), key: a)
+    let second = try keys.claim(remote("edge", a), key: a)  // a reconnect while the stale link lives
+    #expect(throws: IdentityKeys.Conflict(name: "edge", connected: a, presented: b)) { try keys.claim(remote("edge", b), key: b) }
+    keys.release(first)
     #expect(throws: IdentityKeys.Conflict.self) { try keys.check("edge", key: b) }
-    keys.release("edge", key: a)
-    try keys.claim("edge", key: b)  // all of a's connections ended: b may come
-    try keys.claim("hub", key: a)  // names are independent
+    keys.release(second)
+    _ = try keys.claim(remote("edge", b), key: b)  // all of a's connections ended: b may come
+    _ = try keys.claim(remote("hub", a), key: a)  // names are independent
   }
 
   @Test("Allowlists parse names and pins, and refuse others and other keys")
@@ -127,14 +128,7 @@ struct TrustTests {
     defer { try? FileManager.default.removeItem(atPath: folder) }
     try DevelopmentCertificates.write(names: ["edge"], to: folder)
     let ours = try CertificateDirectory(folder).keyFingerprint(for: "edge").description
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/bin/sh")
-    process.arguments = ["-c", "openssl x509 -in '\(folder)/edge.pem' -pubkey -noout | openssl pkey -pubin -outform DER | sha256sum"]
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    try process.run()
-    let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    process.waitUntilExit()
+    let output = try Tool.shell("openssl x509 -in '\(folder)/edge.pem' -pubkey -noout | openssl pkey -pubin -outform DER | sha256sum").output
     #expect(ours == "sha256:" + (output.split(separator: " ").first.map(String.init) ?? "?"))
   }
 
@@ -160,15 +154,11 @@ struct TrustTests {
     defer { try? FileManager.default.removeItem(at: folder) }
     try pem.write(to: folder.appendingPathComponent("crl.pem"), atomically: true, encoding: .utf8)
     try ca.authority.certificatePEM.write(to: folder.appendingPathComponent("ca.pem"), atomically: true, encoding: .utf8)
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-    process.arguments = ["crl", "-in", folder.appendingPathComponent("crl.pem").path, "-CAfile", folder.appendingPathComponent("ca.pem").path, "-noout"]
-    let pipe = Pipe()
-    process.standardError = pipe
-    try process.run()
-    let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    process.waitUntilExit()
-    #expect(process.terminationStatus == 0 && output.contains("verify OK"), "\(output)")
+    let (status, output) = try Tool.run(
+      "/usr/bin/openssl",
+      ["crl", "-in", folder.appendingPathComponent("crl.pem").path, "-CAfile", folder.appendingPathComponent("ca.pem").path, "-noout"]
+    )
+    #expect(status == 0 && output.contains("verify OK"), "\(output)")
   }
 
   @Test("Warnings: a certificate expiring within the warning time, a revocation list past its next update")

@@ -22,25 +22,25 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
     let peer = self.context
     return StreamingServerResponse(metadata: peer.announcement) { writer in
       try await peer.serving(remote) {
-      try await withTaskExecutorPreference(peer.executor) {
-        let replies = WriteQueue<Contact_Result>()
-        let inbound = InboundRequests(context: peer, identity: identity, link: .sendStatus) { reply in
-          replies.enqueue(reply)
-        }
-        try await withThrowingDiscardingTaskGroup { group in
-          group.addTask {
-            while let batch = await replies.next() {
-              try await writer.write(contentsOf: batch)
+        try await withTaskExecutorPreference(peer.executor) {
+          let replies = WriteQueue<Contact_Result>()
+          let inbound = InboundRequests(context: peer, identity: identity, link: .sendStatus) { reply in
+            replies.enqueue(reply)
+          }
+          try await withThrowingDiscardingTaskGroup { group in
+            group.addTask {
+              while let batch = await replies.next() {
+                try await writer.write(contentsOf: batch)
+              }
+            }
+            defer { replies.finish() }
+            try await withThrowingDiscardingTaskGroup { handlers in
+              for try await message in request.messages {
+                try await inbound.receive(message.inbound, in: &handlers)
+              }
             }
           }
-          defer { replies.finish() }
-          try await withThrowingDiscardingTaskGroup { handlers in
-            for try await message in request.messages {
-              try await inbound.receive(message.inbound, in: &handlers)
-            }
-          }
         }
-      }
       }
       return [:]
     }
@@ -56,37 +56,37 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
     let announcement = Announcement(request.metadata)
     return StreamingServerResponse { writer in
       try await peer.serving(remote) {
-      let link = Link(identity: identity, kind: .getTask, window: peer.outbox.window)
-      link.remoteMaximumMessageBytes = announcement.maximumMessageBytes
-      peer.table.attach(link)
-      var reason = "the dialer closed getTask"
-      do {
-        try await withTaskExecutorPreference(peer.executor) {
-          try await withRPCCancellationHandler {
-            try await withThrowingTaskGroup(of: Void.self) { group in
-              group.addTask {
-                try await link.drain(into: peer.outbox) { batch in
-                  try await writer.write(contentsOf: batch.map(Contact_ServerMsg.init))
+        let link = Link(identity: identity, kind: .getTask, window: peer.outbox.window)
+        link.remoteMaximumMessageBytes = announcement.maximumMessageBytes
+        peer.table.attach(link)
+        var reason = "the dialer closed getTask"
+        do {
+          try await withTaskExecutorPreference(peer.executor) {
+            try await withRPCCancellationHandler {
+              try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                  try await link.drain(into: peer.outbox) { batch in
+                    try await writer.write(contentsOf: batch.map(Contact_ServerMsg.init))
+                  }
                 }
+                if announcement.heartbeats, let heartbeat = peer.heartbeat {
+                  // The dialer answers each heartbeat on tellResult, which marks the link heard.
+                  link.watchHeartbeats()
+                  group.addTask { try await heartbeat.run(on: link, reportingTo: peer.table) }
+                }
+                try await group.next()
+                group.cancelAll()
               }
-              if announcement.heartbeats, let heartbeat = peer.heartbeat {
-                // The dialer answers each heartbeat on tellResult, which marks the link heard.
-                link.watchHeartbeats()
-                group.addTask { try await heartbeat.run(on: link, reportingTo: peer.table) }
-              }
-              try await group.next()
-              group.cancelAll()
+            } onCancelRPC: {
+              link.finishOutgoing()
             }
-          } onCancelRPC: {
-            link.finishOutgoing()
           }
+        } catch {
+          reason = "getTask failed: \(ErrorChain.rootCause(error))"
+          peer.table.detach(link, reason: reason)
+          throw error
         }
-      } catch {
-        reason = "getTask failed: \(ErrorChain.rootCause(error))"
         peer.table.detach(link, reason: reason)
-        throw error
-      }
-      peer.table.detach(link, reason: reason)
       }
       return [:]
     }

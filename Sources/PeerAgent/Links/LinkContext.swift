@@ -33,16 +33,18 @@ struct LinkContext: Sendable {
   let announcement: Metadata
   /// The key each connected remote identity presented: one name, one key.
   let keys = IdentityKeys()
-  /// This peer's own name, for messages to remotes.
-  var ownName: String { self.config.name ?? self.material?.current.ownIdentity ?? "peer" }
+  /// This peer's own name (``Peer/name``), for messages to remotes.
+  let ownName: String
 
   init(
+    name: String,
     config: Peer.Config,
     logger: Logger,
     material: TLSMaterial?,
     store: any DeliveryStore,
     handler: @escaping Peer.Handler
   ) {
+    self.ownName = name
     self.config = config
     self.logger = logger
     self.material = material

@@ -222,10 +222,10 @@ enum HostCheck {
         return nil
       }
       if ips.contains(bytes) { return }
-    } else if CertificateVerifier.names(of: certificate).contains(host) {
+    } else if CertificateNames.names(of: certificate).contains(host) {
       return
     }
-    let name = CertificateVerifier.identityName(of: certificate) ?? "?"
+    let name = CertificateNames.identity(of: certificate) ?? "?"
     throw CertificateVerifier.Failure(
       "certificate '\(name)' is not valid for '\(host)' (pin the peer instead: NAME@\(host):PORT)"
     )

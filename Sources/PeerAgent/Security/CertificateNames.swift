@@ -1,4 +1,5 @@
 public import X509
+private import Foundation
 private import Crypto
 private import SwiftASN1
 
@@ -11,27 +12,17 @@ private import SwiftASN1
 public enum CertificateNames {
   /// The identity of `certificate`, or `nil` when it carries no usable name.
   public static func identity(of certificate: Certificate) -> String? {
-    let alternatives = Self.subjectAlternativeNames(of: certificate)
-    guard let alternatives else { return Self.commonName(of: certificate) }
-    let dnsNames = alternatives.compactMap { name -> String? in
-      if case .dnsName(let dns) = name { return dns }
-      return nil
-    }
+    guard let dnsNames = Self.dnsNames(of: certificate) else { return Self.commonName(of: certificate) }
     return dnsNames.first(where: { $0 != "localhost" }) ?? dnsNames.first
   }
 
   /// Every DNS name a certificate carries, and its common name when it has no alternative
   /// names: what a dialed host name is matched against.
   public static func names(of certificate: Certificate) -> Set<String> {
-    guard let alternatives = Self.subjectAlternativeNames(of: certificate) else {
+    guard let dnsNames = Self.dnsNames(of: certificate) else {
       return Set([Self.commonName(of: certificate)].compactMap { $0 })
     }
-    return Set(
-      alternatives.compactMap { name -> String? in
-        if case .dnsName(let dns) = name { return dns }
-        return nil
-      }
-    )
+    return Set(dnsNames)
   }
 
   /// The subject's common name, if any.
@@ -49,8 +40,14 @@ public enum CertificateNames {
     Self.identity(of: certificate) ?? "\(certificate.subject)"
   }
 
-  private static func subjectAlternativeNames(of certificate: Certificate) -> SubjectAlternativeNames? {
-    (try? certificate.extensions.subjectAlternativeNames) ?? nil
+  /// The DNS names among the subject alternative names, in order; `nil` when the certificate
+  /// has no subject alternative name extension at all.
+  private static func dnsNames(of certificate: Certificate) -> [String]? {
+    guard let alternatives = (try? certificate.extensions.subjectAlternativeNames) ?? nil else { return nil }
+    return alternatives.compactMap { name in
+      if case .dnsName(let dns) = name { return dns }
+      return nil
+    }
   }
 }
 
@@ -93,7 +90,7 @@ public struct KeyFingerprint: Sendable, Hashable, CustomStringConvertible {
 
   /// `sha256:` and the digest in lowercase hex.
   public var description: String {
-    "sha256:" + self.bytes.map { String($0, radix: 16).leftPadded(to: 2) }.joined()
+    "sha256:" + self.bytes.map { String(format: "%02x", $0) }.joined()
   }
 
   private static func hex(_ text: String) -> [UInt8]? {
@@ -106,13 +103,5 @@ public struct KeyFingerprint: Sendable, Hashable, CustomStringConvertible {
       index = next
     }
     return bytes
-  }
-}
-
-private import struct Foundation.Data
-
-extension String {
-  fileprivate func leftPadded(to width: Int) -> String {
-    self.count >= width ? self : String(repeating: "0", count: width - self.count) + self
   }
 }

@@ -129,15 +129,10 @@ public struct CertificateVerifier: Sendable {
     return Verified(identity: .verified(name), key: KeyFingerprint(of: leaf), chain: verified)
   }
 
-  /// The extensions PeerAgent's policies process: a certificate marking any other critical is
+  /// The extensions the two policies process: a certificate marking any other critical is
   /// refused, as RFC 5280 requires.
-  static let handledCriticalExtensions: [ASN1ObjectIdentifier] = [
-    .X509ExtensionID.basicConstraints,
-    .X509ExtensionID.nameConstraints,
-    .X509ExtensionID.keyUsage,
-    .X509ExtensionID.extendedKeyUsage,
-    .X509ExtensionID.subjectAlternativeName,
-  ]
+  static let handledCriticalExtensions =
+    PeerAgentPolicy.handledExtensions + RFC5280Policy(fixedExpiryValidationTime: Date()).verifyingCriticalExtensions
 
   private static func unhandledCriticalExtension(of certificate: Certificate) -> ASN1ObjectIdentifier? {
     certificate.extensions.first { $0.critical && !Self.handledCriticalExtensions.contains($0.oid) }?.oid
@@ -155,15 +150,5 @@ public struct CertificateVerifier: Sendable {
       text.replaceSubrange(start.lowerBound ..< end.upperBound, with: "'\(subject)'")
     }
     return text
-  }
-
-  /// The identity of a certificate (see ``CertificateNames/identity(of:)``).
-  public static func identityName(of certificate: Certificate) -> String? {
-    CertificateNames.identity(of: certificate)
-  }
-
-  /// Every name a dialed host is matched against (see ``CertificateNames/names(of:)``).
-  public static func names(of certificate: Certificate) -> Set<String> {
-    CertificateNames.names(of: certificate)
   }
 }

@@ -23,14 +23,14 @@ final class IdentityKeys: Sendable {
     var rpcError: RPCError { RPCError(code: .permissionDenied, message: self.description) }
   }
 
+  /// The key a name is connected with, and its connections that live now.
   private struct Claim {
     var key: KeyFingerprint
-    var count: Int
+    var connections: [ObjectIdentifier: LiveConnection] = [:]
   }
 
   private let claims = Mutex<[String: Claim]>([:])
   private let reported = Mutex<[Conflict: ContinuousClock.Instant]>([:])
-  private let live = Mutex<[ObjectIdentifier: LiveConnection]>([:])
 
   init() {}
 
@@ -41,27 +41,30 @@ final class IdentityKeys: Sendable {
     }
   }
 
-  /// Records a connection of `name` with `key`, unless `name` is connected with another key.
-  func claim(_ name: String, key: KeyFingerprint) throws(Conflict) {
+  /// Records a connection of `remote` (verified: it has a key), unless its name is connected
+  /// with another key. ``release(_:)`` ends the record.
+  func claim(_ remote: RemotePeer, key: KeyFingerprint) throws(Conflict) -> LiveConnection {
+    let name = remote.identity.name
+    let connection = LiveConnection(remote: remote)
     let conflict = self.claims.withLock { claims -> Conflict? in
-      if var claim = claims[name] {
-        guard claim.key == key else { return Conflict(name: name, connected: claim.key, presented: key) }
-        claim.count += 1
-        claims[name] = claim
-      } else {
-        claims[name] = Claim(key: key, count: 1)
-      }
+      var claim = claims[name, default: Claim(key: key)]
+      guard claim.key == key else { return Conflict(name: name, connected: claim.key, presented: key) }
+      claim.connections[ObjectIdentifier(connection)] = connection
+      claims[name] = claim
       return nil
     }
     if let conflict { throw conflict }
+    return connection
   }
 
-  /// Ends one connection recorded by ``claim(_:key:)``.
-  func release(_ name: String, key: KeyFingerprint) {
+  /// Ends the record of a connection made by ``claim(_:key:)``; the name is free for another
+  /// key once none of its connections lives.
+  func release(_ connection: LiveConnection) {
+    let name = connection.remote.identity.name
     self.claims.withLock { claims in
-      guard var claim = claims[name], claim.key == key else { return }
-      claim.count -= 1
-      claims[name] = claim.count > 0 ? claim : nil
+      guard var claim = claims[name] else { return }
+      claim.connections[ObjectIdentifier(connection)] = nil
+      claims[name] = claim.connections.isEmpty ? nil : claim
     }
   }
 
@@ -76,19 +79,17 @@ final class IdentityKeys: Sendable {
   }
 
   /// The connections that live now, for a reload to check again.
-  var connections: [LiveConnection] { self.live.withLock { Array($0.values) } }
+  var connections: [LiveConnection] {
+    self.claims.withLock { $0.values.flatMap(\.connections.values) }
+  }
 
   /// Runs `body` with a connection of `remote` recorded (nothing is recorded in plaintext),
   /// until it returns or the connection is ended by ``LiveConnection/end(because:)`` — a
   /// reload that no longer authorizes it — which throws ``LiveConnection/Ended``.
   func holding(_ remote: RemotePeer, _ body: @escaping @Sendable () async throws -> Void) async throws {
     guard let key = remote.key else { return try await body() }
-    let name = remote.identity.name
-    try self.claim(name, key: key)
-    defer { self.release(name, key: key) }
-    let connection = LiveConnection(remote: remote)
-    self.live.withLock { $0[ObjectIdentifier(connection)] = connection }
-    defer { _ = self.live.withLock { $0.removeValue(forKey: ObjectIdentifier(connection)) } }
+    let connection = try self.claim(remote, key: key)
+    defer { self.release(connection) }
     try await withThrowingTaskGroup(of: Void.self) { group in
       group.addTask { try await body() }
       group.addTask {

@@ -16,13 +16,15 @@ struct PeerAgentPolicy: VerifierPolicy {
   /// The time validity is checked against.
   var now: Date
 
-  /// The extended key usage and the subject alternative names are policed here; RFC5280Policy
-  /// polices basic constraints, name constraints and key usage.
-  let verifyingCriticalExtensions: [ASN1ObjectIdentifier] = [
+  /// The extended key usage, key usage and subject alternative names are policed here;
+  /// RFC5280Policy polices basic constraints and name constraints.
+  static let handledExtensions: [ASN1ObjectIdentifier] = [
     .X509ExtensionID.extendedKeyUsage,
     .X509ExtensionID.subjectAlternativeName,
     .X509ExtensionID.keyUsage,
   ]
+
+  var verifyingCriticalExtensions: [ASN1ObjectIdentifier] { Self.handledExtensions }
 
   func chainMeetsPolicyRequirements(chain: UnverifiedCertificateChain) -> PolicyEvaluationResult {
     let certificates = Array(chain)

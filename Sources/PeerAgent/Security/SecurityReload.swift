@@ -3,7 +3,8 @@ internal import Logging
 internal import X509
 
 /// Re-reads a peer's TLS files on request (SIGHUP) and when they change, checks them as at
-/// start, and swaps them in for the next handshakes; links stay up.
+/// start, and swaps them in for the next handshakes; links stay up unless the new material no
+/// longer authorizes them.
 struct SecurityReload {
   let context: LinkContext
 
@@ -30,28 +31,27 @@ struct SecurityReload {
         "revoked": "\(snapshot.verifier.revocationLists.reduce(0) { $0 + $1.revokedSerials.count })",
       ]
     )
-    if let warning = StartupChecks.expiryWarning(snapshot, within: material.config.expiryWarning) {
+    await self.warn(about: snapshot, within: material.config.expiryWarning)
+    await self.reverifyConnections(with: snapshot)
+  }
+
+  /// What an operator should know of the material, at start, on every reload and daily: this
+  /// peer's certificate expiring within `expiryWarning`, a revocation list past its next
+  /// update, and this peer's own chain failing its own CA — peers that trust the same CA will
+  /// refuse it (not an error: a deployment may trust another CA than its own issuer).
+  func warn(about snapshot: TLSMaterial.Snapshot, within expiryWarning: Duration) async {
+    let logger = self.context.logger
+    if let warning = StartupChecks.expiryWarning(snapshot, within: expiryWarning) {
       logger.warning("certificate expiry", metadata: ["reason": "\(warning)"])
     }
     for warning in StartupChecks.revocationWarnings(snapshot) {
       logger.warning("stale revocation list", metadata: ["reason": "\(warning)"])
     }
-    await self.checkOwnChain(snapshot)
-    await self.reverifyConnections(with: snapshot)
-  }
-
-  /// Warns when this peer's own chain would not verify with its own CA: peers that trust the
-  /// same CA will refuse it. Not an error (a deployment may trust another CA than its own
-  /// issuer), but worth saying at start rather than per handshake.
-  func checkOwnChain(_ snapshot: TLSMaterial.Snapshot) async {
     let role: CertificateVerifier.PresentedBy = self.context.config.listen != nil ? .listener : .dialer
     do {
       _ = try await snapshot.verifier.check(chain: snapshot.ownChain, presentedBy: role)
     } catch {
-      self.context.logger.warning(
-        "this peer's own certificate will be refused by peers that trust the same CA",
-        metadata: ["reason": "\(error)"]
-      )
+      logger.warning("this peer's own certificate will be refused by peers that trust the same CA", metadata: ["reason": "\(error)"])
     }
   }
 
@@ -80,7 +80,7 @@ struct SecurityReload {
   /// changed, until cancelled.
   func watch() async {
     guard let material = self.context.material else { return }
-    await self.checkOwnChain(material.current)
+    await self.warn(about: material.current, within: material.config.expiryWarning)
     guard let interval = material.config.watchInterval else { return }
     var stamps = material.fileStamps
     var lastWarning = ContinuousClock.now
@@ -92,17 +92,15 @@ struct SecurityReload {
         stamps = now
         try? await self.reload(reason: "a file changed")
       }
-      // Once an hour: links whose certificates expired since are ended, and the expiry
-      // warning is repeated daily, for peers that run for weeks.
+      // Once an hour: links whose certificates expired since are ended; the warnings are
+      // repeated daily, for peers that run for weeks.
       if ContinuousClock.now - lastCheck > .seconds(3_600) {
         lastCheck = .now
         await self.reverifyConnections(with: material.current)
       }
       if ContinuousClock.now - lastWarning > .seconds(86_400) {
         lastWarning = .now
-        if let warning = StartupChecks.expiryWarning(material.current, within: material.config.expiryWarning) {
-          self.context.logger.warning("certificate expiry", metadata: ["reason": "\(warning)"])
-        }
+        await self.warn(about: material.current, within: material.config.expiryWarning)
       }
     }
   }

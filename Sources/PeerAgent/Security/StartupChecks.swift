@@ -29,7 +29,7 @@ struct StartupChecks {
     }
     if case .file(let path) = self.tls.privateKey.wrapped, let mode = Self.permissions(of: path), mode & 0o077 != 0 {
       throw Self.refuse(
-        "the private key \(path) can be read by group or others (mode \(String(mode, radix: 8).leftPadded)): run chmod 600 \(path)"
+        "the private key \(path) can be read by group or others (mode \(String(format: "%04o", mode))): run chmod 600 \(path)"
       )
     }
   }
@@ -63,8 +63,4 @@ struct StartupChecks {
   private static func refuse(_ message: String) -> PeerAgentError {
     PeerAgentError(code: .invalidConfiguration, message: message)
   }
-}
-
-extension String {
-  fileprivate var leftPadded: String { self.count >= 4 ? self : String(repeating: "0", count: 4 - self.count) + self }
 }

@@ -29,9 +29,7 @@ final class TLSMaterial: Sendable {
     var verifier: CertificateVerifier
     /// Who is served and dialed, when restricted.
     var allowlist: Allowlist?
-    /// This peer's certificate (leaf) as swift-certificates sees it.
-    var ownCertificate: Certificate
-    /// This peer's chain, as presented (leaf first).
+    /// This peer's chain, as presented (leaf first; never empty).
     var ownChain: [Certificate]
     /// The same material as PEM, for the transports.
     var trustRootsPEM: String
@@ -40,6 +38,9 @@ final class TLSMaterial: Sendable {
     /// This peer's chain and key as NIOSSL takes them.
     var nioCertificateChain: [NIOSSLCertificate]
     var nioPrivateKey: NIOSSLPrivateKey
+
+    /// This peer's certificate (the leaf).
+    var ownCertificate: Certificate { self.ownChain[0] }
 
     /// The name in this peer's own certificate.
     var ownIdentity: String { CertificateNames.identity(of: self.ownCertificate) ?? "peer" }
@@ -174,7 +175,6 @@ final class TLSMaterial: Sendable {
     return Snapshot(
       verifier: CertificateVerifier(trustRoots: roots, revocationLists: revocationLists),
       allowlist: allowlist,
-      ownCertificate: chain[0],
       ownChain: chain,
       trustRootsPEM: caPEM,
       certificatePEM: certPEM,

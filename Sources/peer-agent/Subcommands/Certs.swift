@@ -68,7 +68,7 @@ struct Certs: ParsableCommand {
         throw ValidationError("--names needs at least one name, e.g. --names hub,edge")
       }
       for name in names where !DevelopmentCertificates.isValidName(name) {
-        throw ValidationError("'\(name.logSafeForCLI)' is not a usable peer name: use letters, digits, '-' and '.'")
+        throw ValidationError("'\(name.logSafe)' is not a usable peer name: use letters, digits, '-' and '.'")
       }
       if Set(names).count != names.count {
         throw ValidationError("--names lists a name twice")
@@ -88,7 +88,7 @@ struct Certs: ParsableCommand {
       throw ValidationError("--force goes with --names or --export")
     }
     for name in Self.list(self.export ?? self.revoke ?? self.fingerprint) where !DevelopmentCertificates.isValidName(name) {
-      throw ValidationError("'\(name.logSafeForCLI)' is not a peer name")
+      throw ValidationError("'\(name.logSafe)' is not a peer name")
     }
     if Self.list(self.export ?? self.revoke ?? self.fingerprint).isEmpty {
       throw ValidationError("name at least one peer")
@@ -129,12 +129,5 @@ struct Certs: ParsableCommand {
     } catch {
       throw CommandFailure(message: "\(error)")
     }
-  }
-}
-
-extension String {
-  /// Control characters escaped, for an error message.
-  fileprivate var logSafeForCLI: String {
-    self.unicodeScalars.map { $0.properties.generalCategory == .control ? "\\u{\(String($0.value, radix: 16))}" : String($0) }.joined()
   }
 }

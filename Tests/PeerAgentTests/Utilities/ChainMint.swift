@@ -3,6 +3,8 @@ import Foundation
 import SwiftASN1
 import X509
 
+import PeerAgent
+
 /// Certificates with exactly the extensions a test asks for: the corpus of chains the
 /// verifier is compared with OpenSSL on.
 struct ChainMint {
@@ -10,6 +12,17 @@ struct ChainMint {
   struct Authority {
     var certificate: Certificate
     var key: P256.Signing.PrivateKey
+
+    init(certificate: Certificate, key: P256.Signing.PrivateKey) {
+      self.certificate = certificate
+      self.key = key
+    }
+
+    /// The CA of a certificate folder `peer-agent certs` wrote (`ca.pem`, `ca-key.pem`).
+    init(_ folder: CertificateDirectory) throws {
+      self.certificate = try Certificate(pemEncoded: String(contentsOfFile: folder.authorityCertificate, encoding: .utf8))
+      self.key = try P256.Signing.PrivateKey(pemRepresentation: String(contentsOfFile: folder.authorityKey, encoding: .utf8))
+    }
   }
 
   /// What one certificate carries. The defaults make a good CA (`isCA`) or a good peer
@@ -119,6 +132,6 @@ struct ChainMint {
 }
 
 extension Certificate {
-  /// The certificate in PEM.
-  var pem: String { (try? self.serializeAsPEM().pemString) ?? "" }
+  /// The certificate in PEM, with a final newline (so that several concatenate into a chain).
+  var pem: String { ((try? self.serializeAsPEM().pemString) ?? "") + "\n" }
 }

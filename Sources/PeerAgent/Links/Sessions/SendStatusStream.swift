@@ -20,26 +20,26 @@ struct SendStatusStream: Sendable {
         // Attach now, not when response headers arrive: a server may send those only with its
         // first reply (grpcio's generator handlers do).
         try await setup.holdingKey {
-        let link = Link(identity: setup.identity(), kind: .sendStatus, window: setup.context.outbox.window)
-        // Watched from the start when the remote heartbeated before: a stream on which
-        // nothing ever arrives is stalled too.
-        if setup.remote.isKnownToHeartbeat { link.watchHeartbeats() }
-        linkContinuation.yield(link)
-        linkContinuation.finish()
-        setup.connected.set()
-        setup.context.table.attach(link, queuedAs: setup.placeholder)
-        // Detached here too: a stream whose response never starts (no headers) has no
-        // response handler to do it.
-        var reason = "the session ended"
-        defer { setup.context.table.detach(link, reason: reason) }
-        do {
-          try await self.write(on: link, to: writer)
-        } catch is CancellationError {
-          throw CancellationError()
-        } catch {
-          reason = error is Heartbeat.Stalled ? "\(error)" : ErrorChain.rootCause(error)
-          throw error
-        }
+          let link = Link(identity: setup.identity(), kind: .sendStatus, window: setup.context.outbox.window)
+          // Watched from the start when the remote heartbeated before: a stream on which
+          // nothing ever arrives is stalled too.
+          if setup.remote.isKnownToHeartbeat { link.watchHeartbeats() }
+          linkContinuation.yield(link)
+          linkContinuation.finish()
+          setup.connected.set()
+          setup.context.table.attach(link, queuedAs: setup.placeholder)
+          // Detached here too: a stream whose response never starts (no headers) has no
+          // response handler to do it.
+          var reason = "the session ended"
+          defer { setup.context.table.detach(link, reason: reason) }
+          do {
+            try await self.write(on: link, to: writer)
+          } catch is CancellationError {
+            throw CancellationError()
+          } catch {
+            reason = error is Heartbeat.Stalled ? "\(error)" : ErrorChain.rootCause(error)
+            throw error
+          }
         }
       }
     ) { response in
