@@ -238,12 +238,16 @@ struct LinkTableTests {
       _ = try? await expiring.value
       done.store(true, ordering: .sequentiallyConsistent)
     }
-    // The sweep runs until the caller is failed (bounded: 2 s).
-    let giveUp = ContinuousClock.now.advanced(by: .seconds(2))
+    // The sweep runs until the caller is failed. Bounded, but generously: on a loaded machine
+    // the caller's task may not even have queued within 2 s (a CI run hung here: the sweep had
+    // stopped before the waiter came). If it never ends, it is cancelled, and fails the
+    // expectation below instead of hanging the suite.
+    let giveUp = ContinuousClock.now.advanced(by: .seconds(30))
     while !done.load(ordering: .sequentiallyConsistent), ContinuousClock.now < giveUp {
       table.expireWaiters(now: .now)
       try await Task.sleep(for: .milliseconds(5))
     }
+    if !done.load(ordering: .sequentiallyConsistent) { expiring.cancel() }
     await #expect {
       _ = try await expiring.value
     } throws: { error in
