@@ -60,6 +60,12 @@ extension Peer.Config {
     public var replyRetention: Duration
     /// The most replies remembered; the oldest are forgotten first.
     public var replyCapacity: Int
+    /// The most bytes the remembered replies may hold, all senders together; when full, the
+    /// sender holding the most forgets its oldest.
+    public var replyBytes: Int = 256 * 1024 * 1024
+    /// The most bytes one sender's remembered replies may hold: a sender beyond it forgets its
+    /// own oldest, never another's.
+    public var replyBytesPerSender: Int = 32 * 1024 * 1024
 
     /// Creates a delivery configuration; see ``defaults`` for the usual values.
     public init(
@@ -77,7 +83,7 @@ extension Peer.Config {
     }
 
     /// In memory, 1,024 unanswered requests per remote peer, replies remembered for an hour
-    /// (at most 1,000,000), at-least-once handling.
+    /// (at most 1,000,000 and 256 MiB, 32 MiB per sender), at-least-once handling.
     public static var defaults: Self {
       Self(
         storage: .inMemory,
@@ -93,9 +99,13 @@ extension Peer.Config {
 extension Peer.Config.Delivery {
   /// Opens the store ``storage`` names: the one place that maps a storage choice to a
   /// ``DeliveryStore``.
+  var windowBounds: WindowBounds {
+    WindowBounds(count: self.replyCapacity, bytes: self.replyBytes, bytesPerSender: self.replyBytesPerSender)
+  }
+
   func makeStore() throws -> any DeliveryStore {
     switch self.storage.wrapped {
-    case .inMemory: InMemoryDeliveryStore(capacity: self.replyCapacity)
+    case .inMemory: InMemoryDeliveryStore(bounds: self.windowBounds)
     case .sqlite(let directory): try SQLiteDeliveryStore(directory: directory)
     }
   }

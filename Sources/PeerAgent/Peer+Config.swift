@@ -38,6 +38,8 @@ extension Peer {
     public var delivery: Delivery
     /// Keepalive pings and heartbeats: how a dead or stalled link is noticed.
     public var health: Health
+    /// What the listener gives any one remote at most: connections, streams, reply buffers.
+    public var limits: Limits = .defaults
 
     /// Creates a configuration; see ``defaults(mode:configure:)`` for the usual way.
     public init(
@@ -51,7 +53,8 @@ extension Peer {
       shutdown: Shutdown,
       transport: Transport,
       delivery: Delivery,
-      health: Health
+      health: Health,
+      limits: Limits = .defaults
     ) {
       self.name = name
       self.mode = mode
@@ -64,13 +67,14 @@ extension Peer {
       self.transport = transport
       self.delivery = delivery
       self.health = health
+      self.limits = limits
     }
 
     /// The defaults: no listener, nothing to dial, **plaintext** until you set ``security``
     /// (the command line requires mutual TLS unless `--insecure`), ``Requests/defaults``,
     /// ``Reconnect/defaults``, ``Shutdown/defaults``, ``Transport/defaults``,
     /// ``Delivery/defaults`` (in memory: the command line stores on disk by default),
-    /// ``Health/defaults``.
+    /// ``Health/defaults``, ``Limits/defaults``.
     public static func defaults(
       mode: Mode,
       configure: (_ config: inout Self) -> Void = { _ in }

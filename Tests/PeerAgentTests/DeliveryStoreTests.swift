@@ -76,13 +76,61 @@ struct DeliveryStoreTests {
       try store.recordReply(Answer(id: "3", text: "three"), from: "edge", at: 31)
       #expect(try store.windowEntry(for: "3", from: "edge") == .answered(Answer(id: "3", text: "three")))
 
-      try store.pruneReplies(before: 15, keep: 100)
+      try store.pruneReplies(before: 15, bounds: WindowBounds(count: 100))
       #expect(try store.windowEntry(for: "1", from: "edge") == nil, "older than the retention")
       #expect(try store.windowEntry(for: "2", from: "edge") != nil)
-      try store.pruneReplies(before: 0, keep: 1)
+      try store.pruneReplies(before: 0, bounds: WindowBounds(count: 1))
       #expect(try store.windowEntry(for: "2", from: "edge") == nil, "beyond the capacity: oldest first")
       #expect(try store.windowEntry(for: "3", from: "edge") != nil)
     }
+  }
+
+  @Test("A sender that floods the window forgets its own replies, never another's", arguments: Kind.allCases)
+  func windowShares(kind: Kind) throws {
+    try Self.withStore(kind) { store in
+      let text = String(repeating: "x", count: 1000)
+      let cost = WindowBounds.cost(id: "q-0", text: text, error: nil)
+      for i in 0 ..< 5 {
+        try store.recordReply(Answer(id: "q-\(i)", text: text), from: "quiet", at: Double(i))
+      }
+      for i in 0 ..< 200 {
+        try store.recordReply(Answer(id: "f-\(i)", text: text), from: "flood", at: Double(10 + i))
+      }
+      // Each sender may hold 20 entries; all of them together 30.
+      let bounds = WindowBounds(count: 1_000, bytes: 30 * cost, bytesPerSender: 20 * cost)
+      try store.pruneReplies(before: 0, bounds: bounds)
+      for i in 0 ..< 5 {
+        #expect(try store.windowEntry(for: "q-\(i)", from: "quiet") != nil, "the quiet sender keeps reply \(i)")
+      }
+      let kept = try (0 ..< 200).filter { try store.windowEntry(for: "f-\($0)", from: "flood") != nil }
+      #expect(kept.count <= 20 && kept.count >= 18, "the flood keeps at most its share (kept \(kept.count))")
+      #expect(kept.last == 199, "the flood keeps its newest")
+      #expect(store.windowEvictions >= 180)
+
+      // The whole window over its bytes: the sender holding the most gives way.
+      for i in 0 ..< 40 {
+        try store.recordReply(Answer(id: "o-\(i)", text: text), from: "other", at: Double(300 + i))
+      }
+      try store.pruneReplies(before: 0, bounds: WindowBounds(count: 1_000, bytes: 30 * cost, bytesPerSender: 20 * cost))
+      for i in 0 ..< 5 {
+        #expect(try store.windowEntry(for: "q-\(i)", from: "quiet") != nil, "the quiet sender still keeps reply \(i)")
+      }
+    }
+  }
+
+  @Test("In memory, the window keeps within its bounds as replies are recorded, not only when pruned")
+  func windowBoundedOnRecord() throws {
+    let text = String(repeating: "y", count: 4096)
+    let cost = WindowBounds.cost(id: "r-0000", text: text, error: nil)
+    let store = InMemoryDeliveryStore(bounds: WindowBounds(count: 1_000_000, bytes: 100 * cost, bytesPerSender: 50 * cost))
+    for i in 0 ..< 30_000 {
+      try store.recordReply(Answer(id: "r-\(i)", text: text), from: "flood", at: Double(i))
+    }
+    try store.recordReply(Answer(id: "a", text: text), from: "quiet", at: 40_000)
+    let kept = (0 ..< 30_000).filter { (try? store.windowEntry(for: "r-\($0)", from: "flood")) != nil }
+    #expect(kept.count <= 50)
+    #expect(try store.windowEntry(for: "a", from: "quiet") != nil)
+    #expect(store.windowEvictions >= 29_950)
   }
 
   @Test("The state folder is created 0700 and its database files 0600; a certificate folder 0700 with 0600 keys")

@@ -106,7 +106,7 @@ struct InboxTests {
     Inbox(
       store: InMemoryDeliveryStore(capacity: 100),
       retention: .seconds(60),
-      capacity: 100,
+      bounds: WindowBounds(count: 100),
       logger: Logger(label: "test"),
       handler: handler
     )

@@ -112,7 +112,7 @@ struct HandlingTests {
       store: store,
       handling: handling,
       retention: .seconds(3600),
-      capacity: 1000,
+      bounds: WindowBounds(count: 1000),
       logger: Logger(label: "test")
     )
   }

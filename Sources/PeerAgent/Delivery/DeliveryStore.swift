@@ -35,6 +35,10 @@ package protocol DeliveryStore: Sendable {
   /// (at-most-once handling): until its reply replaces it, ``windowEntry(for:from:)`` returns
   /// ``WindowEntry/accepted``. Keeps a reply already recorded.
   func recordAcceptance(of id: String, from sender: String, at date: Double) throws
-  /// Forgets replies recorded before `date` (seconds since 1970), keeping at most `keep`.
-  func pruneReplies(before date: Double, keep: Int) throws
+  /// Forgets replies recorded before `date` (seconds since 1970), then the oldest beyond
+  /// `bounds`: a sender over its share loses its own, and when the whole window is over, the
+  /// sender holding the most loses its oldest.
+  func pruneReplies(before date: Double, bounds: WindowBounds) throws
+  /// Replies forgotten to keep within the bounds (not by age) since the store was opened.
+  var windowEvictions: Int { get }
 }

@@ -1,9 +1,12 @@
 private import Synchronization
 
+private import DequeModule
+
 /// A ``DeliveryStore`` in memory: for tests and benchmarks, and for peers that accept losing
 /// their unanswered requests (and their de-duplication window) when the process ends.
 ///
-/// The de-duplication window holds at most `capacity` replies, oldest dropped first.
+/// The de-duplication window keeps within its ``WindowBounds``: per sender, oldest dropped
+/// first; when the whole window is full, from the sender holding the most.
 package final class InMemoryDeliveryStore: DeliveryStore {
   private struct Key: Hashable {
     var sender: String
@@ -17,30 +20,85 @@ package final class InMemoryDeliveryStore: DeliveryStore {
     var text: String
     var error: String?
     var isAccepted: Bool
+    var cost: Int
+
+    init(recordedAt: Double, id: String, text: String, error: String?, isAccepted: Bool) {
+      self.recordedAt = recordedAt
+      self.text = text
+      self.error = error
+      self.isAccepted = isAccepted
+      self.cost = WindowBounds.cost(id: id, text: text, error: error)
+    }
 
     func entry(id: String) -> WindowEntry {
       self.isAccepted ? .accepted : .answered(Answer(id: id, text: self.text, error: self.error))
     }
   }
 
+  /// One sender's part of the window: its ids in the order they were recorded, and its bytes.
+  private struct SenderWindow {
+    var order: Deque<String> = []
+    var bytes = 0
+  }
+
   private struct State {
     var outgoing: [String: (sequence: Int, record: OutgoingRecord)] = [:]
     var nextSequence = 0
     var replies: [Key: Remembered] = [:]
-    /// Keys in the order they were recorded, for eviction; `head` is the oldest live one.
-    var order: [Key] = []
-    var head = 0
+    var senders: [String: SenderWindow] = [:]
+    var bytes = 0
+    var evictions = 0
+
+    /// Forgets the oldest entry of `sender`.
+    mutating func evictOldest(of sender: String) {
+      guard var window = self.senders[sender] else { return }
+      while let id = window.order.popFirst() {
+        if let removed = self.replies.removeValue(forKey: Key(sender: sender, id: id)) {
+          window.bytes -= removed.cost
+          self.bytes -= removed.cost
+          break
+        }
+      }
+      self.senders[sender] = window.order.isEmpty ? nil : window
+    }
+
+    /// The sender holding the most: by bytes, or by entries.
+    func largestSender(byCount: Bool) -> String? {
+      self.senders.max { a, b in
+        byCount ? a.value.order.count < b.value.order.count : a.value.bytes < b.value.bytes
+      }?.key
+    }
+
+    /// Drops entries until the window is within `bounds`, `sender`'s own share first.
+    mutating func enforce(_ bounds: WindowBounds, after sender: String) {
+      while let window = self.senders[sender], window.bytes > bounds.bytesPerSender, window.order.count > 1 {
+        self.evictOldest(of: sender)
+        self.evictions += 1
+      }
+      while self.replies.count > bounds.count || self.bytes > bounds.bytes {
+        guard let largest = self.largestSender(byCount: self.replies.count > bounds.count) else { break }
+        self.evictOldest(of: largest)
+        self.evictions += 1
+      }
+    }
   }
 
   private let state = Mutex(State())
-  private let capacity: Int
+  private let bounds: WindowBounds
+
+  /// Creates an empty store whose window keeps within `bounds`.
+  package init(bounds: WindowBounds) {
+    self.bounds = bounds
+  }
 
   /// Creates an empty store whose window keeps at most `capacity` replies.
-  package init(capacity: Int) {
-    self.capacity = max(1, capacity)
+  package convenience init(capacity: Int) {
+    self.init(bounds: WindowBounds(count: capacity))
   }
 
   package var isDurable: Bool { false }
+
+  package var windowEvictions: Int { self.state.withLock { $0.evictions } }
 
   package func recordOutgoing(_ record: OutgoingRecord) throws {
     self.state.withLock { state in
@@ -77,48 +135,51 @@ package final class InMemoryDeliveryStore: DeliveryStore {
 
   package func recordReply(_ answer: Answer, from sender: String, at date: Double) throws {
     self.remember(
-      Remembered(recordedAt: date, text: answer.text, error: answer.error, isAccepted: false),
+      Remembered(recordedAt: date, id: answer.id, text: answer.text, error: answer.error, isAccepted: false),
       of: answer.id,
       from: sender
     )
   }
 
   private func remember(_ entry: Remembered, of id: String, from sender: String) {
-    let capacity = self.capacity
+    let bounds = self.bounds
     self.state.withLock { state in
       let key = Key(sender: sender, id: id)
-      if state.replies.updateValue(entry, forKey: key) == nil {
-        state.order.append(key)
+      let previous = state.replies.updateValue(entry, forKey: key)
+      let added = entry.cost - (previous?.cost ?? 0)
+      state.senders[sender, default: SenderWindow()].bytes += added
+      state.bytes += added
+      if previous == nil {
+        state.senders[sender]!.order.append(id)
       }
-      while state.replies.count > capacity, state.head < state.order.count {
-        state.replies.removeValue(forKey: state.order[state.head])
-        state.head += 1
-      }
-      if state.head > 1024, state.head * 2 > state.order.count {
-        state.order.removeFirst(state.head)
-        state.head = 0
-      }
+      state.enforce(bounds, after: sender)
     }
   }
 
   package func recordAcceptance(of id: String, from sender: String, at date: Double) throws {
     let present = self.state.withLock { $0.replies[Key(sender: sender, id: id)] != nil }
     if present { return }
-    self.remember(Remembered(recordedAt: date, text: "", error: nil, isAccepted: true), of: id, from: sender)
+    self.remember(
+      Remembered(recordedAt: date, id: id, text: "", error: nil, isAccepted: true),
+      of: id,
+      from: sender
+    )
   }
 
-  package func pruneReplies(before date: Double, keep: Int) throws {
+  package func pruneReplies(before date: Double, bounds: WindowBounds) throws {
     self.state.withLock { state in
-      while state.head < state.order.count {
-        let key = state.order[state.head]
-        guard let reply = state.replies[key] else {
-          state.head += 1
-          continue
+      for sender in Array(state.senders.keys) {
+        while let id = state.senders[sender]?.order.first {
+          guard let reply = state.replies[Key(sender: sender, id: id)] else {
+            state.senders[sender]!.order.removeFirst()
+            continue
+          }
+          if reply.recordedAt >= date { break }
+          state.evictOldest(of: sender)
         }
-        if reply.recordedAt >= date && state.replies.count <= keep { break }
-        state.replies.removeValue(forKey: key)
-        state.head += 1
+        if state.senders[sender]?.order.isEmpty == true { state.senders[sender] = nil }
       }
+      for sender in Array(state.senders.keys) { state.enforce(bounds, after: sender) }
     }
   }
 }

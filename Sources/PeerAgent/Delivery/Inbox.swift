@@ -19,8 +19,10 @@ final class Inbox: Sendable {
   private let handler: Peer.Handler
   private let atMostOnce: Bool
   private let retention: Duration
-  private let capacity: Int
+  private let bounds: WindowBounds
   private let logger: Logger
+  /// Evictions already logged.
+  private let evictionsLogged = Atomic<Int>(0)
   /// One id being handled now.
   private struct Handling {
     /// The reply its repeats wait for (`nil`: the first copy ended without one — it was
@@ -38,7 +40,7 @@ final class Inbox: Sendable {
     store: any DeliveryStore,
     handling: Peer.Config.Delivery.Handling = .atLeastOnce,
     retention: Duration,
-    capacity: Int,
+    bounds: WindowBounds,
     logger: Logger,
     handler: @escaping Peer.Handler = { _ in "" }
   ) {
@@ -46,7 +48,7 @@ final class Inbox: Sendable {
     self.handler = handler
     self.atMostOnce = handling == .atMostOnce
     self.retention = retention
-    self.capacity = capacity
+    self.bounds = bounds
     self.logger = logger
   }
 
@@ -180,42 +182,65 @@ final class Inbox: Sendable {
     }
   }
 
-  /// Forgets replies older than the retention, or beyond the capacity.
+  /// Forgets replies older than the retention, or beyond the bounds; logs the evictions since
+  /// the last prune, once.
   func prune() {
     let cutoff = Date().timeIntervalSince1970 - self.retention.seconds
-    try? self.store.pruneReplies(before: cutoff, keep: self.capacity)
+    try? self.store.pruneReplies(before: cutoff, bounds: self.bounds)
+    let evictions = self.store.windowEvictions
+    let logged = self.evictionsLogged.exchange(evictions, ordering: .relaxed)
+    if evictions > logged {
+      self.logger.warning(
+        "the de-duplication window is full: forgot replies before their retention ended; a repeat of one of them would be handled again",
+        metadata: [
+          "evicted": "\(evictions - logged)",
+          "window.bytes": "\(self.bounds.bytes)",
+          "window.bytesPerSender": "\(self.bounds.bytesPerSender)",
+          "window.count": "\(self.bounds.count)",
+        ]
+      )
+    }
   }
 }
 
 /// Handles the requests arriving on one stream (`sendStatus` on a listener, `getTask` on a
-/// dialer) and hands each reply to `reply`, which writes it on the answering stream.
+/// dialer) and hands each reply to `reply`, which queues it for the answering stream.
 ///
-/// Requests with an id are handled concurrently (up to ``concurrencyLimit`` at once; the reader
-/// waits beyond it, so HTTP/2 flow control slows the sender) and answered as they finish: a slow
-/// request does not hold up the ones behind it, nor the heartbeats. Requests without an id come
-/// from older peers that match replies in order, so they are handled one at a time, in order.
+/// Requests with an id are handled concurrently and answered as they finish: a slow request
+/// does not hold up the ones behind it, nor the heartbeats. Requests without an id come from
+/// older peers that match replies in order, so they are handled one at a time, in order.
+///
+/// Every message holds a place in the stream's ``ReplyBudget`` from the moment it is read
+/// until its reply is written (``ReplyBudget/written(_:)``): a remote that stops reading its
+/// replies stops being read, and HTTP/2 flow control slows it, while every other stream and
+/// link goes on.
 struct InboundRequests: Sendable {
-  /// The most requests of one stream handled at once.
-  static let concurrencyLimit = 256
-
   let inbox: Inbox
   let identity: PeerIdentity
   let link: LinkKind
+  let budget: ReplyBudget
   let reply: @Sendable (Contact_Result) -> Void
-  private let limit = ConcurrencyLimit(Self.concurrencyLimit)
 
-  init(context: LinkContext, identity: PeerIdentity, link: LinkKind, reply: @escaping @Sendable (Contact_Result) -> Void) {
+  init(
+    context: LinkContext,
+    identity: PeerIdentity,
+    link: LinkKind,
+    budget: ReplyBudget,
+    reply: @escaping @Sendable (Contact_Result) -> Void
+  ) {
     self.inbox = context.inbox
     self.identity = identity
     self.link = link
+    self.budget = budget
     self.reply = reply
   }
 
   /// Takes one message off the stream: answers a heartbeat, hands a request to the inbox.
-  /// Throws when cancelled while waiting for a place under the limit.
+  /// Waits first for a place in the budget. Throws when cancelled while it waits.
   func receive(_ message: InboundMessage, in group: inout ThrowingDiscardingTaskGroup<any Error>) async throws {
+    try await self.budget.acquire()
     if message.isHeartbeat {
-      self.reply(Heartbeat.answer)
+      self.send(Heartbeat.answer)
       return
     }
     let request = IncomingRequest(id: message.id, text: message.text, from: self.identity, link: self.link)
@@ -223,52 +248,66 @@ struct InboundRequests: Sendable {
       await self.answer(request)
       return
     }
-    try await self.limit.acquire()
     group.addTask {
-      defer { self.limit.release() }
       await self.answer(request)
     }
   }
 
-  /// Handles `request` and writes its reply — unless its handler was cancelled: that is no
+  /// Handles `request` and queues its reply — unless its handler was cancelled: that is no
   /// answer, and the sender, still waiting, resends the request on its next link, where it is
   /// handled afresh.
   private func answer(_ request: IncomingRequest) async {
-    guard let answer = await self.inbox.receive(request) else { return }
-    self.reply(Contact_Result(answer))
+    guard let answer = await self.inbox.receive(request) else {
+      self.budget.release(count: 1, bytes: 0)
+      return
+    }
+    self.send(Contact_Result(answer))
+  }
+
+  private func send(_ result: Contact_Result) {
+    self.budget.charge(ReplyBudget.cost(of: result))
+    self.reply(result)
   }
 }
 
-/// At most `limit` holders at once; ``acquire()`` waits for a free place, first come first
-/// served.
-final class ConcurrencyLimit: Sendable {
+/// The replies of one stream that are being handled or waiting to be written: at most
+/// `count` of them, and reading stops while their bytes are over `bytes`.
+///
+/// ``acquire()`` takes a place before a message is read; a reply's bytes are charged when it is
+/// queued, and its place and bytes are given back once it is written. One reply larger than
+/// `bytes` still goes through, alone.
+final class ReplyBudget: Sendable {
   private struct State {
-    var available: Int
+    var held = 0
+    var bytes = 0
     var waiters = WaiterQueue<Void>()
   }
 
-  private let state: Mutex<State>
+  private let state = Mutex(State())
+  private let count: Int
+  private let bytes: Int
 
-  init(_ limit: Int) {
-    self.state = Mutex(State(available: limit))
+  init(count: Int, bytes: Int) {
+    self.count = max(1, count)
+    self.bytes = max(1, bytes)
   }
 
-  /// Takes a place, waiting for one if none is free.
+  convenience init(_ limits: Peer.Config.Limits) {
+    self.init(count: limits.repliesPerStream, bytes: limits.replyBytesPerStream)
+  }
+
+  /// Places held now (tests).
+  var held: Int { self.state.withLock { $0.held } }
+
+  /// Takes a place, waiting while all are held or the queued bytes are over the limit.
   ///
   /// - Throws: `CancellationError` if the task is cancelled while it waits.
   func acquire() async throws {
-    let acquired = self.state.withLock { state in
-      guard state.available > 0 else { return false }
-      state.available -= 1
-      return true
-    }
+    let acquired = self.state.withLock { state in self.take(&state) }
     if acquired { return }
     try await WaiterQueue<Void>.suspend { key, continuation in
       self.state.withLock { state in
-        if state.available > 0 {
-          state.available -= 1
-          return .success(())
-        }
+        if self.take(&state) { return .success(()) }
         state.waiters.append(key, continuation)
         return nil
       }
@@ -277,15 +316,39 @@ final class ConcurrencyLimit: Sendable {
     }
   }
 
-  /// Gives a place back: to the longest waiting caller, if any.
-  func release() {
-    let next = self.state.withLock { state in
-      guard let waiter = state.waiters.popFirst() else {
-        state.available += 1
-        return nil as WaiterQueue<Void>.Continuation?
+  private func take(_ state: inout State) -> Bool {
+    guard state.held < self.count, state.bytes < self.bytes, state.waiters.isEmpty else { return false }
+    state.held += 1
+    return true
+  }
+
+  /// Charges the bytes of a reply just queued.
+  func charge(_ bytes: Int) {
+    self.state.withLock { $0.bytes += bytes }
+  }
+
+  /// Gives back the places and bytes of replies written.
+  func written(_ results: [Contact_Result]) {
+    self.release(count: results.count, bytes: results.reduce(0) { $0 + Self.cost(of: $1) })
+  }
+
+  /// Gives back `count` places and `bytes`, and lets waiting readers go on while there is room.
+  func release(count: Int, bytes: Int) {
+    let woken: [WaiterQueue<Void>.Continuation] = self.state.withLock { state in
+      state.held -= count
+      state.bytes -= bytes
+      var woken: [WaiterQueue<Void>.Continuation] = []
+      while state.held < self.count, state.bytes < self.bytes, let next = state.waiters.popFirst() {
+        state.held += 1
+        woken.append(next)
       }
-      return waiter  // the place passes straight to it
+      return woken
     }
-    next?.resume()
+    for continuation in woken { continuation.resume() }
+  }
+
+  /// What a reply counts for: its strings, as written.
+  static func cost(of result: Contact_Result) -> Int {
+    16 + result.id.utf8.count + result.ret.utf8.count + result.error.utf8.count + result.code.utf8.count
   }
 }

@@ -20,6 +20,8 @@ package final class SQLiteDeliveryStore: DeliveryStore {
   private let lockDescriptor: Int32
   /// Whether ``close()`` ran: the database is closed and the folder unlocked.
   private let closed = Mutex(false)
+  /// Replies forgotten to keep within the window's bounds.
+  private let evictions = Atomic<Int>(0)
 
   /// Opens (creating if needed) the store in `directory`.
   ///
@@ -232,18 +234,55 @@ package final class SQLiteDeliveryStore: DeliveryStore {
     }
   }
 
-  package func pruneReplies(before date: Double, keep: Int) throws {
-    try self.database.write { db in
+  package var windowEvictions: Int { self.evictions.load(ordering: .relaxed) }
+
+  package func pruneReplies(before date: Double, bounds: WindowBounds) throws {
+    let cost = "(\(WindowBounds.entryOverhead) + length(CAST(id AS BLOB)) + length(CAST(text AS BLOB)) + ifnull(length(CAST(error AS BLOB)), 0))"
+    let evicted = try self.database.write { db -> Int in
       try db.execute(sql: "DELETE FROM replies WHERE recorded_at < ?", arguments: [date])
+      // Each sender over its share loses its own oldest.
       try db.execute(
         sql: """
-          DELETE FROM replies WHERE recorded_at < (
-            SELECT recorded_at FROM replies ORDER BY recorded_at DESC LIMIT 1 OFFSET ?
+          DELETE FROM replies WHERE (sender, id) IN (
+            SELECT sender, id FROM (
+              SELECT sender, id, SUM(\(cost)) OVER (
+                PARTITION BY sender ORDER BY recorded_at DESC, id DESC
+              ) AS held FROM replies
+            ) WHERE held > ?
           )
           """,
-        arguments: [max(0, keep - 1)]
+        arguments: [bounds.bytesPerSender]
       )
+      var evicted = db.changesCount
+      // While the whole window is over, the sender holding the most loses its oldest tenth.
+      for _ in 0 ..< 1000 {
+        let totals = try Row.fetchOne(db, sql: "SELECT COUNT(*) AS n, ifnull(SUM(\(cost)), 0) AS bytes FROM replies")
+        let count: Int = totals?["n"] ?? 0
+        let bytes: Int = totals?["bytes"] ?? 0
+        guard count > bounds.count || bytes > bounds.bytes else { break }
+        let byCount = count > bounds.count
+        guard
+          let largest = try Row.fetchOne(
+            db,
+            sql: "SELECT sender, COUNT(*) AS n FROM replies GROUP BY sender ORDER BY \(byCount ? "COUNT(*)" : "SUM(\(cost))") DESC LIMIT 1"
+          )
+        else { break }
+        let sender: String = largest["sender"]
+        let held: Int = largest["n"]
+        let excess = byCount ? count - bounds.count : max(1, held / 10)
+        try db.execute(
+          sql: """
+            DELETE FROM replies WHERE sender = ? AND id IN (
+              SELECT id FROM replies WHERE sender = ? ORDER BY recorded_at, id LIMIT ?
+            )
+            """,
+          arguments: [sender, sender, max(1, min(excess, held))]
+        )
+        evicted += db.changesCount
+      }
+      return evicted
     }
+    self.evictions.add(evicted, ordering: .relaxed)
   }
 }
 

@@ -24,13 +24,15 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
       try await peer.serving(remote) {
         try await withTaskExecutorPreference(peer.executor) {
           let replies = WriteQueue<Contact_Result>()
-          let inbound = InboundRequests(context: peer, identity: identity, link: .sendStatus) { reply in
+          let budget = ReplyBudget(peer.config.limits)
+          let inbound = InboundRequests(context: peer, identity: identity, link: .sendStatus, budget: budget) { reply in
             replies.enqueue(reply)
           }
           try await withThrowingDiscardingTaskGroup { group in
             group.addTask {
               while let batch = await replies.next() {
                 try await writer.write(contentsOf: batch)
+                budget.written(batch)
               }
             }
             defer { replies.finish() }

@@ -62,7 +62,7 @@ struct LinkContext: Sendable {
       store: store,
       handling: config.delivery.handling,
       retention: config.delivery.replyRetention,
-      capacity: config.delivery.replyCapacity,
+      bounds: config.delivery.windowBounds,
       logger: logger,
       handler: handler
     )

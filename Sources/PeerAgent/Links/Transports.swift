@@ -53,8 +53,29 @@ extension LinkContext {
     let flushCoalescing = self.config.transport.flushCoalescing
     let health = self.config.health
     let maximumMessageBytes = self.config.transport.maximumMessageBytes
+    let limits = self.config.limits
+    let limiter = ConnectionLimiter(
+      maximum: OpenFiles.connectionCap(configured: limits.maximumConnections),
+      maximumPerAddress: limits.maximumConnectionsPerAddress
+    )
+    if limiter.maximum < limits.maximumConnections {
+      self.logger.notice(
+        "at most \(limiter.maximum) connections: the open-files limit leaves no room for \(limits.maximumConnections)",
+        metadata: ["openFiles": "\(OpenFiles.softLimit ?? 0)"]
+      )
+    }
+    let throttle = ReportThrottle()
+    let throttled: @Sendable (String, String, String) -> Void = { kind, remote, reason in
+      guard let suppressed = throttle.admit(kind) else { return }
+      let more = suppressed > 0 ? " (and \(suppressed) more like it since the last report)" : ""
+      report(remote, reason + more)
+    }
     let config = HTTP2ServerTransport.Posix.Config.defaults { config in
       config.rpc.maxRequestPayloadSize = maximumMessageBytes
+      config.connection.maxIdleTime = limits.idleTimeout
+      // swift-nio-http2 answers a stream beyond this with GOAWAY: the remote is told the
+      // real limit, and StreamGuard refuses each stream beyond it alone.
+      config.http2.maxConcurrentStreams = ConnectionGuard.internalStreamLimit(advertised: limits.maximumConcurrentStreams)
       config.connection.flushCoalescing = flushCoalescing.map {
         .init(maxFlushDelay: $0.maximumDelay, maxBytes: $0.maximumBytes)
       }
@@ -69,15 +90,34 @@ extension LinkContext {
       }
       config.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
         channel.eventLoop.makeCompletedFuture {
+          let remote = channel.remoteAddress.map { ListenerConnectionObserver.format($0) } ?? "unknown address"
+          let ticket: ConnectionLimiter.Ticket
+          switch limiter.admit(channel, from: channel.remoteAddress?.ipAddress ?? remote) {
+          case .refused(let reason):
+            throttled("connection cap", remote, "connection refused: \(reason)")
+            throw ConnectionRefused()
+          case .admitted(let admitted, let evicted):
+            ticket = admitted
+            if let evicted {
+              evicted.close(promise: nil)
+              throttled("connection evicted", remote, "closed the oldest connection that had not opened a stream, to make room for this one")
+            }
+          }
+          let connectionGuard = ConnectionGuard(limiter: limiter, ticket: ticket, limits: limits, isTLS: isTLS) { reason in
+            throttled(reason.hasPrefix("the TLS") ? "handshake timeout" : "first stream timeout", remote, reason)
+          }
           let observer = ListenerConnectionObserver(failures: failures, report: report)
           let pipeline = channel.pipeline.syncOperations
           if isTLS, let ssl = try? pipeline.handler(type: NIOSSLServerHandler.self) {
+            try pipeline.addHandler(connectionGuard, position: .after(ssl))
             try pipeline.addHandler(observer, position: .after(ssl))
           } else if let http2 = try? pipeline.handler(type: NIOHTTP2Handler.self) {
+            try pipeline.addHandler(connectionGuard, position: .first)
             // Right behind the HTTP/2 handler: its errors (a bad preface) travel towards the
             // tail, and the connection manager after it does not pass them on.
             try pipeline.addHandler(observer, position: .after(http2))
           } else {
+            try pipeline.addHandler(connectionGuard, position: .first)
             try pipeline.addHandler(observer, position: .last)
           }
         }
@@ -92,6 +132,10 @@ extension LinkContext {
             )
           }
           try channel.pipeline.syncOperations.addHandler(guardHandler, position: .first)
+          let streamGuard = StreamGuard {
+            throttled("truncated message", remote, "a request stream ended in the middle of a message: answered INTERNAL")
+          }
+          try channel.pipeline.syncOperations.addHandler(streamGuard, position: .first)
         }
       }
     }
@@ -210,6 +254,9 @@ extension LinkContext {
     )
   }
 }
+
+/// Fails the setup of a connection the ``ConnectionLimiter`` refused: the channel is closed.
+struct ConnectionRefused: Error {}
 
 /// Checks that a listener's certificate names the host that was dialed, when no identity was
 /// pinned: a DNS host among its DNS names, an IP host among its IP addresses.

@@ -54,6 +54,10 @@ struct Run: AsyncParsableCommand {
       EscapingLogHandler.standardError(label: label, level: level)
     }
     let logger = Logger(label: "peer-agent")
+    // Every connection takes a descriptor: take all the system allows.
+    if let (before, after) = OpenFiles.raiseSoftLimit(), after != before {
+      logger.notice("raised the open-files limit", metadata: ["from": "\(before)", "to": "\(after)"])
+    }
     let console = ConsoleOutput(format: self.output)
     let config = try self.options.makeConfig()
 

@@ -163,6 +163,8 @@ struct RunOptions: ParsableArguments {
   )
   var handling: HandlingOption = .atLeastOnce
 
+  @OptionGroup(title: "Limits") var limits: LimitOptions
+
   enum HandlingOption: String, ExpressibleByArgument, CaseIterable {
     case atLeastOnce = "at-least-once"
     case atMostOnce = "at-most-once"
@@ -312,6 +314,7 @@ struct RunOptions: ParsableArguments {
       config.health.heartbeatInterval = self.heartbeat > 0 ? .fromSeconds(self.heartbeat) : nil
       config.health.heartbeatTimeout = .fromSeconds(self.heartbeatTimeout)
       config.health.keepaliveInterval = self.keepalive > 0 ? .fromSeconds(self.keepalive) : nil
+      self.limits.apply(to: &config)
       if self.insecure {
         config.security = .plaintext
       } else if let dir = self.certs {

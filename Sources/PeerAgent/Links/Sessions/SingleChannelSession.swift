@@ -30,13 +30,14 @@ struct SingleChannelSession: DialerSession {
   /// after its backoff.
   private func pushedRequests() async throws {
     let results = WriteQueue<Contact_Result>()
+    let budget = ReplyBudget(self.setup.context.config.limits)
     let end = try await withThrowingTaskGroup(of: InboundEnd.self) { pair in
-      pair.addTask { await self.tellResult(writing: results) }
+      pair.addTask { await self.tellResult(writing: results, budget: budget) }
       pair.addTask {
         // Every handler has returned (and queued its reply) before getTask returns.
         defer { results.finish() }
         do {
-          try await self.receiveTasks(replyingTo: results)
+          try await self.receiveTasks(replyingTo: results, budget: budget)
           return .getTask("the remote ended getTask")
         } catch {
           self.setup.noteRefusal(error)
@@ -68,7 +69,7 @@ struct SingleChannelSession: DialerSession {
   }
 
   /// Writes the replies queued in `results` on `tellResult` until the queue ends.
-  private func tellResult(writing results: WriteQueue<Contact_Result>) async -> InboundEnd {
+  private func tellResult(writing results: WriteQueue<Contact_Result>, budget: ReplyBudget) async -> InboundEnd {
     do {
       try await self.setup.contact.tellResult(
         metadata: self.setup.context.announcement,
@@ -76,6 +77,7 @@ struct SingleChannelSession: DialerSession {
         requestProducer: { writer in
           while let batch = await results.next() {
             try await writer.write(contentsOf: batch)
+            budget.written(batch)
           }
         }
       ) { response in
@@ -89,7 +91,7 @@ struct SingleChannelSession: DialerSession {
   }
 
   /// Hands every task pushed on `getTask` to the inbox, replies queued on `results`.
-  private func receiveTasks(replyingTo results: WriteQueue<Contact_Result>) async throws {
+  private func receiveTasks(replyingTo results: WriteQueue<Contact_Result>, budget: ReplyBudget) async throws {
     let setup = self.setup
     let health = setup.getTaskHealth
     if setup.remote.isKnownToHeartbeat { health.arm() }
@@ -100,7 +102,7 @@ struct SingleChannelSession: DialerSession {
         throw error
       }
       setup.connected.set()
-      let inbound = InboundRequests(context: setup.context, identity: setup.identity(), link: .getTask) { result in
+      let inbound = InboundRequests(context: setup.context, identity: setup.identity(), link: .getTask, budget: budget) { result in
         results.enqueue(result)
       }
       try await withThrowingDiscardingTaskGroup { handlers in
