@@ -8,7 +8,10 @@ internal import NIOHTTP2
 ///   `REFUSED_STREAM` before anything reads it, and the connection's other streams go on;
 /// - a gRPC message cut short — its length prefix promises more than arrives before the
 ///   remote ends the stream — fails with `INTERNAL`. grpc-swift-nio-transport 2.9.2 drops the
-///   partial message and ends such a call with `OK`, as if nothing had been sent.
+///   partial message and ends such a call with `OK`, as if nothing had been sent;
+/// - a gRPC message whose length prefix is over the peer's maximum fails with
+///   `RESOURCE_EXHAUSTED` as soon as its prefix arrives, before its body is read.
+///   grpc-swift-nio-transport resets such a stream with `CANCEL` and no status.
 final class StreamGuard: ChannelDuplexHandler, RemovableChannelHandler {
   typealias InboundIn = HTTP2Frame.FramePayload
   typealias InboundOut = HTTP2Frame.FramePayload
@@ -29,10 +32,12 @@ final class StreamGuard: ChannelDuplexHandler, RemovableChannelHandler {
   private var counted = false
   private var sentHeaders = false
   private var framing = GRPCFraming()
-  private let onTruncated: @Sendable () -> Void
+  private let maximumMessageBytes: Int
+  private let onRefused: @Sendable (_ reason: String) -> Void
 
-  init(onTruncated: @escaping @Sendable () -> Void) {
-    self.onTruncated = onTruncated
+  init(maximumMessageBytes: Int, onRefused: @escaping @Sendable (_ reason: String) -> Void) {
+    self.maximumMessageBytes = maximumMessageBytes
+    self.onRefused = onRefused
   }
 
   func handlerAdded(context: ChannelHandlerContext) {
@@ -62,13 +67,22 @@ final class StreamGuard: ChannelDuplexHandler, RemovableChannelHandler {
       if case .byteBuffer(let buffer) = data.data {
         self.framing.consume(buffer.readableBytes, from: buffer)
       }
+      if let length = self.framing.largestLength, length > self.maximumMessageBytes {
+        self.fail(
+          context,
+          status: 8,
+          message: "a request message of \(length) bytes is over this peer's limit of \(self.maximumMessageBytes)",
+          reset: !data.endStream
+        )
+        return
+      }
       if data.endStream, self.framing.isMidMessage {
-        self.truncated(context)
+        self.fail(context, status: 13, message: "the request stream ended in the middle of a message", reset: false)
         return
       }
     case .headers(let headers) where headers.endStream:
       if self.framing.isMidMessage {
-        self.truncated(context)
+        self.fail(context, status: 13, message: "the request stream ended in the middle of a message", reset: false)
         return
       }
     default:
@@ -94,14 +108,20 @@ final class StreamGuard: ChannelDuplexHandler, RemovableChannelHandler {
     context.fireChannelInactive()
   }
 
-  /// Ends the call with `INTERNAL`: the remote ended its stream in the middle of a message.
-  private func truncated(_ context: ChannelHandlerContext) {
+  /// Ends the call with `status` and `message`; with `reset`, the remote has not ended its
+  /// side, and `RST_STREAM(NO_ERROR)` after the trailers tells it to stop sending (as gRPC
+  /// servers do when they answer before the request is complete).
+  private func fail(_ context: ChannelHandlerContext, status: Int, message: String, reset: Bool) {
     self.state = .ended
-    self.onTruncated()
+    self.onRefused(message)
     var trailers: HPACKHeaders = self.sentHeaders ? [:] : [":status": "200", "content-type": "application/grpc"]
-    trailers.add(name: "grpc-status", value: "13")
-    trailers.add(name: "grpc-message", value: "the request stream ended in the middle of a message")
-    context.writeAndFlush(Self.wrapOutboundOut(.headers(.init(headers: trailers, endStream: true))), promise: nil)
+    trailers.add(name: "grpc-status", value: "\(status)")
+    trailers.add(name: "grpc-message", value: message)
+    context.write(Self.wrapOutboundOut(.headers(.init(headers: trailers, endStream: true))), promise: nil)
+    if reset {
+      context.write(Self.wrapOutboundOut(.rstStream(.noError)), promise: nil)
+    }
+    context.flush()
   }
 }
 
@@ -112,6 +132,8 @@ struct GRPCFraming {
   private var prefix: [UInt8] = []
   /// Bytes of the current message still to come, once its prefix is read.
   private var remaining = 0
+  /// The largest length any prefix announced so far.
+  private(set) var largestLength: Int?
 
   /// Whether the bytes so far stop inside a message (its prefix, or its body).
   var isMidMessage: Bool { !self.prefix.isEmpty || self.remaining > 0 }
@@ -130,6 +152,7 @@ struct GRPCFraming {
       index += 1
       if self.prefix.count == 5 {
         self.remaining = Int(self.prefix[1]) << 24 | Int(self.prefix[2]) << 16 | Int(self.prefix[3]) << 8 | Int(self.prefix[4])
+        self.largestLength = max(self.largestLength ?? 0, self.remaining)
         self.prefix = []
       }
     }

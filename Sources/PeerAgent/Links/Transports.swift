@@ -132,8 +132,8 @@ extension LinkContext {
             )
           }
           try channel.pipeline.syncOperations.addHandler(guardHandler, position: .first)
-          let streamGuard = StreamGuard {
-            throttled("truncated message", remote, "a request stream ended in the middle of a message: answered INTERNAL")
+          let streamGuard = StreamGuard(maximumMessageBytes: maximumMessageBytes) { reason in
+            throttled("refused message", remote, "a request was refused: \(reason)")
           }
           try channel.pipeline.syncOperations.addHandler(streamGuard, position: .first)
         }

@@ -25,7 +25,7 @@ final class GRPCTimeoutGuard: ChannelInboundHandler, RemovableChannelHandler {
     if self.refused { return }  // drop the rest of a refused stream
     let payload = Self.unwrapInboundIn(data)
     if case .headers(let headers) = payload {
-      for value in headers.headers[canonicalForm: "grpc-timeout"] where !Self.isValid(value) {
+      for (name, value, _) in headers.headers where name == "grpc-timeout" && !Self.isValid(value) {
         self.refused = true
         self.onRefuse(String(value))
         let trailers: HPACKHeaders = [
