@@ -32,6 +32,9 @@ final class LinkTable: Sendable {
   /// The state of the link to each remote heard of, by name.
   var states: [String: LinkState] { self.state.withLock { $0.states } }
 
+  /// The remotes the table knows (tests: plaintext ones are forgotten when their link ends).
+  var remoteCount: Int { self.state.withLock { $0.remotes.count } }
+
   /// The latest link to `name`, current or ended.
   func latest(for name: String) -> Link? {
     self.state.withLock { $0.remotes[name]?.latest }
@@ -295,7 +298,9 @@ extension LinkTable {
       remote.current = nil
       self.connectedCount -= 1
       let state = Self.change(&remote, to: .down)
-      self.remotes[name] = remote
+      // In plaintext a remote is named by its address and port, new with every connection:
+      // nothing of it is kept once its link ends.
+      self.remotes[name] = link.identity.isVerified ? remote : nil
       return .detach(state: state)
     }
 

@@ -13,6 +13,11 @@ final class EventRecorder: Sendable {
     self.events.withLock { $0.append(event) }
   }
 
+  /// Forgets the events recorded so far.
+  func clear() {
+    self.events.withLock { $0.removeAll() }
+  }
+
   /// Waits up to `timeout` for an event matching `predicate`; returns it, or `nil`.
   func wait(
     timeout: Duration = .seconds(10),
