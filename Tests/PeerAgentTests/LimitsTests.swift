@@ -112,6 +112,15 @@ struct LimitsTests {
     #expect(!empty.isMidMessage, "an empty message is whole")
   }
 
+  @Test("A duration option of 1e20 seconds, or not a number, is cut to what every conversion holds")
+  func hugeDurations() {
+    #expect(Duration.fromSeconds(1e20) == .seconds(Int64(Duration.longestSeconds)))
+    #expect(Duration.fromSeconds(-1e300) == .seconds(-Int64(Duration.longestSeconds)))
+    #expect(Duration.fromSeconds(.nan) == .zero)
+    #expect(Duration.clampedSeconds(.infinity) == .seconds(Int64(Duration.longestSeconds)))
+    #expect(TimeAmount(Duration.fromSeconds(1e20)).nanoseconds == Int64(Duration.longestSeconds) * 1_000_000_000)
+  }
+
   @Test("In plaintext, nothing of a remote is kept once its connection ends")
   func plaintextStateIsRemoved() async throws {
     let hub = try TestPeer(name: "hub", mode: .single, security: .plaintext, listen: true)

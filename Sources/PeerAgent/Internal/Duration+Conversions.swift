@@ -20,14 +20,21 @@ extension Duration {
     self.seconds * 1000
   }
 
-  /// `seconds` (which may be fractional) as a duration, to the millisecond.
+  /// The longest duration made from a number of seconds: about 31 years. Longer ones (an
+  /// option of `1e20`) are cut to it, so that no conversion down the line — to NIO's
+  /// nanoseconds in an `Int64` — overflows and traps.
+  package static let longestSeconds: Double = 1e9
+
+  /// `seconds` (which may be fractional) as a duration, to the millisecond, at most
+  /// ``longestSeconds``; not a number is zero.
   package static func fromSeconds(_ seconds: Double) -> Duration {
-    .milliseconds(Int64(seconds * 1000))
+    guard !seconds.isNaN else { return .zero }
+    return .milliseconds(Int64(min(max(seconds, -Self.longestSeconds), Self.longestSeconds) * 1000))
   }
 
   /// `seconds` (which may be fractional or negative) as a duration, to the millisecond; a
   /// negative amount is zero.
   package static func clampedSeconds(_ seconds: Double) -> Duration {
-    .milliseconds(Int64(max(0, seconds) * 1000))
+    self.fromSeconds(max(0, seconds))
   }
 }
