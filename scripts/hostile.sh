@@ -47,7 +47,7 @@ bin="$(swift build --show-bin-path)/peer-agent"
 echo "== certificates"
 rm -rf "$work/certs" "$work/other-certs" "$work/expired" "$work/logs"
 mkdir -p "$work/logs" "$work/expired"
-"$bin" certs --out "$work/certs" --names hub,edge,good,attacker,h2load >/dev/null 2>&1
+"$bin" certs --out "$work/certs" --names hub,edge,good,attacker,h2load,dialer >/dev/null 2>&1
 "$bin" certs --out "$work/other-certs" --names intruder >/dev/null 2>&1
 "$python" Tests/Hostile/make_expired.py "$work/certs" "$work/expired"
 

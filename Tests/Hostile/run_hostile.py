@@ -559,6 +559,7 @@ class Suite:
         w.sock.settimeout(0.2)
         deadline = time.time() + 8
         i = 0
+        blocked = False
         while time.time() < deadline:
             try:
                 w.sock.sendall(frame(DATA, 0, 1, b"".join(grpc_message(client_msg("n" * 4000, f"nr-{i + j}"))
@@ -566,12 +567,15 @@ class Suite:
                 sent += 3 * 4010
                 i += 3
             except socket.timeout:
+                blocked = True
                 break
             except OSError:
                 break
+        # While it is held, the listener's other streams and links go on.
         during()
         w.close()
-        return f"{sent // 1024} KiB sent before the listener stopped reading (flow control); replies never read"
+        assert blocked, f"the listener kept reading a stream whose replies were never read: {sent // 1024} KiB in 8 s"
+        return f"the listener stopped reading after {sent // 1024} KiB (its replies never read); other links served meanwhile"
 
     def grpc_never_read_get_task(self, during):
         w = self.wire()
@@ -703,6 +707,61 @@ class Suite:
         finally:
             hub.stop()
 
+    def grpc_oversized_task_to_dialer(self, during):
+        """The other direction: a hostile listener (grpcio) pushes a 5 MiB task down a
+        `peer-agent run` dialer's getTask. The dialer must refuse it (its limit is 4 MiB),
+        hand nothing of it to its handler, stay up, and take the small task pushed on the next
+        session."""
+        from concurrent import futures
+        big = "B" * (5 * 1024 * 1024)
+        pushes = {"count": 0}
+
+        class Hostile(contact_pb2_grpc.ContactServicer):
+            def getTask(self, request, context):
+                pushes["count"] += 1
+                if pushes["count"] == 1:
+                    yield contact_pb2.ServerMsg(task=big, id="big-1")
+                yield contact_pb2.ServerMsg(task="small after big", id=f"small-{pushes['count']}")
+                time.sleep(5)
+
+            def tellResult(self, request_iterator, context):
+                for _ in request_iterator:
+                    pass
+                return contact_pb2.Empty()
+
+            def sendStatus(self, request_iterator, context):
+                for message in request_iterator:
+                    yield contact_pb2.Result(ret="ok", id=message.id)
+
+        cert, key = self.certs.pair("good")
+        credentials = grpc.ssl_server_credentials([(open(key, "rb").read(), open(cert, "rb").read())],
+                                                  root_certificates=open(self.certs.ca, "rb").read(),
+                                                  require_client_auth=True)
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=8),
+                             options=[("grpc.max_send_message_length", -1)])
+        contact_pb2_grpc.add_ContactServicer_to_server(Hostile(), server)
+        port = server.add_secure_port("127.0.0.1:0", credentials)
+        server.start()
+        dialer = PeerAgentProcess(self.args.peer_agent, [
+            "--name", "dialer", "--mode", "single", "--connect", f"good@127.0.0.1:{port}", "--certs", self.args.certs,
+            "--backoff-initial", "0.2", "--backoff-max", "0.5"], os.path.join(self.args.logs, "dialer.log"))
+        try:
+            small = dialer.wait_for("request", timeout=20, where=lambda e: "small after big" in e.get("text", ""))
+            during()
+            with dialer.lock:
+                bigs = [e for e in dialer.events if e.get("event") == "request" and len(e.get("text", "")) > 1024]
+            assert dialer.alive(), "the dialer died"
+            assert not bigs, "the dialer handed a 5 MiB task to its handler"
+            assert small is not None, "the dialer never took the small task after the big one"
+            with dialer.lock:
+                reasons = [e.get("reason", "") for e in dialer.events if e.get("event") in ("disconnected", "error")]
+            reason = next((r for r in reasons if r), "?")
+            return (f"the 5 MiB task refused by the dialer (its limit is 4 MiB): \"{reason[:160]}\"; "
+                    f"the dialer stayed up and took the next task ({pushes['count']} getTask sessions)")
+        finally:
+            dialer.stop()
+            server.stop(grace=0)
+
     # -- the C stacks as outside judges ----------------------------------------------------------
 
     def h2load_mtls(self, during):
@@ -774,6 +833,7 @@ CASES = [
     ("grpc: huge length prefix", "grpc_huge_length_prefix"),
     ("grpc: unknown encoding", "grpc_unknown_encoding"),
     ("grpc: oversized message", "grpc_oversized_message"),
+    ("grpc: oversized task pushed to a dialer", "grpc_oversized_task_to_dialer"),
     ("grpc: compression bomb", "grpc_compression_bomb"),
     ("grpc: tiny and malformed timeouts", "grpc_timeouts"),
     ("grpc: never-read sendStatus", "grpc_never_read_send_status"),
