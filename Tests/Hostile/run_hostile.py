@@ -550,32 +550,52 @@ class Suite:
         return ", ".join(outcomes)
 
     def grpc_never_read_send_status(self, during):
-        w = self.wire()
-        # A large receive window, so the replies could pile up; they are never read or acknowledged.
-        w.send(settings((0x4, 0x7FFFFFFF)) + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 0x7FFFFFFF - 65535)))
-        w.headers(1, request_headers())
-        body = grpc_message(client_msg("n" * 4000, "")) 
-        sent = 0
-        w.sock.settimeout(0.2)
-        deadline = time.time() + 8
-        i = 0
-        blocked = False
-        while time.time() < deadline:
-            try:
-                w.sock.sendall(frame(DATA, 0, 1, b"".join(grpc_message(client_msg("n" * 4000, f"nr-{i + j}"))
-                                                           for j in range(3))))
-                sent += 3 * 4010
-                i += 3
-            except socket.timeout:
+        """A client that sends on sendStatus as fast as flow control lets it, and never reads a
+        reply: it grants no window for them (h2 keeps the books). The listener must stop
+        reading that stream — its replies cannot be written — so the client's own window
+        closes, instead of queueing replies without bound (before: 134 MiB for 101 MiB sent)."""
+        import h2.config
+        import h2.connection
+        import h2.events
+        raw = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        sock = tls_context(self.certs).wrap_socket(raw, server_hostname="hub")
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        conn.initiate_connection()
+        conn.send_headers(1, request_headers())
+        sock.sendall(conn.data_to_send())
+        start_rss = self.hub.rss_kib()
+        sent, i, blocked = 0, 0, False
+        deadline = time.time() + 10
+        stalled_since = None
+        while time.time() < deadline and sent < 100 * 2 ** 20:
+            message = grpc_message(client_msg("n" * 4000, f"nr-{i}"))
+            if conn.local_flow_control_window(1) >= len(message):
+                conn.send_data(1, message)
+                sock.sendall(conn.data_to_send())
+                sent += len(message)
+                i += 1
+                stalled_since = None
+                continue
+            stalled_since = stalled_since or time.time()
+            if time.time() - stalled_since > 3:
                 blocked = True
                 break
-            except OSError:
-                break
+            sock.settimeout(0.2)
+            try:
+                data = sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not data:
+                raise AssertionError(f"the listener closed the connection after {sent // 1024} KiB")
+            conn.receive_data(data)  # replies arrive and are never acknowledged: no window for them
+            sock.sendall(conn.data_to_send())
+        grown = (self.hub.rss_kib() - start_rss) // 1024
         # While it is held, the listener's other streams and links go on.
         during()
-        w.close()
-        assert blocked, f"the listener kept reading a stream whose replies were never read: {sent // 1024} KiB in 8 s"
-        return f"the listener stopped reading after {sent // 1024} KiB (its replies never read); other links served meanwhile"
+        sock.close()
+        assert blocked, f"the listener kept reading a stream whose replies were never read: {sent // 2 ** 20} MiB in 10 s, RSS +{grown} MiB"
+        return (f"the listener stopped reading after {sent // 1024} KiB (its replies never read; RSS +{grown} MiB); "
+                f"other links served meanwhile")
 
     def grpc_never_read_get_task(self, during):
         w = self.wire()
@@ -673,14 +693,31 @@ class Suite:
                                                    open(cert, "rb").read())
         text = "d" * 4096
         count = 30_000
+        start_rss = self.hub.rss_kib()
+        peak = [start_rss]
+        sampling = [True]
+
+        def sample():
+            while sampling[0]:
+                peak[0] = max(peak[0], self.hub.rss_kib())
+                time.sleep(0.05)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         with grpc.secure_channel(f"127.0.0.1:{self.port}", credentials,
                                  options=[("grpc.ssl_target_name_override", "hub")]) as channel:
             stub = contact_pb2_grpc.ContactStub(channel)
             answered = sum(1 for _ in stub.sendStatus(
                 (contact_pb2.ClientMsg(msg=text, id=f"flood-{i}") for i in range(count)), timeout=120))
+        sampling[0] = False
+        sampler.join()
+        grown = (peak[0] - start_rss) // 1024
         during()
         assert answered == count, f"{answered} of {count} answered"
-        return f"{count} requests of 4 KiB with distinct ids from one sender ({count * 4 // 1024} MiB); window bounded per sender"
+        # The sender's share of the window is 32 MiB: what it sent beyond that is forgotten.
+        assert grown <= 64, f"the window grew the listener by {grown} MiB for one sender's {count * 4 // 1024} MiB"
+        return (f"{count} requests of 4 KiB with distinct ids from one sender ({count * 4 // 1024} MiB): "
+                f"RSS +{grown} MiB (its share of the window is 32 MiB)")
 
     def grpc_idle_exhaustion_low_fd(self, during):
         port = free_port()
