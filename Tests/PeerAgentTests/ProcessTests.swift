@@ -122,4 +122,29 @@ struct ProcessTests {
     let request = try #require(await hub.event("request"))
     #expect((request["peer"] as? String)?.hasPrefix("127.0.0.1:") == true)
   }
+
+  @Test("A peer whose standard output is no longer read goes on serving (EPIPE, not a crash)")
+  func standardOutputGone() async throws {
+    let port = try freePort()
+    let hub = Process()
+    hub.executableURL = try PeerProcess.executable
+    hub.arguments = ["run", "--name", "hub", "--mode", "single", "--listen", "127.0.0.1:\(port)", "--insecure", "--output", "json"]
+    let output = Pipe()
+    hub.standardOutput = output
+    hub.standardError = FileHandle.nullDevice
+    hub.standardInput = Pipe()
+    try hub.run()
+    defer { if hub.isRunning { hub.terminate() } }
+    // Nobody reads the hub's events from now on: its writes fail with EPIPE.
+    try output.fileHandleForReading.close()
+    let edge = try PeerProcess([
+      "run", "--name", "edge", "--mode", "single", "--connect", "127.0.0.1:\(port)", "--insecure", "--output", "json",
+      "--exit-on-eof",
+    ])
+    defer { edge.terminate() }
+    for n in 0 ..< 20 { edge.send("after the reader left \(n)") }
+    edge.closeInput()
+    #expect(await edge.waitForExit(timeout: .seconds(30)) == 0, "every request answered: \(edge.log)")
+    #expect(hub.isRunning, "the hub is still up")
+  }
 }

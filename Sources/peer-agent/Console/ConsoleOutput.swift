@@ -65,14 +65,14 @@ final class ConsoleOutput: Sendable {
       text = human().logSafe
     }
     self.lock.withLock { _ in
-      FileHandle.standardOutput.write(Data((text + "\n").utf8))
+      StandardStream.output.write(text + "\n")
     }
   }
 
   /// A note for people: standard error in both formats.
   func note(_ text: String) {
     self.lock.withLock { _ in
-      FileHandle.standardError.write(Data((text + "\n").utf8))
+      StandardStream.error.write(text + "\n")
     }
   }
 

@@ -54,6 +54,8 @@ struct Run: AsyncParsableCommand {
       EscapingLogHandler.standardError(label: label, level: level)
     }
     let logger = Logger(label: "peer-agent")
+    // A reader of standard output that goes away must not stop the peer: EPIPE, not SIGPIPE.
+    signal(SIGPIPE, SIG_IGN)
     // Every connection takes a descriptor: take all the system allows.
     if let (before, after) = OpenFiles.raiseSoftLimit(), after != before {
       logger.notice("raised the open-files limit", metadata: ["from": "\(before)", "to": "\(after)"])
