@@ -150,6 +150,32 @@ class Suite:
         during()
         return "refused"
 
+    def tls_refusal_flood(self, during):
+        """300 handshakes with a certificate of another CA: all refused, and the listener's log
+        says so in a few lines, not 300 (a flood of bad handshakes must not fill the disk)."""
+        def lines():
+            with open(self.hub.log_path, errors="replace") as log:
+                return sum(1 for line in log if "refused connection" in line)
+        before = lines()
+        ctx = tls_context(self.certs, "intruder", folder=self.certs.other)
+        refused = sum(1 for _ in range(300) if self.refused_handshake_quick(ctx))
+        during()
+        time.sleep(0.5)
+        logged = lines() - before
+        assert refused == 300, f"{300 - refused} of 300 served"
+        assert logged <= 25, f"{logged} log lines for 300 refusals"
+        return f"300 of 300 refused; {logged} log lines"
+
+    def refused_handshake_quick(self, ctx):
+        try:
+            w = Wire(self.port, ctx)
+            w.start()
+            frames = w.frames(timeout=2)
+            w.close()
+            return w.closed and server_settings(frames) is None or not frames
+        except (ssl.SSLError, ConnectionError, OSError):
+            return True
+
     def tls_old_versions(self, during):
         refused = []
         for version in (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1):
@@ -841,6 +867,7 @@ CASES = [
     ("tls: no client certificate", "tls_no_client_certificate"),
     ("tls: a certificate from another CA", "tls_other_ca"),
     ("tls: an expired certificate", "tls_expired"),
+    ("tls: 300 refused handshakes, few log lines", "tls_refusal_flood"),
     ("tls: TLS 1.0/1.1 only", "tls_old_versions"),
     ("tls: garbage hello", "tls_garbage_hello"),
     ("tls: 200 half-open handshakes held", "tls_half_open_handshakes"),

@@ -112,6 +112,19 @@ struct LimitsTests {
     #expect(!empty.isMidMessage, "an empty message is whole")
   }
 
+  @Test("Reports are held back beyond their allowance per interval, and counted")
+  func reportThrottle() {
+    let throttle = ReportThrottle(interval: .seconds(10))
+    let start = ContinuousClock.now
+    #expect(throttle.admit("a", now: start) == 0)
+    #expect(throttle.admit("a", now: start + .seconds(1)) == nil)
+    #expect(throttle.admit("a", now: start + .seconds(2)) == nil)
+    #expect(throttle.admit("b", now: start + .seconds(2)) == 0, "another kind has its own allowance")
+    #expect(throttle.admit("a", now: start + .seconds(11)) == 2, "the next report counts the two held back")
+    for n in 0 ..< 20 { #expect(throttle.admit("all", allowing: 20, now: start + .milliseconds(n)) == 0) }
+    #expect(throttle.admit("all", allowing: 20, now: start + .seconds(1)) == nil)
+  }
+
   @Test("A duration option of 1e20 seconds, or not a number, is cut to what every conversion holds")
   func hugeDurations() {
     #expect(Duration.fromSeconds(1e20) == .seconds(Int64(Duration.longestSeconds)))

@@ -4,7 +4,10 @@ private import Synchronization
 /// flood of refusals is a line every few seconds rather than a line per connection.
 final class ReportThrottle: Sendable {
   private struct Kind {
-    var last: ContinuousClock.Instant
+    /// When the current interval began.
+    var since: ContinuousClock.Instant
+    /// Reports let through in it.
+    var admitted: Int
     var suppressed: Int
   }
 
@@ -15,17 +18,23 @@ final class ReportThrottle: Sendable {
     self.interval = interval
   }
 
-  /// Whether a report of `kind` is due; if it is, how many were held back since the last.
-  func admit(_ kind: String, now: ContinuousClock.Instant = .now) -> Int? {
+  /// Whether a report of `kind` is due — at most `allowing` per interval; if it is, how many
+  /// were held back before it.
+  func admit(_ kind: String, allowing: Int = 1, now: ContinuousClock.Instant = .now) -> Int? {
     self.kinds.withLock { kinds in
-      if var seen = kinds[kind], now - seen.last < self.interval {
-        seen.suppressed += 1
+      if var seen = kinds[kind], now - seen.since < self.interval {
+        guard seen.admitted < allowing else {
+          seen.suppressed += 1
+          kinds[kind] = seen
+          return nil
+        }
+        seen.admitted += 1
         kinds[kind] = seen
-        return nil
+        return 0
       }
       let suppressed = kinds[kind]?.suppressed ?? 0
-      if kinds.count > 1_000 { kinds.removeAll() }
-      kinds[kind] = Kind(last: now, suppressed: 0)
+      if kinds.count > 10_000 { kinds.removeAll() }
+      kinds[kind] = Kind(since: now, admitted: 1, suppressed: 0)
       return suppressed
     }
   }

@@ -50,6 +50,17 @@ extension LinkContext {
       self.logger.warning("refused connection", metadata: ["remote": "\(remote)", "reason": "\(reason)"])
       self.events.emit(.refused(remote: remote, reason: reason))
     }
+    // A refused handshake is reported once per 10 s per address and reason, and at most 20
+    // times per 10 s in all: a flood of bad handshakes is a few lines, not a full disk.
+    let refusals = ReportThrottle()
+    let refused: @Sendable (String, String) -> Void = { remote, reason in
+      let address = ListenerConnectionObserver.host(of: remote)
+      guard let same = refusals.admit("\(address) \(reason)"), let others = refusals.admit("all", allowing: 20) else {
+        return
+      }
+      let held = same + others
+      report(remote, held > 0 ? reason + " (\(held) more refusals held back since the last report)" : reason)
+    }
     let flushCoalescing = self.config.transport.flushCoalescing
     let health = self.config.health
     let maximumMessageBytes = self.config.transport.maximumMessageBytes
@@ -106,7 +117,7 @@ extension LinkContext {
           let connectionGuard = ConnectionGuard(limiter: limiter, ticket: ticket, limits: limits, isTLS: isTLS) { reason in
             throttled(reason.hasPrefix("the TLS") ? "handshake timeout" : "first stream timeout", remote, reason)
           }
-          let observer = ListenerConnectionObserver(failures: failures, report: report)
+          let observer = ListenerConnectionObserver(failures: failures, report: refused)
           let pipeline = channel.pipeline.syncOperations
           if isTLS, let ssl = try? pipeline.handler(type: NIOSSLServerHandler.self) {
             try pipeline.addHandler(connectionGuard, position: .after(ssl))

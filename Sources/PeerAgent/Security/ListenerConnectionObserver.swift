@@ -60,6 +60,16 @@ final class ListenerConnectionObserver: ChannelDuplexHandler, RemovableChannelHa
     context.fireErrorCaught(error)
   }
 
+  /// The host part of an address ``format(_:)`` made: `1.2.3.4` of `1.2.3.4:5`, `::1` of
+  /// `[::1]:5`.
+  static func host(of formatted: String) -> String {
+    if formatted.hasPrefix("["), let end = formatted.firstIndex(of: "]") {
+      return String(formatted[formatted.index(after: formatted.startIndex) ..< end])
+    }
+    guard let colon = formatted.lastIndex(of: ":") else { return formatted }
+    return String(formatted[..<colon])
+  }
+
   static func format(_ address: NIOCore.SocketAddress) -> String {
     switch address {
     case .v4: return "\(address.ipAddress ?? "?"):\(address.port ?? 0)"
