@@ -12,6 +12,7 @@ struct PeerAgentCommand: AsyncParsableCommand {
       then start two peers with `peer-agent run` (single-channel: one listens, one dials; \
       dual-channel: both listen and both dial).
       """,
+    version: PeerAgentVersion.current,
     subcommands: [Run.self, Certs.self, Demo.self, Bench.self, BenchWorker.self]
   )
 

@@ -48,6 +48,33 @@ struct Run: AsyncParsableCommand {
   @Option(name: .long, help: ArgumentHelp("Log level on standard error.", valueName: "trace|debug|info|notice|warning|error"))
   var logLevel: Logger.Level = .info
 
+  @Option(
+    name: .long,
+    help: ArgumentHelp(
+      "Answer each request with a program: CMD runs under /bin/sh -c with the request's text on its standard input and PEER_AGENT_FROM, PEER_AGENT_ID, PEER_AGENT_VERIFIED and PEER_AGENT_LINK set; its standard output, trimmed, is the reply. A non-zero exit or a timeout is an error reply. Without it, each request is acknowledged.",
+      valueName: "CMD"
+    )
+  )
+  var exec: String?
+
+  @Option(name: .long, help: ArgumentHelp("Kill an --exec program that runs longer, and answer with an error.", valueName: "SECONDS"))
+  var execTimeout: Double = 30
+
+  @Option(name: .long, help: ArgumentHelp("The most --exec programs running at once; other requests wait their turn.", valueName: "N"))
+  var execConcurrency: Int = 8
+
+  func validate() throws {
+    if let exec = self.exec, exec.trimmingCharacters(in: .whitespaces).isEmpty {
+      throw ValidationError("--exec needs a command")
+    }
+    guard self.execTimeout > 0, self.execTimeout.isFinite else {
+      throw ValidationError("--exec-timeout must be a number of seconds above 0 (got \(self.execTimeout))")
+    }
+    guard self.execConcurrency >= 1 else {
+      throw ValidationError("--exec-concurrency must be at least 1 (got \(self.execConcurrency))")
+    }
+  }
+
   func run() async throws {
     let level = self.logLevel
     LoggingSystem.bootstrap { label in
@@ -70,8 +97,17 @@ struct Run: AsyncParsableCommand {
     }
 
     let name = self.options.name
+    let exec = self.exec.map {
+      ExecHandler(
+        command: $0,
+        timeout: .fromSeconds(self.execTimeout),
+        concurrency: self.execConcurrency,
+        maximumOutputBytes: config.transport.maximumMessageBytes / 2
+      )
+    }
     let peer = try Peer(config: config, logger: logger) { request in
       console.request(request)
+      if let exec { return try await exec.reply(to: request) }
       return "ack from \(name): \(request.text)"
     }
 
