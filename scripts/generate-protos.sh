@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates Sources/ContactProto from Protos/contact.proto.
+# Regenerates Sources/ContactProto from Protos/contact.proto and the standard gRPC health
+# protocol, Protos/grpc/health/v1/health.proto.
 #
 # Needs `protoc` (Debian: apt-get install protobuf-compiler) and the two plugins, built from this
 # package's own dependencies (swift-protobuf and grpc-swift-protobuf), so the generated code always
@@ -38,5 +39,5 @@ protoc \
   --grpc-swift_out="$out" \
   --grpc-swift_opt=Visibility=Package,Server=true,Client=true \
   -I Protos \
-  Protos/contact.proto
-echo "generated $(ls "$out"/contact.*.swift | tr '\n' ' ')" >&2
+  Protos/contact.proto Protos/grpc/health/v1/health.proto
+echo "generated $(cd "$out" && find . -name '*.swift' | sort | tr '\n' ' ')" >&2

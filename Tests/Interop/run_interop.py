@@ -272,6 +272,59 @@ class Run:
                        f"{errors[0]['message'] if errors else 'no matching error event'}")
 
 
+    # 7. grpcio's own health client (grpcio-health-checking) against a peer-agent listener
+    def health(self):
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+        hub = PeerAgent(self.args.peer_agent, ["--name", "hub", "--mode", "single", "--listen", "127.0.0.1:0",
+                                               "--shutdown-grace", "10"] + self.peer_tls("hub"),
+                        self.log("hub-health"))
+        listening = hub.wait_for("listening", timeout=30)
+        if not listening:
+            hub.stop()
+            return self.check("grpcio health client", False, "the hub did not listen")
+        address = listening[0]["address"]
+        if self.tls:
+            ca = open(os.path.join(self.args.certs, "ca.pem"), "rb").read()
+            key = open(os.path.join(self.args.certs, "article-client-key.pem"), "rb").read()
+            cert = open(os.path.join(self.args.certs, "article-client.pem"), "rb").read()
+            channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(ca, key, cert),
+                                          options=[("grpc.ssl_target_name_override", "hub")])
+        else:
+            channel = grpc.insecure_channel(address)
+        outcome = {}
+        try:
+            stub = health_pb2_grpc.HealthStub(channel)
+            outcome["check"] = health_pb2.HealthCheckResponse.ServingStatus.Name(
+                stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=10).status)
+            outcome["check Contact"] = health_pb2.HealthCheckResponse.ServingStatus.Name(
+                stub.Check(health_pb2.HealthCheckRequest(service="Contact"), timeout=10).status)
+            try:
+                stub.Check(health_pb2.HealthCheckRequest(service="nope"), timeout=10)
+                outcome["unknown"] = "answered"
+            except grpc.RpcError as error:
+                outcome["unknown"] = error.code().name
+            watch = stub.Watch(health_pb2.HealthCheckRequest(service=""), timeout=30)
+            first = next(watch)
+            outcome["watch"] = health_pb2.HealthCheckResponse.ServingStatus.Name(first.status)
+            hub.proc.terminate()  # SIGTERM: the hub drains
+            try:
+                second = next(watch)
+                outcome["watch after SIGTERM"] = health_pb2.HealthCheckResponse.ServingStatus.Name(second.status)
+            except (StopIteration, grpc.RpcError) as error:
+                outcome["watch after SIGTERM"] = f"ended: {error}"
+        except Exception as error:  # noqa: BLE001 - any failure is the finding
+            outcome["error"] = str(error).splitlines()[0]
+        finally:
+            channel.close()
+            hub.stop()
+        ok = (outcome.get("check") == "SERVING" and outcome.get("check Contact") == "SERVING"
+              and outcome.get("unknown") == "NOT_FOUND" and outcome.get("watch") == "SERVING"
+              and outcome.get("watch after SIGTERM") == "NOT_SERVING")
+        self.check("grpcio health client -> peer-agent listener", ok,
+                   ", ".join(f"{k}: {v}" for k, v in outcome.items()))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--peer-agent", required=True)
@@ -290,6 +343,7 @@ def main():
         run.article_server()
         run.server_ends_get_task()
         run.dual()
+        run.health()
         if run.tls:
             run.refusals()
         passed += run.passed

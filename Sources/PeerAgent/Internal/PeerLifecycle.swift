@@ -26,6 +26,13 @@ final class PeerLifecycle: Sendable {
   let listeningAddress = Promise<PeerAddress>()
   private let continuation: AsyncStream<Command>.Continuation
   private let phase = Mutex(Phase.idle)
+  /// Callers of ``nextChange(after:)``, woken when the phase changes.
+  private let watchers = Mutex(Watchers())
+
+  private struct Watchers {
+    var version = 0
+    var waiting = WaiterQueue<Int>()
+  }
 
   init() {
     (self.commands, self.continuation) = AsyncStream.makeStream()
@@ -41,6 +48,7 @@ final class PeerLifecycle: Sendable {
       }
       phase = .running
     }
+    self.changed()
   }
 
   /// Whether the peer accepts new requests (it is not stopping or stopped).
@@ -61,11 +69,38 @@ final class PeerLifecycle: Sendable {
   /// The peer stops taking requests and starts to shut down.
   func beginDraining() {
     self.phase.withLock { $0 = .draining }
+    self.changed()
+  }
+
+  /// The number of phase changes so far, for ``nextChange(after:)``.
+  var version: Int { self.watchers.withLock { $0.version } }
+
+  /// Waits until the phase changed after `version` (at once if it already has); returns the
+  /// new version. Throws `CancellationError` if the task is cancelled while it waits.
+  func nextChange(after version: Int) async throws -> Int {
+    try await WaiterQueue<Int>.suspend { key, continuation in
+      self.watchers.withLock { watchers in
+        if watchers.version != version { return .success(watchers.version) }
+        watchers.waiting.append(key, continuation)
+        return nil
+      }
+    } onCancel: { key in
+      self.watchers.withLock { $0.waiting.remove(key) }
+    }
+  }
+
+  private func changed() {
+    let (woken, version) = self.watchers.withLock { watchers in
+      watchers.version += 1
+      return (watchers.waiting.removeAll(), watchers.version)
+    }
+    for waiter in woken { waiter.resume(returning: version) }
   }
 
   /// The peer has stopped: nothing waits for its listener any longer.
   func finish() {
     self.phase.withLock { $0 = .finished }
+    self.changed()
     self.listeningAddress.complete(
       .failure(PeerAgentError(code: .notRunning, message: "the peer stopped before listening"))
     )

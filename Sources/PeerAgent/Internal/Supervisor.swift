@@ -18,7 +18,10 @@ struct Supervisor {
       var server: GRPCServer<HTTP2ServerTransport.Posix>?
       if let listen = self.context.config.listen {
         let transport = self.context.makeServerTransport(address: listen)
-        let grpcServer = GRPCServer(transport: transport, services: [ContactService(context: self.context)])
+        let grpcServer = GRPCServer(
+          transport: transport,
+          services: [ContactService(context: self.context), HealthService(lifecycle: self.lifecycle)]
+        )
         server = grpcServer
         group.addTask {
           defer { serverStopped.withLock { $0 = true } }
