@@ -147,4 +147,30 @@ struct ProcessTests {
     #expect(await edge.waitForExit(timeout: .seconds(30)) == 0, "every request answered: \(edge.log)")
     #expect(hub.isRunning, "the hub is still up")
   }
+
+  @Test("A line for a peer that is not connected says at once who is, and still waits for its deadline")
+  func waitingForAbsentPeer() async throws {
+    let hub = try PeerProcess([
+      "run", "--name", "hub", "--mode", "single", "--listen", "127.0.0.1:0", "--insecure", "--in-memory", "--output", "json",
+      "--request-timeout", "2",
+    ])
+    defer { hub.terminate() }
+    let address = try #require(await hub.event("listening")?["address"] as? String)
+    let edge = try PeerProcess(["run", "--name", "edge", "--mode", "single", "--connect", address, "--insecure", "--in-memory", "--output", "json"])
+    defer { edge.terminate() }
+    let connected = try #require(await hub.event("connected")?["peer"] as? String)
+    hub.send(lines: ["@ghost are you there?", "@ghost still?", "@ghost hello?"])
+    let waiting = try #require(await hub.event("waiting", timeout: .seconds(5)))
+    #expect(waiting["peer"] as? String == "ghost")
+    #expect(waiting["connected"] as? [String] == [connected], "\(waiting)")
+    #expect((waiting["message"] as? String)?.contains("'ghost' is not connected") == true)
+    let failed = try #require(await hub.event("error", timeout: .seconds(10)) { $0["peer"] as? String == "ghost" })
+    #expect(hub.count { $0["event"] == "waiting" } == 1, "three lines in a burst: one notice")
+    // At its deadline the request fails: nobody of that name came.
+    #expect(["unknownPeer", "timedOut"].contains(failed["reason"] as? String ?? ""), "\(failed)")
+    // A line for a connected peer gets no such notice.
+    hub.send("@\(connected) hello")
+    #expect(await hub.event("reply", timeout: .seconds(10)) != nil)
+    #expect(hub.count { $0["event"] == "waiting" } == 1)
+  }
 }

@@ -28,11 +28,12 @@ final class ConsoleOutput: Sendable {
     var unanswered: Int?
     var resent: Int?
     var repeats: Int?
+    var connected: [String]?
 
     enum CodingKeys: String, CodingKey {
       case event, peer, address, link, verified, id, text, reply
       case rttMs = "rtt_ms"
-      case message, reason, state, unanswered, resent, repeats
+      case message, reason, state, unanswered, resent, repeats, connected
     }
 
     init(event: String, peer: String) {
@@ -118,6 +119,17 @@ final class ConsoleOutput: Sendable {
     line.id = delivery.id
     line.text = delivery.text
     self.emit(line, human: "queued for \(delivery.peer): \(delivery.text)")
+  }
+
+  /// A request queued for a peer that is not connected now: it waits for it until its deadline,
+  /// and who is connected is said at once.
+  func waiting(_ delivery: Delivery, connected: [String], timeout: Duration) {
+    var line = Line(event: "waiting", peer: delivery.peer)
+    line.id = delivery.id
+    line.connected = connected
+    let who = connected.isEmpty ? "no peer is connected" : "connected now: \(connected.joined(separator: ", "))"
+    line.message = "'\(delivery.peer)' is not connected (\(who)); the request waits for it for up to \(Int(timeout.seconds)) s"
+    self.emit(line, human: line.message!)
   }
 
   /// A request a previous run left unanswered is being sent again.

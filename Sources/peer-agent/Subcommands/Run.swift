@@ -192,6 +192,7 @@ struct Run: AsyncParsableCommand {
       for delivery in recovered {
         group.addTask { await Self.report(delivery, console: console, failures: failures) }
       }
+      var noticed: [String: ContinuousClock.Instant] = [:]
       for await line in lines {
         let (target, text) = Self.parse(line)
         if text.isEmpty { continue }
@@ -211,6 +212,16 @@ struct Run: AsyncParsableCommand {
           do {
             let delivery = try await peer.submit(text, to: recipient)
             console.queued(delivery)
+            if let recipient {
+              let connected = peer.connectedPeers.map(\.name).sorted()
+              // Said once per name every 5 s: a script's burst of lines for a peer not yet up
+              // gets one notice, not one per line.
+              let now = ContinuousClock.now
+              if !connected.contains(recipient), noticed[recipient].map({ now - $0 > .seconds(5) }) ?? true {
+                noticed[recipient] = now
+                console.waiting(delivery, connected: connected, timeout: peer.config.requests.timeout)
+              }
+            }
             group.addTask { await Self.report(delivery, console: console, failures: failures) }
           } catch {
             failures.increment()
