@@ -340,7 +340,6 @@ class Suite:
     def h2_hpack_bomb(self, during):
         w = self.wire()
         # One 4 KiB header into the dynamic table, then 4,000 one-byte references to it.
-        literal = b"\x40" + bytes([0x7f]) + b"\x00" + b"x-bomb".rjust(1) if False else None
         encoder = hpack.Encoder()
         first = encoder.encode(request_headers(extra=[("x-bomb", "b" * 4000)]))
         index_ref = encoder.encode([("x-bomb", "b" * 4000)])  # now an indexed reference (1-2 bytes)

@@ -314,7 +314,6 @@ final class Outbox: Sendable {
       state.entries.removeValue(forKey: id)
       let peer = entry.record.peer
       state.queues[peer]?.count -= 1
-      defer { Self.dropIfEmpty(&state, peer: peer) }
       return (entry, self.takeWaiter(&state, peer: peer))
     }
     guard let entry else { return nil }
@@ -368,25 +367,20 @@ final class Outbox: Sendable {
   private func release(peer: String) {
     let woken = self.state.withLock { state in
       state.queues[peer]?.count -= 1
-      defer { Self.dropIfEmpty(&state, peer: peer) }
       return self.takeWaiter(&state, peer: peer)
     }
     woken?.resume()
   }
 
-  /// Forgets `peer`'s queue once nothing is in it nor waiting for it: remotes come and go (in
-  /// plaintext each connection is a remote of its own), and none leaves anything behind.
-  private static func dropIfEmpty(_ state: inout State, peer: String) {
-    guard let queue = state.queues[peer], queue.count <= 0, queue.spaceWaiters.isEmpty else { return }
-    state.queues[peer] = nil
-  }
-
   /// The remotes with a queue (tests: none is left once their requests are answered).
   var queueCount: Int { self.state.withLock { $0.queues.count } }
 
-  /// Hands the room just freed in `peer`'s window to the longest waiting caller, if any.
+  /// Hands the room just freed in `peer`'s window to the longest waiting caller, if any; forgets
+  /// the queue once nothing is in it nor waiting for it (remotes come and go — in plaintext
+  /// each connection is one — and none leaves anything behind).
   private func takeWaiter(_ state: inout State, peer: String) -> WaiterQueue<Void>.Continuation? {
     guard var queue = state.queues[peer], queue.count < self.window, let waiter = queue.spaceWaiters.popFirst() else {
+      if let queue = state.queues[peer], queue.count <= 0, queue.spaceWaiters.isEmpty { state.queues[peer] = nil }
       return nil
     }
     queue.count += 1

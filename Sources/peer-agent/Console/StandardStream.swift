@@ -14,18 +14,23 @@ enum StandardStream: Int32 {
   case error = 2
 
   func write(_ text: String) {
-    var bytes = Array(text.utf8)
-    bytes.withUnsafeMutableBytes { buffer in
-      var offset = 0
-      while offset < buffer.count {
-        let written = systemWrite(self.rawValue, buffer.baseAddress! + offset, buffer.count - offset)
-        if written > 0 {
-          offset += written
-        } else if written < 0 && errno == EINTR {
-          continue
-        } else {
-          return  // EPIPE, a closed descriptor, a full disk: nothing more to do with it
-        }
+    writeAll(self.rawValue, Array(text.utf8))
+  }
+}
+
+/// Writes all of `bytes` to `descriptor`, giving up at the first error: EPIPE (the reader went
+/// away), a closed descriptor, a full disk — nothing more is to be done with it.
+func writeAll(_ descriptor: Int32, _ bytes: [UInt8]) {
+  bytes.withUnsafeBytes { buffer in
+    var offset = 0
+    while offset < buffer.count {
+      let written = systemWrite(descriptor, buffer.baseAddress! + offset, buffer.count - offset)
+      if written > 0 {
+        offset += written
+      } else if written < 0 && errno == EINTR {
+        continue
+      } else {
+        return
       }
     }
   }

@@ -287,27 +287,3 @@ private func killTree(_ pid: Int32) {
   }
   for process in doomed { kill(process, SIGKILL) }
 }
-
-/// Writes all of `bytes` to `descriptor`, giving up at the first error (EPIPE: the program
-/// closed its input).
-private func writeAll(_ descriptor: Int32, _ bytes: [UInt8]) {
-  bytes.withUnsafeBytes { buffer in
-    var offset = 0
-    while offset < buffer.count {
-      let written = systemWrite(descriptor, buffer.baseAddress! + offset, buffer.count - offset)
-      if written > 0 {
-        offset += written
-      } else if written < 0 && errno == EINTR {
-        continue
-      } else {
-        return
-      }
-    }
-  }
-}
-
-#if canImport(Glibc)
-private let systemWrite = Glibc.write
-#elseif canImport(Darwin)
-private let systemWrite = Darwin.write
-#endif
