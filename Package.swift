@@ -27,6 +27,8 @@ let dependencies: [Package.Dependency] = [
   .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
   .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
   .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
+  .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+  .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
 ]
 
 // Swift 6 with the same upcoming features grpc-swift-2 builds with.
@@ -75,6 +77,8 @@ let targets: [Target] = [
       .product(name: "GRDB", package: "GRDB.swift"),
       // Queues of waiting callers.
       .product(name: "DequeModule", package: "swift-collections"),
+      // Metrics, to any backend the application bootstraps or passes in.
+      .product(name: "CoreMetrics", package: "swift-metrics"),
     ],
     swiftSettings: defaultSwiftSettings
   ),
@@ -94,6 +98,11 @@ let targets: [Target] = [
       .product(name: "Logging", package: "swift-log"),
       .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
       .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+      // --metrics: Prometheus text at /metrics, served over HTTP/1.1.
+      .product(name: "CoreMetrics", package: "swift-metrics"),
+      .product(name: "Prometheus", package: "swift-prometheus"),
+      .product(name: "NIOCore", package: "swift-nio"),
+      .product(name: "NIOHTTP1", package: "swift-nio"),
     ],
     swiftSettings: defaultSwiftSettings
   ),
@@ -116,6 +125,9 @@ let targets: [Target] = [
       .product(name: "NIOHTTP2", package: "swift-nio-http2"),
       .product(name: "NIOHPACK", package: "swift-nio-http2"),
       .product(name: "Logging", package: "swift-log"),
+      .product(name: "CoreMetrics", package: "swift-metrics"),
+      .product(name: "Prometheus", package: "swift-prometheus"),
+      .product(name: "NIOHTTP1", package: "swift-nio"),
     ],
     swiftSettings: defaultSwiftSettings
   ),

@@ -40,6 +40,8 @@ extension Peer {
     public var health: Health
     /// What the listener gives any one remote at most: connections, streams, reply buffers.
     public var limits: Limits = .defaults
+    /// Where metrics go: swift-metrics' global backend unless one is given.
+    public var observability: Observability = .defaults
 
     /// Creates a configuration; see ``defaults(mode:configure:)`` for the usual way.
     public init(

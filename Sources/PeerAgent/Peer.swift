@@ -179,6 +179,26 @@ public final class Peer: Sendable {
   /// The state of the link to each remote peer this peer has heard of, by name.
   public var linkStates: [String: LinkState] { self.context.table.states }
 
+  /// Who this peer is, its links by remote, and what it owes them, now.
+  public var status: PeerStatus {
+    let outbox = self.context.outbox
+    return PeerStatus(
+      peer: self.name,
+      mode: self.config.mode.rawValue,
+      listening: self.lifecycle.listeningAddress.currentValue.map { "\($0)" },
+      links: self.context.table.snapshot.map { remote in
+        PeerStatus.Link(
+          peer: remote.name,
+          state: remote.state.rawValue,
+          kind: remote.kind?.rawValue,
+          unanswered: outbox.count(for: remote.name)
+        )
+      },
+      outboxDepth: outbox.count(),
+      handling: self.context.inbox.inFlight
+    )
+  }
+
   /// Counters of the delivery machinery since the peer started.
   public var deliveryStatistics: DeliveryStatistics {
     DeliveryStatistics(

@@ -13,7 +13,7 @@ struct PeerAgentCommand: AsyncParsableCommand {
       dual-channel: both listen and both dial).
       """,
     version: PeerAgentVersion.current,
-    subcommands: [Run.self, Certs.self, Demo.self, Bench.self, BenchWorker.self]
+    subcommands: [Run.self, Status.self, Certs.self, Demo.self, Bench.self, BenchWorker.self]
   )
 
   /// Runs the command and turns every error into one line on standard error and a non-zero

@@ -34,6 +34,7 @@ final class Inbox: Sendable {
   private let handling = Mutex<[Key: Handling]>([:])
   private let inFlightCount = Atomic<Int>(0)
   private let repeatCount = Atomic<Int>(0)
+  private let metrics: PeerMetrics?
   private let outcomeUnknownCount = Atomic<Int>(0)
 
   init(
@@ -41,9 +42,11 @@ final class Inbox: Sendable {
     handling: Peer.Config.Delivery.Handling = .atLeastOnce,
     retention: Duration,
     bounds: WindowBounds,
+    metrics: PeerMetrics? = nil,
     logger: Logger,
     handler: @escaping Peer.Handler = { _ in "" }
   ) {
+    self.metrics = metrics
     self.store = store
     self.handler = handler
     self.atMostOnce = handling == .atMostOnce
@@ -102,6 +105,7 @@ final class Inbox: Sendable {
       }
       if let shared {
         self.repeatCount.add(1, ordering: .relaxed)
+        self.metrics?.repeated(from: request.from.name)
         return shared
       }
       // The first copy ended without a reply: handle it as a first copy.
@@ -120,9 +124,12 @@ final class Inbox: Sendable {
     switch try? self.store.windowEntry(for: key.id, from: key.sender) {
     case .answered(let recorded):
       self.repeatCount.add(1, ordering: .relaxed)
+      self.metrics?.repeated(from: request.from.name)
       answer = recorded
     case .accepted:
       self.repeatCount.add(1, ordering: .relaxed)
+      self.metrics?.repeated(from: request.from.name)
+      self.metrics?.handled(from: request.from.name, .refused)
       self.outcomeUnknownCount.add(1, ordering: .relaxed)
       answer = .refusal(
         of: key.id,
@@ -131,6 +138,7 @@ final class Inbox: Sendable {
       )
     case nil:
       if self.atMostOnce, let refusal = self.recordAcceptance(key) {
+        self.metrics?.handled(from: request.from.name, .refused)
         answer = refusal
       } else {
         answer = await perform(request)
@@ -170,13 +178,17 @@ final class Inbox: Sendable {
 
   private func callHandler(_ request: IncomingRequest) async -> Answer? {
     do {
-      return Answer(id: request.id, text: try await self.handler(request))
+      let text = try await self.handler(request)
+      self.metrics?.handled(from: request.from.name, .ok)
+      return Answer(id: request.id, text: text)
     } catch {
       let logger = self.logger.forLink(request.from)
       if error is CancellationError || Task.isCancelled {
+        self.metrics?.handled(from: request.from.name, .cancelled)
         logger.debug("handler cancelled: its stream went away", metadata: ["id": "\(request.id)"])
         return nil
       }
+      self.metrics?.handled(from: request.from.name, .failed)
       logger.warning("handler failed", metadata: ["id": "\(request.id)", "error": "\(error)"])
       return Answer(id: request.id, text: "", error: "\(error)")
     }

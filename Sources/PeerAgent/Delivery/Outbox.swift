@@ -31,6 +31,8 @@ final class Outbox: Sendable {
     var sequence: UInt64
     /// How many times the request was written to a stream.
     var writes = 0
+    /// When it was accepted (or recovered after a restart).
+    var started = ContinuousClock.now
   }
 
   /// One remote peer's requests, in the order they were submitted.
@@ -58,9 +60,11 @@ final class Outbox: Sendable {
   private let state = Mutex(State())
   private let resendCount = Atomic<Int>(0)
   private let misdirectedCount = Atomic<Int>(0)
+  private let metrics: PeerMetrics?
 
-  init(store: any DeliveryStore, window: Int, maximumMessageBytes: Int = .max) {
+  init(store: any DeliveryStore, metrics: PeerMetrics? = nil, window: Int, maximumMessageBytes: Int = .max) {
     self.store = store
+    self.metrics = metrics
     self.window = max(1, window)
     self.maximumMessageBytes = maximumMessageBytes
   }
@@ -177,20 +181,25 @@ final class Outbox: Sendable {
   /// Called just before request `id` is written to a stream. Returns `false` when the request
   /// is no longer waiting (answered or expired meanwhile): it is not written.
   func willWrite(id: String) -> Bool {
-    let writes: Int? = self.state.withLock { state in
+    let written: (writes: Int, peer: String)? = self.state.withLock { state in
       guard state.entries[id] != nil else { return nil }
       state.entries[id]!.writes += 1
-      return state.entries[id]!.writes
+      return (state.entries[id]!.writes, state.entries[id]!.record.peer)
     }
-    guard let writes else { return false }
-    if writes > 1 { self.resendCount.add(1, ordering: .relaxed) }
+    guard let written else { return false }
+    if written.writes > 1 {
+      self.resendCount.add(1, ordering: .relaxed)
+      self.metrics?.resent(to: written.peer)
+    }
     return true
   }
 
   /// Fails request `id` for what it is (the remote cannot take it): it is never written
   /// again, and leaves the store.
   func refuse(id: String, because error: PeerAgentError) {
-    self.remove(id: id)?.promise.complete(.failure(error))
+    guard let entry = self.remove(id: id) else { return }
+    self.metrics?.sent(to: entry.record.peer, .failed)
+    entry.promise.complete(.failure(error))
   }
 
   /// Moves the requests queued under `placeholder` (a dialer's target, before its remote's
@@ -244,6 +253,12 @@ final class Outbox: Sendable {
     }
     guard let entry else { return .notWaiting }
     try? self.store.recordAnswer(answer)
+    if let metrics = self.metrics {
+      let outcome: PeerMetrics.SentOutcome =
+        answer.error == nil
+        ? .replied : answer.code == "\(PeerAgentError.Code.outcomeUnknown)" ? .outcomeUnknown : .failed
+      metrics.sent(to: entry.record.peer, outcome, roundTrip: .now - entry.started)
+    }
     entry.promise.complete(.success(answer))
     return .resolved
   }
@@ -275,10 +290,12 @@ final class Outbox: Sendable {
       guard let entry = self.remove(id: id) else { continue }
       let peer = entry.record.peer
       if entry.writes == 0 && !connected.contains(peer) {
+        self.metrics?.sent(to: peer, .unknownPeer)
         entry.promise.complete(
           .failure(PeerAgentError(code: .unknownPeer, message: "no peer named '\(peer)' connected before the deadline"))
         )
       } else {
+        self.metrics?.sent(to: peer, .timedOut)
         entry.promise.complete(
           .failure(PeerAgentError(code: .timedOut, message: "no reply from '\(peer)' to request \(id) before the deadline"))
         )
@@ -295,6 +312,9 @@ final class Outbox: Sendable {
   /// a durable store, for the next run.
   func close(with error: any Error) {
     let (promises, waiters): ([Promise<Answer>], [WaiterQueue<Void>.Continuation]) = self.state.withLock { state in
+      if state.closedWith == nil, let metrics = self.metrics {
+        for entry in state.entries.values { metrics.sent(to: entry.record.peer, .shutdown) }
+      }
       if state.closedWith == nil { state.closedWith = error }
       let promises = state.entries.values.map(\.promise)
       var waiters: [WaiterQueue<Void>.Continuation] = []

@@ -1,4 +1,5 @@
 internal import GRPCCore
+internal import X509
 internal import GRPCNIOTransportHTTP2
 internal import Logging
 
@@ -44,6 +45,9 @@ struct Supervisor {
         group.addTask { await Dialer(context: self.context, target: target).run() }
       }
       group.addTask { await self.sweepDeadlines() }
+      if let metrics = self.context.metrics {
+        group.addTask { await self.sampleGauges(into: metrics) }
+      }
       if self.context.material != nil {
         group.addTask { await SecurityReload(context: self.context).watch() }
       }
@@ -113,6 +117,20 @@ struct Supervisor {
     let deadline = ContinuousClock.now.advanced(by: self.context.config.shutdown.gracePeriod)
     while self.context.inbox.inFlight > 0 || self.context.outbox.count() > 0, ContinuousClock.now < deadline {
       try? await Task.sleep(for: .milliseconds(10))
+    }
+  }
+
+  /// Sets the gauges every ``Peer/Config/Observability/sampleInterval``: links by state, the
+  /// outbox depth, the time left on this peer's certificate.
+  private func sampleGauges(into metrics: PeerMetrics) async {
+    let interval = max(self.context.config.observability.sampleInterval, .milliseconds(10))
+    while !Task.isCancelled {
+      metrics.sample(
+        states: self.context.table.states,
+        outboxDepth: self.context.outbox.count(),
+        certificateExpires: self.context.material?.current.ownCertificate.notValidAfter
+      )
+      try? await Task.sleep(for: interval)
     }
   }
 

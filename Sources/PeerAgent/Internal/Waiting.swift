@@ -123,6 +123,9 @@ final class Promise<Value: Sendable>: Sendable {
   /// Whether the outcome is set.
   var isComplete: Bool { self.state.withLock { $0.outcome != nil } }
 
+  /// The value, if the promise was fulfilled with one.
+  var currentValue: Value? { self.state.withLock { try? $0.outcome?.get() } }
+
   /// Sets the outcome, unless one is set already, and wakes every waiter. Returns whether this
   /// call set it.
   @discardableResult

@@ -73,7 +73,7 @@ struct Dialer {
     while !stopping.contains(where: \.isSet) {
       let diagnostics = DialDiagnostics()
       // Known by its queue name until the remote's certificate is seen.
-      self.context.table.setState(.connecting, of: self.target.queueName, reason: nil)
+      self.context.table.setState(.connecting, of: remote.name ?? self.target.queueName, reason: nil)
       let outcome = await self.runSession(diagnostics: diagnostics, remote: remote, stop: stop)
       if stopping.contains(where: \.isSet) { return }
 
@@ -109,6 +109,13 @@ struct Dialer {
   /// What this dialer learnt of its remote in earlier sessions.
   final class RemoteTraits: Sendable {
     private let heartbeats = Atomic<Bool>(false)
+    private let knownName = Mutex<String?>(nil)
+
+    /// The remote's name, once a session learnt it.
+    var name: String? {
+      get { self.knownName.withLock { $0 } }
+      set { self.knownName.withLock { $0 = newValue } }
+    }
 
     /// Whether the remote announced heartbeats in an earlier session: then a stream of a new
     /// session on which nothing at all arrives (no headers, no message, no heartbeat) within

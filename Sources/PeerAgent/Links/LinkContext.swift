@@ -35,6 +35,8 @@ struct LinkContext: Sendable {
   let keys = IdentityKeys()
   /// This peer's own name (``Peer/name``), for messages to remotes.
   let ownName: String
+  /// Where metrics are recorded, or `nil` when no backend takes them.
+  let metrics: PeerMetrics?
 
   init(
     name: String,
@@ -53,8 +55,12 @@ struct LinkContext: Sendable {
     case .concurrencyPool: self.executor = nil
     }
     self.events = EventHub()
+    let metrics = PeerMetrics.make(config.observability)
+    self.metrics = metrics
+    let store: any DeliveryStore = metrics.map { TimedDeliveryStore(store: store, metrics: $0) } ?? store
     self.outbox = Outbox(
       store: store,
+      metrics: metrics,
       window: config.delivery.maximumInFlight,
       maximumMessageBytes: config.transport.maximumMessageBytes
     )
@@ -63,6 +69,7 @@ struct LinkContext: Sendable {
       handling: config.delivery.handling,
       retention: config.delivery.replyRetention,
       bounds: config.delivery.windowBounds,
+      metrics: metrics,
       logger: logger,
       handler: handler
     )
@@ -95,6 +102,7 @@ struct LinkContext: Sendable {
     let logger = self.logger.forLink(.verified(name))
     if let refusal = material.current.allowlist?.refusal(of: name, key: key) {
       logger.warning("refused a stream: not allowed", metadata: ["reason": "\(refusal)", "key": "\(key)"])
+      self.metrics?.refused(.notAllowed)
       self.events.emit(.refused(remote: name.logSafe, reason: refusal))
       throw RPCError(code: .permissionDenied, message: "'\(self.ownName.logSafe)' refused this peer: \(refusal)")
     }
@@ -109,6 +117,7 @@ struct LinkContext: Sendable {
 
   /// Logs and publishes a connection refused because its name is connected with another key.
   func refusedKey(_ conflict: IdentityKeys.Conflict) {
+    self.metrics?.refused(.keyConflict)
     // Once a minute per name and key: a refused peer redials, and each session opens
     // several streams.
     guard self.keys.shouldReport(conflict) else { return }

@@ -32,6 +32,16 @@ final class LinkTable: Sendable {
   /// The state of the link to each remote heard of, by name.
   var states: [String: LinkState] { self.state.withLock { $0.states } }
 
+  /// Every remote with a state: its name, state, and the kind of its current (else latest)
+  /// link, sorted by name.
+  var snapshot: [(name: String, state: LinkState, kind: LinkKind?)] {
+    self.state.withLock { state in
+      state.remotes.compactMap { name, remote in
+        remote.state.map { (name, $0, (remote.current ?? remote.latest)?.kind) }
+      }
+    }.sorted { $0.name < $1.name }
+  }
+
   /// The remotes the table knows (tests: plaintext ones are forgotten when their link ends).
   var remoteCount: Int { self.state.withLock { $0.remotes.count } }
 
@@ -50,6 +60,7 @@ final class LinkTable: Sendable {
     if let placeholder { self.outbox.rename(placeholder, to: name) }
     let action = self.state.withLock { state in
       let action = state.attach(link)
+      if let placeholder, placeholder != name { state.forget(placeholder) }
       if case .attach = action {
         let (owed, through) = self.outbox.pending(for: name)
         for outgoing in owed { link.enqueue(outgoing) }
@@ -302,6 +313,12 @@ extension LinkTable {
       // nothing of it is kept once its link ends.
       self.remotes[name] = link.identity.isVerified ? remote : nil
       return .detach(state: state)
+    }
+
+    /// Forgets `name` if it has no link: a dialer's placeholder once its remote's name is known.
+    mutating func forget(_ name: String) {
+      guard let remote = self.remotes[name], remote.current == nil else { return }
+      self.remotes[name] = nil
     }
 
     /// Sets the state of `name` (a dialer connecting, a heartbeat late). Returns whether it

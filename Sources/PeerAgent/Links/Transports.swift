@@ -53,7 +53,9 @@ extension LinkContext {
     // A refused handshake is reported once per 10 s per address and reason, and at most 20
     // times per 10 s in all: a flood of bad handshakes is a few lines, not a full disk.
     let refusals = ReportThrottle()
+    let metrics = self.metrics
     let refused: @Sendable (String, String) -> Void = { remote, reason in
+      metrics?.refused(.classify(reason))
       let address = ListenerConnectionObserver.host(of: remote)
       guard let same = refusals.admit("\(address) \(reason)"), let others = refusals.admit("all", allowing: 20) else {
         return
@@ -105,6 +107,7 @@ extension LinkContext {
           let ticket: ConnectionLimiter.Ticket
           switch limiter.admit(channel, from: channel.remoteAddress?.ipAddress ?? remote) {
           case .refused(let reason):
+            metrics?.refused(.connectionLimit)
             throttled("connection cap", remote, "connection refused: \(reason)")
             throw ConnectionRefused()
           case .admitted(let admitted, let evicted):
@@ -115,7 +118,9 @@ extension LinkContext {
             }
           }
           let connectionGuard = ConnectionGuard(limiter: limiter, ticket: ticket, limits: limits, isTLS: isTLS) { reason in
-            throttled(reason.hasPrefix("the TLS") ? "handshake timeout" : "first stream timeout", remote, reason)
+            let handshake = reason.hasPrefix("the TLS")
+            metrics?.refused(handshake ? .handshakeTimeout : .firstStreamTimeout)
+            throttled(handshake ? "handshake timeout" : "first stream timeout", remote, reason)
           }
           let observer = ListenerConnectionObserver(failures: failures, report: refused)
           let pipeline = channel.pipeline.syncOperations

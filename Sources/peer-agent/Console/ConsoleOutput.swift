@@ -112,6 +112,13 @@ final class ConsoleOutput: Sendable {
     }
   }
 
+  /// The `--metrics` endpoint is serving.
+  func metrics(at address: String, selfName: String) {
+    var line = Line(event: "metrics", peer: selfName)
+    line.address = address
+    self.emit(line, human: "metrics on http://\(address)/metrics, status on http://\(address)/status")
+  }
+
   /// A request from standard input is in the outbox (on disk, when durable): the peer now
   /// owes its reply.
   func queued(_ delivery: Delivery) {

@@ -4,6 +4,7 @@ internal import Logging
 internal import PeerAgent
 internal import ServiceLifecycle
 internal import UnixSignals
+internal import NIOCore
 private import Synchronization
 
 struct Run: AsyncParsableCommand {
@@ -63,6 +64,15 @@ struct Run: AsyncParsableCommand {
   @Option(name: .long, help: ArgumentHelp("The most --exec programs running at once; other requests wait their turn.", valueName: "N"))
   var execConcurrency: Int = 8
 
+  @Option(
+    name: .long,
+    help: ArgumentHelp(
+      "Serve Prometheus metrics at http://HOST:PORT/metrics, the peer's links and outbox as JSON at /status (see `peer-agent status`), and /healthz. Plain HTTP: bind it to loopback or a private address. Port 0 picks one (reported in the `metrics` event).",
+      valueName: "HOST:PORT"
+    )
+  )
+  var metrics: String?
+
   func validate() throws {
     if let exec = self.exec, exec.trimmingCharacters(in: .whitespaces).isEmpty {
       throw ValidationError("--exec needs a command")
@@ -72,6 +82,11 @@ struct Run: AsyncParsableCommand {
     }
     guard self.execConcurrency >= 1 else {
       throw ValidationError("--exec-concurrency must be at least 1 (got \(self.execConcurrency))")
+    }
+    if let metrics = self.metrics {
+      do { _ = try PeerAddress(parsing: metrics) } catch let error as PeerAgentError {
+        throw ValidationError("--metrics: \(error.message)")
+      }
     }
   }
 
@@ -88,7 +103,11 @@ struct Run: AsyncParsableCommand {
       logger.notice("raised the open-files limit", metadata: ["from": "\(before)", "to": "\(after)"])
     }
     let console = ConsoleOutput(format: self.output)
-    let config = try self.options.makeConfig()
+    var config = try self.options.makeConfig()
+    let exposition = self.metrics.map { _ in PrometheusExposition() }
+    if let exposition {
+      config.observability.metricsFactory = exposition.factory
+    }
 
     if self.options.insecure {
       console.note(
@@ -116,9 +135,22 @@ struct Run: AsyncParsableCommand {
     for delivery in peer.recoveredDeliveries {
       console.resumed(delivery)
     }
+    // Bound before the peer starts: a port in use fails the command at once.
+    let metricsChannel: (any Channel)?
+    if let exposition, let metrics = self.metrics {
+      let routes = MetricsEndpoint.Routes(
+        metrics: { exposition.render() },
+        status: { StatusView.json(peer.status) }
+      )
+      let channel = try await MetricsEndpoint(address: try PeerAddress(parsing: metrics), routes: routes).bind()
+      metricsChannel = channel
+      console.metrics(at: channel.localAddress.map(MetricsEndpoint.format) ?? metrics, selfName: peer.name)
+    } else {
+      metricsChannel = nil
+    }
     let failures = FailureCount()
     let exitOnEOF = self.exitOnEof
-    enum Finished { case peer, events, input, signals }
+    enum Finished { case peer, events, input, signals, metrics }
 
     try await withThrowingTaskGroup(of: Finished.self) { group in
       group.addTask {
@@ -131,6 +163,16 @@ struct Run: AsyncParsableCommand {
         )
         try await services.run()
         return .peer
+      }
+      if let metricsChannel {
+        group.addTask {
+          await withTaskCancellationHandler {
+            try? await metricsChannel.closeFuture.get()
+          } onCancel: {
+            metricsChannel.close(promise: nil)
+          }
+          return .metrics
+        }
       }
       group.addTask {
         // SIGHUP re-reads the certificate, key, CA, revocation list and allowlist; links stay.

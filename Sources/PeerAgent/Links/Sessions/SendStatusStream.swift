@@ -28,6 +28,7 @@ struct SendStatusStream: Sendable {
           linkContinuation.finish()
           setup.connected.set()
           setup.context.table.attach(link, queuedAs: setup.placeholder)
+          setup.remote.name = link.identity.name
           // Detached here too: a stream whose response never starts (no headers) has no
           // response handler to do it.
           var reason = "the session ended"
