@@ -282,11 +282,14 @@ extension Peer.Config {
       )
     }
 
+    /// An attempt whose wait is ``maximumBackoff`` (less jitter), whatever the settings.
+    static let attemptAtMaximum = 62
+
     /// The wait before attempt `attempt` (0 for the first retry).
     func delay(attempt: Int) -> Duration {
       let initial = self.initialBackoff.seconds
       let maximum = self.maximumBackoff.seconds
-      let base = min(maximum, initial * Foundation.pow(self.multiplier, Double(min(attempt, 62))))
+      let base = min(maximum, initial * Foundation.pow(self.multiplier, Double(min(attempt, Self.attemptAtMaximum))))
       let jittered = base * (1 - Double.random(in: 0 ... max(0, min(1, self.jitter))))
       return .fromSeconds(jittered)
     }

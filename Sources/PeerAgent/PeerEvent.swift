@@ -15,6 +15,9 @@ public enum PeerEvent: Sendable, Hashable {
   /// The link to `peer` changed state: connecting, ready, degraded (silent for too long) or
   /// down; `reason` says why, where there is one.
   case linkState(peer: String, state: LinkState, reason: String?)
+  /// `peer` runs in another mode than this peer (`theirs`, `ours`): the link half works.
+  /// `message` says what happens and the fix. Reported once per remote.
+  case modeMismatch(peer: String, theirs: Mode, ours: Mode, message: String)
 }
 
 /// A request from a remote peer, as the handler sees it.

@@ -21,6 +21,24 @@ final class Signal: Sendable {
     try? await self.promise.wait()
   }
 
+  /// Runs `body` until it returns or the latch is set (then `body` is cancelled, and what it
+  /// throws for that is dropped).
+  func unlessSet(_ body: @escaping @Sendable () async throws -> Void) async throws {
+    if self.isSet { return }
+    try await withThrowingTaskGroup(of: Bool.self) { group in
+      group.addTask {
+        try await body()
+        return true
+      }
+      group.addTask {
+        await self.wait()
+        return false
+      }
+      defer { group.cancelAll() }
+      _ = try await group.next()
+    }
+  }
+
   /// Sleeps for `duration`, or less if any of `signals` is set first (or the task is
   /// cancelled).
   static func sleep(for duration: Duration, unlessAnyOf signals: [Signal]) async {

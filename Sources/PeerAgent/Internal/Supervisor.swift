@@ -76,6 +76,7 @@ struct Supervisor {
           : "the peer shut down before the reply came"
       )
       self.context.outbox.close(with: shuttingDown)
+      self.context.closing.set()
       self.context.table.close(with: shuttingDown, reason: "shutdown")
       server?.beginGracefulShutdown()
       if graceful, server != nil {

@@ -20,6 +20,7 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
     let remote = try self.context.authenticate(context)
     let identity = remote.identity
     let peer = self.context
+    peer.checkMode(of: identity, announced: Announcement(request.metadata))
     return StreamingServerResponse(metadata: peer.announcement) { writer in
       try await peer.serving(remote) {
         try await withTaskExecutorPreference(peer.executor) {
@@ -36,15 +37,20 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
               }
             }
             defer { replies.finish() }
-            try await withThrowingDiscardingTaskGroup { handlers in
-              for try await message in request.messages {
-                try await inbound.receive(message.inbound, in: &handlers)
+            // Read until the remote half-closes, or this peer closes its links (shutdown,
+            // after the grace period): the replies queued are written, then the stream ends
+            // with the goodbye.
+            try await peer.closing.unlessSet {
+              try await withThrowingDiscardingTaskGroup { handlers in
+                for try await message in request.messages {
+                  try await inbound.receive(message.inbound, in: &handlers)
+                }
               }
             }
           }
         }
       }
-      return [:]
+      return peer.closing.isSet ? LinkEnding.Goodbye.metadata : [:]
     }
   }
 
@@ -56,6 +62,7 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
     let identity = remote.identity
     let peer = self.context
     let announcement = Announcement(request.metadata)
+    peer.checkMode(of: identity, announced: announcement)
     return StreamingServerResponse { writer in
       try await peer.serving(remote) {
         let link = Link(identity: identity, kind: .getTask, window: peer.outbox.window)
@@ -90,7 +97,7 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
         }
         peer.table.detach(link, reason: reason)
       }
-      return [:]
+      return peer.closing.isSet ? LinkEnding.Goodbye.metadata : [:]
     }
   }
 

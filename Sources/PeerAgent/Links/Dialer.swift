@@ -81,16 +81,27 @@ struct Dialer {
         attempt = 0
         lastReport = nil
       }
+
       if let refusal = diagnostics.failure ?? self.plaintextRefusal(outcome) {
+        let permanent = DialDiagnostics.isPermanent(refusal)
+        if permanent {
+          // A redial cannot change this: wait the longest between tries.
+          attempt = Peer.Config.Reconnect.attemptAtMaximum
+        }
         if refusal != lastReport {
-          logger.error("connection refused", metadata: ["reason": "\(refusal)"])
-          self.context.events.emit(.refused(remote: "\(self.target)", reason: refusal))
+          let maximum = self.context.config.reconnect.maximumBackoff.seconds
+          let every = maximum == maximum.rounded() && maximum < 1e9 ? "\(Int(maximum))" : "\(maximum)"
+          let said = permanent
+            ? refusal + "; a redial cannot fix this, so retrying only every \(every) s until the certificates or the remote change"
+            : refusal
+          logger.error("connection refused", metadata: ["reason": "\(said)", "event": "refused"])
+          self.context.events.emit(.refused(remote: "\(self.target)", reason: said))
           lastReport = refusal
         }
       } else if !outcome.wasConnected, outcome.reason != lastReport {
         logger.notice(
           "cannot reach the remote peer yet; retrying with backoff",
-          metadata: ["reason": "\(outcome.reason)"]
+          metadata: ["reason": "\(outcome.reason)", "event": "retrying"]
         )
         self.context.events.emit(.unreachable(target: "\(self.target)", reason: outcome.reason))
         lastReport = outcome.reason

@@ -27,6 +27,9 @@ struct LinkContext: Sendable {
   let verificationFailures = VerificationFailures()
   /// Set when the peer starts to shut down: dialers start no new session from then on.
   let draining = Signal()
+  /// Set when the peer, shutting down, closes its links (after the grace period): streams
+  /// the remotes opened end, with the goodbye (``LinkEnding/Goodbye``).
+  let closing = Signal()
   /// The application heartbeat, unless disabled.
   let heartbeat: Heartbeat?
   /// What this peer announces in the metadata of every long-lived stream.
@@ -35,6 +38,8 @@ struct LinkContext: Sendable {
   let keys = IdentityKeys()
   /// This peer's own name (``Peer/name``), for messages to remotes.
   let ownName: String
+  /// The remotes a mode mismatch was reported for.
+  let mismatches = LockedBox<Set<String>>([])
   /// Where metrics are recorded, or `nil` when no backend takes them.
   let metrics: PeerMetrics?
 
@@ -77,8 +82,22 @@ struct LinkContext: Sendable {
     self.heartbeat = Heartbeat(config.health)
     self.announcement = Announcement.metadata(
       heartbeat: self.heartbeat,
-      maximumMessageBytes: config.transport.maximumMessageBytes
+      maximumMessageBytes: config.transport.maximumMessageBytes,
+      mode: config.mode
     )
+  }
+
+  /// Reports, once per remote, that `remote` announced another mode than this peer's, with
+  /// the fix: each side then sees only half of a link.
+  func checkMode(of remote: PeerIdentity, announced: Announcement) {
+    guard let theirs = announced.mode, theirs != self.config.mode,
+      self.mismatches.withLock({ $0.insert(remote.name).inserted })
+    else { return }
+    let ours = self.config.mode
+    let message =
+      "'\(remote.name.logSafe)' runs --mode \(theirs) and this peer --mode \(ours): requests may go one way only, or wait for a link that never comes. Start both with the same --mode."
+    self.logger.forLink(remote).warning("mode mismatch", metadata: ["reason": "\(message)", "event": "mismatch"])
+    self.events.emit(.modeMismatch(peer: remote.name.logSafe, theirs: theirs, ours: ours, message: message))
   }
 
   /// The remote end of a server-side RPC: its verified certificate's identity and key, or in
@@ -101,7 +120,7 @@ struct LinkContext: Sendable {
     let key = KeyFingerprint(of: chain.leaf)
     let logger = self.logger.forLink(.verified(name))
     if let refusal = material.current.allowlist?.refusal(of: name, key: key) {
-      logger.warning("refused a stream: not allowed", metadata: ["reason": "\(refusal)", "key": "\(key)"])
+      logger.warning("refused a stream: not allowed", metadata: ["reason": "\(refusal)", "key": "\(key)", "event": "refused"])
       self.metrics?.refused(.notAllowed)
       self.events.emit(.refused(remote: name.logSafe, reason: refusal))
       throw RPCError(code: .permissionDenied, message: "'\(self.ownName.logSafe)' refused this peer: \(refusal)")
@@ -123,7 +142,7 @@ struct LinkContext: Sendable {
     guard self.keys.shouldReport(conflict) else { return }
     self.logger.forLink(.verified(conflict.name)).warning(
       "refused a connection: its name is connected with another key",
-      metadata: ["connected.key": "\(conflict.connected)", "presented.key": "\(conflict.presented)"]
+      metadata: ["connected.key": "\(conflict.connected)", "presented.key": "\(conflict.presented)", "event": "refused"]
     )
     self.events.emit(.refused(remote: conflict.name.logSafe, reason: conflict.description))
   }

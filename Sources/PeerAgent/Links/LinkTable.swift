@@ -84,12 +84,13 @@ final class LinkTable: Sendable {
   }
 
   /// Ends `link`. Its unanswered requests stay in the outbox for the next link to the remote.
-  func detach(_ link: Link, reason: String) {
+  func detach(_ link: Link, reason detail: String) {
     link.finishOutgoing()
     guard case .detach(let state) = self.state.withLock({ $0.detach(link) }) else { return }
+    let reason = LinkEnding.describe(detail, remote: link.identity.name)
     self.logger.forLink(link.identity).info(
       "disconnected",
-      metadata: ["link.kind": "\(link.kind)", "reason": "\(reason)"]
+      metadata: ["link.kind": "\(link.kind)", "reason": "\(reason)", "detail": "\(detail)"]
     )
     self.events.emit(.disconnected(peer: link.identity, link: link.kind, reason: reason))
     if let state { self.report(state, of: link.identity.name, reason: reason) }
@@ -192,6 +193,7 @@ final class LinkTable: Sendable {
   func close(with error: any Error, reason: String) {
     let (links, waiters) = self.state.withLock { $0.close(with: error) }
     for waiter in waiters { waiter.resume(throwing: error) }
+    let reason = LinkEnding.describe(reason, remote: "")
     for link in links {
       link.finishOutgoing()
       self.report(.down, of: link.identity.name, reason: reason)
@@ -201,7 +203,7 @@ final class LinkTable: Sendable {
 
   private func report(_ state: LinkState, of name: String, reason: String?) {
     if state == .degraded {
-      self.logger.forLink(.verified(name)).warning("link degraded", metadata: ["reason": "\(reason ?? "")"])
+      self.logger.forLink(.verified(name)).warning("link degraded", metadata: ["reason": "\(reason ?? "")", "event": "link"])
     }
     self.events.emit(.linkState(peer: name, state: state, reason: reason))
   }

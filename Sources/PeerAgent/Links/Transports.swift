@@ -47,7 +47,7 @@ extension LinkContext {
     let failures = self.verificationFailures
     let isTLS = self.material != nil
     let report: @Sendable (String, String) -> Void = { remote, reason in
-      self.logger.warning("refused connection", metadata: ["remote": "\(remote)", "reason": "\(reason)"])
+      self.logger.warning("refused connection", metadata: ["remote": "\(remote)", "reason": "\(reason)", "event": "refused"])
       self.events.emit(.refused(remote: remote, reason: reason))
     }
     // A refused handshake is reported once per 10 s per address and reason, and at most 20

@@ -21,6 +21,13 @@ final class DialDiagnostics: Sendable {
   var identity: PeerIdentity? { self.remote?.identity }
   var failure: String? { self.state.withLock { $0.failure } }
 
+  /// Whether the failure is one a redial cannot change — a certificate refused (wrong CA,
+  /// wrong name, expired, revoked), no TLS, not on the allowlist — rather than the name being
+  /// connected with another key for now.
+  static func isPermanent(_ failure: String) -> Bool {
+    !failure.contains("one name, one key")
+  }
+
   func verified(_ remote: RemotePeer) {
     self.state.withLock {
       $0.remote = remote

@@ -70,7 +70,7 @@ struct SecurityReload {
         refusal = error.description
       }
       guard let refusal else { continue }
-      self.context.logger.forLink(remote.identity).warning("ended a link: no longer authorized", metadata: ["reason": "\(refusal)"])
+      self.context.logger.forLink(remote.identity).warning("ended a link: no longer authorized", metadata: ["reason": "\(refusal)", "event": "refused"])
       self.context.events.emit(.refused(remote: remote.identity.name.logSafe, reason: "no longer authorized: \(refusal)"))
       connection.end(because: refusal)
     }

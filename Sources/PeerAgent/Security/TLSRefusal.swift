@@ -44,6 +44,11 @@ enum TLSRefusal {
       return nil
 
     case .dialer:
+      if has("uncleanShutdown") {
+        // The connection closed in the handshake: the listener stopped or went away, which a
+        // redial may cure. Not a refusal.
+        return nil
+      }
       if has("CERTIFICATE_REQUIRED") {
         return "the listener requires a client certificate and none was sent"
       }

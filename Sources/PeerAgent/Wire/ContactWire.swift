@@ -12,11 +12,16 @@ struct Announcement: Sendable, Hashable {
   /// The metadata key of the largest message accepted (value: bytes), so that a sender fails a
   /// request above it instead of writing it (the remote would reset the whole stream).
   static let maximumMessageBytesKey = "peer-agent-max-message-bytes"
+  /// The metadata key of the peer's mode (`single` or `dual`), so that two peers started in
+  /// different modes say so instead of half working.
+  static let modeKey = "peer-agent-mode"
 
   /// Whether the peer sends and answers heartbeats.
   var heartbeats: Bool
   /// The largest message the peer accepts, if it said.
   var maximumMessageBytes: Int?
+  /// The peer's mode, if it said.
+  var mode: Mode?
 
   /// What the other side announced in `metadata`.
   init(_ metadata: Metadata) {
@@ -24,13 +29,15 @@ struct Announcement: Sendable, Hashable {
     self.maximumMessageBytes = metadata[stringValues: Self.maximumMessageBytesKey]
       .first(where: { _ in true })
       .flatMap { Int($0) }
+    self.mode = metadata[stringValues: Self.modeKey].first(where: { _ in true }).flatMap { Mode(rawValue: $0) }
   }
 
   /// The metadata announcing `heartbeat` (if any) and `maximumMessageBytes`.
-  static func metadata(heartbeat: Heartbeat?, maximumMessageBytes: Int) -> Metadata {
+  static func metadata(heartbeat: Heartbeat?, maximumMessageBytes: Int, mode: Mode) -> Metadata {
     var metadata = Metadata()
     heartbeat?.announce(in: &metadata)
     metadata.addString("\(maximumMessageBytes)", forKey: Self.maximumMessageBytesKey)
+    metadata.addString(mode.rawValue, forKey: Self.modeKey)
     return metadata
   }
 }

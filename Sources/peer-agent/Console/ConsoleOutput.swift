@@ -14,7 +14,9 @@ final class ConsoleOutput: Sendable {
   /// One line of `--output json`. Fields that do not apply are left out.
   struct Line: Encodable, Sendable {
     var event: String
-    var peer: String
+    /// A peer's name: this peer's for its own events (listening, stats), else the remote's;
+    /// absent when the remote is known only by its address.
+    var peer: String?
     var address: String?
     var link: String?
     var verified: Bool?
@@ -36,14 +38,16 @@ final class ConsoleOutput: Sendable {
       case message, reason, state, unanswered, resent, repeats, connected
     }
 
-    init(event: String, peer: String) {
+    init(event: String, peer: String?) {
       self.event = event
-      self.peer = peer
+      self.peer = peer.flatMap { $0.isEmpty ? nil : $0 }
     }
   }
 
   let format: Format
   private let lock = Mutex(())
+  /// The last link state printed per remote (text mode prints only the changes people need).
+  private let states = Mutex<[String: LinkState]>([:])
   private let encoder: JSONEncoder = {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
@@ -97,19 +101,45 @@ final class ConsoleOutput: Sendable {
       line.reason = reason
       self.emit(line, human: "disconnected from \(peer) (\(link)): \(reason)")
     case .refused(let remote, let reason):
-      var line = Line(event: "error", peer: remote)
+      let (name, address) = Self.split(remote)
+      var line = Line(event: "error", peer: name)
+      line.address = address
       line.message = "connection refused: \(reason)"
+      line.reason = "refused"
       self.emit(line, human: "refused: \(remote): \(reason)")
     case .unreachable(let target, let reason):
-      var line = Line(event: "error", peer: target)
-      line.message = "cannot reach \(target) yet (\(reason)); retrying"
-      self.emit(line, human: "waiting for \(target): \(reason); retrying")
+      let (name, address) = Self.split(target)
+      var line = Line(event: "retrying", peer: name)
+      line.address = address
+      line.reason = reason
+      line.message = "cannot reach \(target) yet (\(reason)); retrying with backoff"
+      self.emit(line, human: "cannot reach \(target) yet: \(reason); retrying")
     case .linkState(let peer, let state, let reason):
       var line = Line(event: "link", peer: peer)
       line.state = state.rawValue
       line.reason = reason
-      self.emit(line, human: "link to \(peer): \(state)" + (reason.map { " (\($0))" } ?? ""))
+      let previous = self.states.withLock { $0.updateValue(state, forKey: peer) }
+      // In text mode `connected` and `disconnected` already say ready and down, and a dialer's
+      // `connecting` is no news: only a degraded link, and its recovery, get a line.
+      if self.format == .text, !(state == .degraded || (state == .ready && previous == .degraded)) { return }
+      let human = state == .ready ? "link to \(peer): ready again" : "link to \(peer): \(state)" + (reason.map { " (\($0))" } ?? "")
+      self.emit(line, human: human)
+    case .modeMismatch(let peer, _, _, let message):
+      var line = Line(event: "error", peer: peer)
+      line.reason = "modeMismatch"
+      line.message = message
+      self.emit(line, human: "mode mismatch: \(message)")
     }
+  }
+
+  /// A remote as events name it: `name@address` → (`name`, `address`); an address → (`nil`,
+  /// `address`); anything else is a name.
+  static func split(_ remote: String) -> (peer: String?, address: String?) {
+    if let at = remote.lastIndex(of: "@") {
+      return (String(remote[..<at]), String(remote[remote.index(after: at)...]))
+    }
+    if (try? PeerAddress(parsing: remote)) != nil { return (nil, remote) }
+    return (remote, nil)
   }
 
   /// The `--metrics` endpoint is serving.

@@ -4,8 +4,13 @@ internal import PeerAgent
 /// A log handler that escapes control characters in every message and metadata value before
 /// its inner handler writes them, so that no value from outside — a certificate name, a
 /// reason a remote gave — can forge a log line.
+///
+/// With ``dropsEventMirrors``, a record that says what an event line already says (the
+/// library marks those with an `event` metadata key) is not written: `--output text` prints
+/// one line per event, not a log line and the event's line.
 struct EscapingLogHandler<Inner: LogHandler>: LogHandler {
   var inner: Inner
+  var dropsEventMirrors = false
 
   var logLevel: Logger.Level {
     get { self.inner.logLevel }
@@ -23,6 +28,7 @@ struct EscapingLogHandler<Inner: LogHandler>: LogHandler {
   }
 
   func log(event: LogEvent) {
+    if self.dropsEventMirrors, event.metadata?["event"] != nil { return }
     var event = event
     event.message = "\(event.message.description.logSafe)"
     event.metadata = event.metadata.map(Self.escape)
@@ -47,9 +53,9 @@ struct EscapingLogHandler<Inner: LogHandler>: LogHandler {
 
 extension EscapingLogHandler where Inner == StreamLogHandler {
   /// Escaped lines on standard error at `level`: the command's logs.
-  static func standardError(label: String, level: Logger.Level) -> Self {
+  static func standardError(label: String, level: Logger.Level, dropsEventMirrors: Bool = false) -> Self {
     var inner = StreamLogHandler.standardError(label: label)
     inner.logLevel = level
-    return Self(inner: inner)
+    return Self(inner: inner, dropsEventMirrors: dropsEventMirrors)
   }
 }

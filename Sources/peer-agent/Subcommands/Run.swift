@@ -46,8 +46,14 @@ struct Run: AsyncParsableCommand {
   @Flag(name: .long, help: "At end of input, wait for all replies, then exit (0 only if none failed).")
   var exitOnEof = false
 
-  @Option(name: .long, help: ArgumentHelp("Log level on standard error.", valueName: "trace|debug|info|notice|warning|error"))
-  var logLevel: Logger.Level = .info
+  @Option(
+    name: .long,
+    help: ArgumentHelp(
+      "Log level on standard error. Default: warning with --output text (the event lines say the rest; a log line that repeats one is left out), info with --output json.",
+      valueName: "trace|debug|info|notice|warning|error"
+    )
+  )
+  var logLevel: Logger.Level?
 
   @Option(
     name: .long,
@@ -91,9 +97,10 @@ struct Run: AsyncParsableCommand {
   }
 
   func run() async throws {
-    let level = self.logLevel
+    let text = self.output == .text
+    let level = self.logLevel ?? (text ? .warning : .info)
     LoggingSystem.bootstrap { label in
-      EscapingLogHandler.standardError(label: label, level: level)
+      EscapingLogHandler.standardError(label: label, level: level, dropsEventMirrors: text)
     }
     let logger = Logger(label: "peer-agent")
     // A reader of standard output that goes away must not stop the peer: EPIPE, not SIGPIPE.

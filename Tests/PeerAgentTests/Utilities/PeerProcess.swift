@@ -104,6 +104,9 @@ final class PeerProcess: Sendable {
 
   var log: String { self.collected.log.withLock { $0 } }
 
+  /// Every line of standard output so far (text mode's lines for people).
+  var lines: [String] { self.collected.lines.withLock { $0 } }
+
   /// The events so far, every field as a string.
   var parsedEvents: [[String: String]] { self.collected.parsed.withLock { $0 } }
 

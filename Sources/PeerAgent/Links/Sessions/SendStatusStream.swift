@@ -32,7 +32,7 @@ struct SendStatusStream: Sendable {
           // Detached here too: a stream whose response never starts (no headers) has no
           // response handler to do it.
           var reason = "the session ended"
-          defer { setup.context.table.detach(link, reason: reason) }
+          defer { setup.context.table.detach(link, reason: setup.ending.current ?? reason) }
           do {
             try await self.write(on: link, to: writer)
           } catch is CancellationError {
@@ -50,7 +50,8 @@ struct SendStatusStream: Sendable {
         throw error
       }
       guard let link = await links.first(where: { _ in true }) else { return }
-      setup.context.table.detach(link, reason: await self.readReplies(from: response, on: link))
+      let reason = await self.readReplies(from: response, on: link)
+      setup.context.table.detach(link, reason: setup.ending.current ?? reason)
     }
     throw Dialer.SessionEnded(reason: "sendStatus ended")
   }
@@ -60,13 +61,14 @@ struct SendStatusStream: Sendable {
     let announcement = Announcement(response.metadata)
     if announcement.heartbeats { self.setup.remote.isKnownToHeartbeat = true }
     link.learn(from: announcement)
+    self.setup.context.checkMode(of: link.identity, announced: announcement)
     do {
-      for try await result in response.messages {
+      let goodbye = try await self.setup.read(response) { result in
         link.health.heard()
-        guard let answer = result.reply else { continue }  // a heartbeat's answer
+        guard let answer = result.reply else { return }  // a heartbeat's answer
         self.setup.context.table.deliver(answer, on: link)
       }
-      return "the remote closed sendStatus"
+      return goodbye ? "\(link.identity.name) shut down" : "the remote closed sendStatus"
     } catch is CancellationError {
       return "the session ended"
     } catch {

@@ -18,6 +18,34 @@ struct SessionSetup: Sendable {
   let diagnostics: DialDiagnostics
   /// The remote's pushed requests (single-channel): watched once the listener heartbeats.
   let getTaskHealth = LinkHealth()
+  /// Why the session ended, when one of its streams knows better than the others (the
+  /// remote said goodbye on one): the first said wins.
+  let ending = LockedBox<String?>(nil)
+
+  /// Records why the session ends, unless a reason is recorded already.
+  func ends(because reason: String) {
+    self.ending.withLock { $0 = $0 ?? reason }
+  }
+
+  /// Reads a response stream's messages into `handle` until it ends; records the remote's
+  /// goodbye (its shutdown) from the trailers. Returns whether the remote said goodbye.
+  func read<Message: Sendable>(
+    _ response: StreamingClientResponse<Message>,
+    _ handle: (Message) async throws -> Void
+  ) async throws -> Bool {
+    for try await part in response.bodyParts {
+      switch part {
+      case .message(let message):
+        try await handle(message)
+      case .trailingMetadata(let trailers):
+        if LinkEnding.Goodbye.isShutdown(trailers) {
+          self.ends(because: "\(self.identity().name) shut down")
+          return true
+        }
+      }
+    }
+    return false
+  }
 
   /// Who answered, once the TLS handshake is done.
   func identity() -> PeerIdentity { self.remotePeer().identity }

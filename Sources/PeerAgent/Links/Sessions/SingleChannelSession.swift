@@ -38,6 +38,7 @@ struct SingleChannelSession: DialerSession {
         defer { results.finish() }
         do {
           try await self.receiveTasks(replyingTo: results, budget: budget)
+          self.setup.ends(because: "the remote ended getTask")
           return .getTask("the remote ended getTask")
         } catch {
           self.setup.noteRefusal(error)
@@ -106,7 +107,7 @@ struct SingleChannelSession: DialerSession {
         results.enqueue(result)
       }
       try await withThrowingDiscardingTaskGroup { handlers in
-        for try await task in response.messages {
+        _ = try await setup.read(response) { task in
           let message = task.inbound
           if message.isHeartbeat {
             setup.remote.isKnownToHeartbeat = true
