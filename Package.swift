@@ -28,6 +28,9 @@ let dependencies: [Package.Dependency] = [
   .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
   .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
   .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+  .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.7.3"),
+  // Only the OTLP/gRPC exporter: the HTTP one would bring async-http-client into the build.
+  .package(url: "https://github.com/swift-otel/swift-otel.git", from: "1.6.0", traits: ["OTLPGRPC"]),
   .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
 ]
 
@@ -77,8 +80,10 @@ let targets: [Target] = [
       .product(name: "GRDB", package: "GRDB.swift"),
       // Queues of waiting callers.
       .product(name: "DequeModule", package: "swift-collections"),
-      // Metrics, to any backend the application bootstraps or passes in.
+      // Metrics and spans, to any backend the application bootstraps or passes in.
       .product(name: "CoreMetrics", package: "swift-metrics"),
+      .product(name: "Tracing", package: "swift-distributed-tracing"),
+      .product(name: "Instrumentation", package: "swift-distributed-tracing"),
     ],
     swiftSettings: defaultSwiftSettings
   ),
@@ -103,6 +108,9 @@ let targets: [Target] = [
       .product(name: "Prometheus", package: "swift-prometheus"),
       .product(name: "NIOCore", package: "swift-nio"),
       .product(name: "NIOHTTP1", package: "swift-nio"),
+      // --otlp-endpoint: spans to an OpenTelemetry collector over OTLP/gRPC.
+      .product(name: "OTel", package: "swift-otel"),
+      .product(name: "Tracing", package: "swift-distributed-tracing"),
     ],
     swiftSettings: defaultSwiftSettings
   ),
@@ -128,6 +136,9 @@ let targets: [Target] = [
       .product(name: "CoreMetrics", package: "swift-metrics"),
       .product(name: "Prometheus", package: "swift-prometheus"),
       .product(name: "NIOHTTP1", package: "swift-nio"),
+      .product(name: "Tracing", package: "swift-distributed-tracing"),
+      .product(name: "Instrumentation", package: "swift-distributed-tracing"),
+      .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
     ],
     swiftSettings: defaultSwiftSettings
   ),

@@ -28,7 +28,7 @@ mkdir -p "$work"
 
 echo "== python environment ($work/venv)"
 python3 -m venv "$work/venv"
-"$work/venv/bin/pip" install --quiet --disable-pip-version-check grpcio grpcio-tools grpcio-health-checking
+"$work/venv/bin/pip" install --quiet --disable-pip-version-check grpcio grpcio-tools grpcio-health-checking opentelemetry-proto
 python="$work/venv/bin/python"
 "$python" -c 'import grpc; print("grpcio", grpc.__version__)'
 

@@ -41,6 +41,10 @@ package nonisolated struct Contact_ClientMsg: Sendable {
   /// metadata; answered with a heartbeat `Result`, never passed to a handler).
   package var heartbeat: Bool = false
 
+  /// PeerAgent: the sender's trace context (W3C `traceparent`, `tracestate`), so that the
+  /// receiver's handler span joins the sender's trace; empty when tracing is off.
+  package var traceContext: Dictionary<String,String> = [:]
+
   package var unknownFields = SwiftProtobuf.UnknownStorage()
 
   package init() {}
@@ -58,6 +62,9 @@ package nonisolated struct Contact_ServerMsg: Sendable {
 
   /// PeerAgent: a heartbeat, not a request (see ClientMsg.heartbeat).
   package var heartbeat: Bool = false
+
+  /// PeerAgent: the sender's trace context (see ClientMsg.trace_context).
+  package var traceContext: Dictionary<String,String> = [:]
 
   package var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -103,7 +110,7 @@ package nonisolated struct Contact_Result: Sendable {
 
 nonisolated extension Contact_ClientMsg: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   package static let protoMessageName: String = "ClientMsg"
-  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}msg\0\u{1}id\0\u{2}\u{2}heartbeat\0")
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}msg\0\u{1}id\0\u{2}\u{2}heartbeat\0\u{3}trace_context\0")
 
   package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -114,6 +121,7 @@ nonisolated extension Contact_ClientMsg: SwiftProtobuf.Message, SwiftProtobuf._M
       case 1: try { try decoder.decodeSingularStringField(value: &self.msg) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.id) }()
       case 4: try { try decoder.decodeSingularBoolField(value: &self.heartbeat) }()
+      case 5: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.traceContext) }()
       default: break
       }
     }
@@ -129,6 +137,9 @@ nonisolated extension Contact_ClientMsg: SwiftProtobuf.Message, SwiftProtobuf._M
     if self.heartbeat != false {
       try visitor.visitSingularBoolField(value: self.heartbeat, fieldNumber: 4)
     }
+    if !self.traceContext.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.traceContext, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -136,6 +147,7 @@ nonisolated extension Contact_ClientMsg: SwiftProtobuf.Message, SwiftProtobuf._M
     if lhs.msg != rhs.msg {return false}
     if lhs.id != rhs.id {return false}
     if lhs.heartbeat != rhs.heartbeat {return false}
+    if lhs.traceContext != rhs.traceContext {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -143,7 +155,7 @@ nonisolated extension Contact_ClientMsg: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension Contact_ServerMsg: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   package static let protoMessageName: String = "ServerMsg"
-  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}task\0\u{1}id\0\u{2}\u{2}heartbeat\0")
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}task\0\u{1}id\0\u{2}\u{2}heartbeat\0\u{3}trace_context\0")
 
   package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -154,6 +166,7 @@ nonisolated extension Contact_ServerMsg: SwiftProtobuf.Message, SwiftProtobuf._M
       case 1: try { try decoder.decodeSingularStringField(value: &self.task) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.id) }()
       case 4: try { try decoder.decodeSingularBoolField(value: &self.heartbeat) }()
+      case 5: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.traceContext) }()
       default: break
       }
     }
@@ -169,6 +182,9 @@ nonisolated extension Contact_ServerMsg: SwiftProtobuf.Message, SwiftProtobuf._M
     if self.heartbeat != false {
       try visitor.visitSingularBoolField(value: self.heartbeat, fieldNumber: 4)
     }
+    if !self.traceContext.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.traceContext, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -176,6 +192,7 @@ nonisolated extension Contact_ServerMsg: SwiftProtobuf.Message, SwiftProtobuf._M
     if lhs.task != rhs.task {return false}
     if lhs.id != rhs.id {return false}
     if lhs.heartbeat != rhs.heartbeat {return false}
+    if lhs.traceContext != rhs.traceContext {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

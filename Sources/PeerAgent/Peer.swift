@@ -270,7 +270,14 @@ public final class Peer: Sendable {
     } else {
       peer = try await self.context.table.onlyPeer(deadline: deadline).name
     }
-    let accepted = try await self.context.outbox.submit(id: id, to: peer, text: text, deadline: deadline)
+    let trace = self.context.tracing?.startSend(id: id, to: peer)
+    let accepted: Outbox.Accepted
+    do {
+      accepted = try await self.context.outbox.submit(id: id, to: peer, text: text, deadline: deadline, trace: trace)
+    } catch {
+      trace?.end(failure: (error as? PeerAgentError).map { "\($0.code)" } ?? "\(error)")
+      throw error
+    }
     self.context.table.write(accepted)
     return accepted.delivery
   }

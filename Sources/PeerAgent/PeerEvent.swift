@@ -30,13 +30,16 @@ public struct IncomingRequest: Sendable, Hashable {
   public var from: PeerIdentity
   /// The stream it arrived on.
   public var link: LinkKind
+  /// The sender's trace context (W3C `traceparent` and `tracestate`), when it traces.
+  public var traceContext: [String: String]
 
   /// Creates a request as the handler sees it (for tests of a handler).
-  public init(id: String, text: String, from: PeerIdentity, link: LinkKind) {
+  public init(id: String, text: String, from: PeerIdentity, link: LinkKind, traceContext: [String: String] = [:]) {
     self.id = id
     self.text = text
     self.from = from
     self.link = link
+    self.traceContext = traceContext
   }
 }
 

@@ -325,6 +325,88 @@ class Run:
                    ", ".join(f"{k}: {v}" for k, v in outcome.items()))
 
 
+class SpanSink:
+    """A test OTLP/gRPC receiver: the TraceService of the OpenTelemetry collector, keeping every
+    span it is sent, with the `service.instance.id` of the process that sent it."""
+
+    def __init__(self):
+        from concurrent import futures
+        import grpc
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+        sink = self
+        self.spans = []
+        self.lock = threading.Lock()
+
+        class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
+            def Export(self, request, context):
+                for resource_spans in request.resource_spans:
+                    attributes = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+                    for scope in resource_spans.scope_spans:
+                        for span in scope.spans:
+                            with sink.lock:
+                                sink.spans.append((attributes.get("service.instance.id"), span))
+                return trace_service_pb2.ExportTraceServiceResponse()
+
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(), self.server)
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def of(self, instance, name):
+        with self.lock:
+            return [span for who, span in self.spans if who == instance and span.name == name]
+
+    def stop(self):
+        self.server.stop(grace=1)
+
+
+def traces(run):
+    """Two peer-agent processes export to a test OTLP receiver: the edge's `send` spans and the
+    hub's `handle` spans share their traces (parent and child), and so do the hub's request down
+    getTask and the edge's handling of it — the reverse direction."""
+    sink = SpanSink()
+    endpoint = f"http://127.0.0.1:{sink.port}"
+    hub = PeerAgent(run.args.peer_agent, ["--name", "hub", "--mode", "single", "--listen", "127.0.0.1:0",
+                                          "--otlp-endpoint", endpoint] + run.peer_tls("hub"), run.log("hub-traces"))
+    edge = None
+    try:
+        listening = hub.wait_for("listening", timeout=30)
+        if not listening:
+            return run.check("traces across both peers", False, "the hub did not listen")
+        edge = PeerAgent(run.args.peer_agent, ["--name", "edge", "--mode", "single", "--connect",
+                                               f"hub@{listening[0]['address']}", "--otlp-endpoint", endpoint]
+                         + run.peer_tls("edge"), run.log("edge-traces"))
+        edge.wait_for("connected", timeout=30)
+        edge.send_lines([f"traced {i}" for i in range(3)])
+        replies = edge.wait_for("reply", count=3, timeout=30)
+        hub.send_lines(["@edge traced back"])
+        back = hub.wait_for("reply", timeout=30)
+        deadline = time.time() + 15
+        while time.time() < deadline and (len(sink.of("hub", "handle")) < 3 or not sink.of("edge", "handle")):
+            time.sleep(0.1)
+        sends = {s.span_id: s for s in sink.of("edge", "send")}
+        handles = sink.of("hub", "handle")
+        joined = [h for h in handles if h.parent_span_id in sends and sends[h.parent_span_id].trace_id == h.trace_id]
+        reverse_sends = {s.span_id: s for s in sink.of("hub", "send")}
+        reverse = [h for h in sink.of("edge", "handle")
+                   if h.parent_span_id in reverse_sends and reverse_sends[h.parent_span_id].trace_id == h.trace_id]
+        reply_traces = {r.get("trace_id") for r in replies}
+        span_traces = {s.trace_id.hex() for s in sends.values()}
+        kinds_ok = all(s.kind == 3 for s in sends.values()) and all(h.kind == 2 for h in handles)  # CLIENT, SERVER
+        ok = (len(replies) == 3 and len(back) == 1 and len(joined) == 3 and len(reverse) == 1
+              and kinds_ok and reply_traces == span_traces)
+        run.check("traces across both peers (OTLP receiver)", ok,
+                  f"{len(sends)} send spans from edge, {len(joined)} hub handle spans in their traces, "
+                  f"{len(reverse)} reverse (getTask) handled in the hub's trace, reply events' trace_id match: "
+                  f"{reply_traces == span_traces}")
+    finally:
+        if edge:
+            edge.stop()
+        hub.stop()
+        sink.stop()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--peer-agent", required=True)
@@ -346,6 +428,7 @@ def main():
         run.health()
         if run.tls:
             run.refusals()
+            traces(run)
         passed += run.passed
         failed += run.failed
     print(f"{passed} passed, {failed} failed")

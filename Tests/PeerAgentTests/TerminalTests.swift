@@ -14,7 +14,7 @@ struct TerminalTests {
   }
 
   private static func peer(_ name: String, _ mode: String, certs: String, _ extra: [String]) throws -> PeerProcess {
-    try PeerProcess(["run", "--name", name, "--mode", mode, "--certs", certs, "--in-memory", "--output", "json"] + extra)
+    try PeerProcess(["run", "--name", name, "--mode", mode, "--certs", certs, "--in-memory", "--output", "json", "--log-level", "debug"] + extra)
   }
 
   @Test(
@@ -40,12 +40,16 @@ struct TerminalTests {
     #expect(await hub.event("connected") != nil, "\(hub.log)")
     hub.terminate()
     #expect(await hub.waitForExit() == 0)
-    #expect(await reason(edge, "hub") == "hub shut down", "\(edge.events)")
+    #expect(await reason(edge, "hub") == "hub shut down", "\(edge.events) \(edge.log.suffix(4000)) hub: \(hub.log.suffix(3000))")
 
     // The hub is killed: the edge lost it.
     hub = try Self.peer("hub", mode, certs: certs, hubArguments)
     defer { hub.terminate() }
-    #expect(await edge.event("connected", timeout: .seconds(20)) { _ in edge.count(where: { $0["event"] == "connected" }) >= 2 } != nil)
+    #expect(await hub.event("listening") != nil, "\(hub.log)")
+    #expect(
+      await edge.event("connected", timeout: .seconds(20)) { _ in edge.count(where: { $0["event"] == "connected" }) >= 2 } != nil,
+      "edge: \(edge.lines.suffix(10)) \(edge.log.suffix(3000)) hub: \(hub.log.suffix(2000))"
+    )
     try await Task.sleep(for: .milliseconds(300))
     hub.kill()
     let lost = await edge.event("disconnected", timeout: .seconds(15)) { _ in

@@ -12,6 +12,8 @@ public struct Delivery: Sendable {
   let promise: Promise<Answer>
   let started: ContinuousClock.Instant
   let outbox: Outbox
+  /// The trace context the request carries (W3C `traceparent`), when the peer traces.
+  public internal(set) var traceContext: [String: String] = [:]
 
   /// Waits for the reply, then lets the peer forget the request.
   ///

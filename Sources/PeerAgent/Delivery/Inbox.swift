@@ -35,6 +35,7 @@ final class Inbox: Sendable {
   private let inFlightCount = Atomic<Int>(0)
   private let repeatCount = Atomic<Int>(0)
   private let metrics: PeerMetrics?
+  private let tracing: PeerTracing?
   private let outcomeUnknownCount = Atomic<Int>(0)
 
   init(
@@ -43,10 +44,12 @@ final class Inbox: Sendable {
     retention: Duration,
     bounds: WindowBounds,
     metrics: PeerMetrics? = nil,
+    tracing: PeerTracing? = nil,
     logger: Logger,
     handler: @escaping Peer.Handler = { _ in "" }
   ) {
     self.metrics = metrics
+    self.tracing = tracing
     self.store = store
     self.handler = handler
     self.atMostOnce = handling == .atMostOnce
@@ -176,7 +179,14 @@ final class Inbox: Sendable {
     }
   }
 
+  /// Calls the handler — in its `handle` span when tracing, so that what it logs and sends
+  /// belongs to the request's trace.
   private func callHandler(_ request: IncomingRequest) async -> Answer? {
+    guard let tracing = self.tracing else { return await self.runHandler(request) }
+    return await tracing.handle(request, failure: { $0?.error }) { await self.runHandler(request) }
+  }
+
+  private func runHandler(_ request: IncomingRequest) async -> Answer? {
     do {
       let text = try await self.handler(request)
       self.metrics?.handled(from: request.from.name, .ok)
@@ -255,7 +265,13 @@ struct InboundRequests: Sendable {
       self.send(Heartbeat.answer)
       return
     }
-    let request = IncomingRequest(id: message.id, text: message.text, from: self.identity, link: self.link)
+    let request = IncomingRequest(
+      id: message.id,
+      text: message.text,
+      from: self.identity,
+      link: self.link,
+      traceContext: message.traceContext
+    )
     if message.id.isEmpty {
       await self.answer(request)
       return

@@ -33,6 +33,8 @@ final class Outbox: Sendable {
     var writes = 0
     /// When it was accepted (or recovered after a restart).
     var started = ContinuousClock.now
+    /// Its `send` span and the trace context it carries, when tracing.
+    var trace: OutgoingTrace?
   }
 
   /// One remote peer's requests, in the order they were submitted.
@@ -130,7 +132,8 @@ final class Outbox: Sendable {
     id: String,
     to peer: String,
     text: String,
-    deadline: ContinuousClock.Instant
+    deadline: ContinuousClock.Instant,
+    trace: OutgoingTrace? = nil
   ) async throws -> Accepted {
     try await self.reserve(peer: peer, deadline: deadline)
     let record = OutgoingRecord(
@@ -152,14 +155,16 @@ final class Outbox: Sendable {
     let promise = Promise<Answer>()
     let sequence = self.state.withLock { state in
       state.nextSequence += 1
-      state.entries[id] = Entry(record: record, deadline: deadline, promise: promise, sequence: state.nextSequence)
+      state.entries[id] = Entry(record: record, deadline: deadline, promise: promise, sequence: state.nextSequence, trace: trace)
       state.queues[peer, default: Queue()].ids.append(id)
       Self.compact(&state, peer: peer)
       return state.nextSequence
     }
     return Accepted(
-      delivery: Delivery(id: id, text: text, peer: peer, promise: promise, started: .now, outbox: self),
-      outgoing: Link.Outgoing(id: id, text: text),
+      delivery: Delivery(
+        id: id, text: text, peer: peer, promise: promise, started: .now, outbox: self, traceContext: trace?.context ?? [:]
+      ),
+      outgoing: Link.Outgoing(id: id, text: text, traceContext: trace?.context ?? [:]),
       sequence: sequence
     )
   }
@@ -172,7 +177,7 @@ final class Outbox: Sendable {
       queue.ids = queue.ids.filter { state.entries[$0] != nil }
       state.queues[peer] = queue
       let outgoing = queue.ids.compactMap { id in
-        state.entries[id].map { Link.Outgoing(id: id, text: $0.record.text) }
+        state.entries[id].map { Link.Outgoing(id: id, text: $0.record.text, traceContext: $0.trace?.context ?? [:]) }
       }
       return (outgoing, state.nextSequence)
     }
@@ -199,6 +204,7 @@ final class Outbox: Sendable {
   func refuse(id: String, because error: PeerAgentError) {
     guard let entry = self.remove(id: id) else { return }
     self.metrics?.sent(to: entry.record.peer, .failed)
+    entry.trace?.end(failure: "\(error.code)")
     entry.promise.complete(.failure(error))
   }
 
@@ -259,6 +265,7 @@ final class Outbox: Sendable {
         ? .replied : answer.code == "\(PeerAgentError.Code.outcomeUnknown)" ? .outcomeUnknown : .failed
       metrics.sent(to: entry.record.peer, outcome, roundTrip: .now - entry.started)
     }
+    entry.trace?.end(failure: answer.error == nil ? nil : answer.code ?? "\(PeerAgentError.Code.remoteHandlerFailed)")
     entry.promise.complete(.success(answer))
     return .resolved
   }
@@ -291,11 +298,13 @@ final class Outbox: Sendable {
       let peer = entry.record.peer
       if entry.writes == 0 && !connected.contains(peer) {
         self.metrics?.sent(to: peer, .unknownPeer)
+        entry.trace?.end(failure: "\(PeerAgentError.Code.unknownPeer)")
         entry.promise.complete(
           .failure(PeerAgentError(code: .unknownPeer, message: "no peer named '\(peer)' connected before the deadline"))
         )
       } else {
         self.metrics?.sent(to: peer, .timedOut)
+        entry.trace?.end(failure: "\(PeerAgentError.Code.timedOut)")
         entry.promise.complete(
           .failure(PeerAgentError(code: .timedOut, message: "no reply from '\(peer)' to request \(id) before the deadline"))
         )
@@ -312,8 +321,11 @@ final class Outbox: Sendable {
   /// a durable store, for the next run.
   func close(with error: any Error) {
     let (promises, waiters): ([Promise<Answer>], [WaiterQueue<Void>.Continuation]) = self.state.withLock { state in
-      if state.closedWith == nil, let metrics = self.metrics {
-        for entry in state.entries.values { metrics.sent(to: entry.record.peer, .shutdown) }
+      if state.closedWith == nil {
+        for entry in state.entries.values {
+          self.metrics?.sent(to: entry.record.peer, .shutdown)
+          entry.trace?.end(failure: "\(PeerAgentError.Code.shuttingDown)")
+        }
       }
       if state.closedWith == nil { state.closedWith = error }
       let promises = state.entries.values.map(\.promise)

@@ -18,6 +18,8 @@ final class Link: Sendable {
     var text: String
     /// A heartbeat, not a request: answered by the remote's PeerAgent, never by its handler.
     var isHeartbeat = false
+    /// The sender's trace context (empty when tracing is off).
+    var traceContext: [String: String] = [:]
 
     /// A heartbeat.
     static var heartbeat: Self { Self(id: "", text: "", isHeartbeat: true) }

@@ -42,6 +42,8 @@ struct LinkContext: Sendable {
   let mismatches = LockedBox<Set<String>>([])
   /// Where metrics are recorded, or `nil` when no backend takes them.
   let metrics: PeerMetrics?
+  /// Where spans go, or `nil` when tracing is off.
+  let tracing: PeerTracing?
 
   init(
     name: String,
@@ -62,6 +64,7 @@ struct LinkContext: Sendable {
     self.events = EventHub()
     let metrics = PeerMetrics.make(config.observability)
     self.metrics = metrics
+    self.tracing = PeerTracing.make(config.observability)
     let store: any DeliveryStore = metrics.map { TimedDeliveryStore(store: store, metrics: $0) } ?? store
     self.outbox = Outbox(
       store: store,
@@ -75,6 +78,7 @@ struct LinkContext: Sendable {
       retention: config.delivery.replyRetention,
       bounds: config.delivery.windowBounds,
       metrics: metrics,
+      tracing: self.tracing,
       logger: logger,
       handler: handler
     )

@@ -25,7 +25,9 @@ final class DialDiagnostics: Sendable {
   /// wrong name, expired, revoked), no TLS, not on the allowlist — rather than the name being
   /// connected with another key for now.
   static func isPermanent(_ failure: String) -> Bool {
-    !failure.contains("one name, one key")
+    if failure.contains("one name, one key") { return false }
+    return ["certificate", "does not speak TLS", "allowlist", "refused this peer", "no longer authorized", "revoked"]
+      .contains { failure.contains($0) }
   }
 
   func verified(_ remote: RemotePeer) {

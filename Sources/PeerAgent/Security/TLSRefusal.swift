@@ -44,7 +44,7 @@ enum TLSRefusal {
       return nil
 
     case .dialer:
-      if has("uncleanShutdown") {
+      if has("uncleanShutdown") || has("EOF during handshake") {
         // The connection closed in the handshake: the listener stopped or went away, which a
         // redial may cure. Not a refusal.
         return nil

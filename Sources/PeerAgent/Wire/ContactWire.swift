@@ -68,6 +68,7 @@ struct InboundMessage: Sendable {
   var id: String
   var text: String
   var isHeartbeat: Bool
+  var traceContext: [String: String] = [:]
 }
 
 extension Contact_ClientMsg {
@@ -77,10 +78,13 @@ extension Contact_ClientMsg {
     self.msg = outgoing.text
     self.id = outgoing.id
     self.heartbeat = outgoing.isHeartbeat
+    self.traceContext = outgoing.traceContext
   }
 
   /// The request as it arrived.
-  var inbound: InboundMessage { InboundMessage(id: self.id, text: self.msg, isHeartbeat: self.heartbeat) }
+  var inbound: InboundMessage {
+    InboundMessage(id: self.id, text: self.msg, isHeartbeat: self.heartbeat, traceContext: self.traceContext)
+  }
 }
 
 extension Contact_ServerMsg {
@@ -90,10 +94,13 @@ extension Contact_ServerMsg {
     self.task = outgoing.text
     self.id = outgoing.id
     self.heartbeat = outgoing.isHeartbeat
+    self.traceContext = outgoing.traceContext
   }
 
   /// The request as it arrived.
-  var inbound: InboundMessage { InboundMessage(id: self.id, text: self.task, isHeartbeat: self.heartbeat) }
+  var inbound: InboundMessage {
+    InboundMessage(id: self.id, text: self.task, isHeartbeat: self.heartbeat, traceContext: self.traceContext)
+  }
 }
 
 extension Contact_Result {

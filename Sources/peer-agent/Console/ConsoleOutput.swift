@@ -31,11 +31,14 @@ final class ConsoleOutput: Sendable {
     var resent: Int?
     var repeats: Int?
     var connected: [String]?
+    /// The request's trace, with --otlp-endpoint.
+    var traceID: String?
 
     enum CodingKeys: String, CodingKey {
       case event, peer, address, link, verified, id, text, reply
       case rttMs = "rtt_ms"
       case message, reason, state, unanswered, resent, repeats, connected
+      case traceID = "trace_id"
     }
 
     init(event: String, peer: String?) {
@@ -155,6 +158,7 @@ final class ConsoleOutput: Sendable {
     var line = Line(event: "queued", peer: delivery.peer)
     line.id = delivery.id
     line.text = delivery.text
+    line.traceID = TraceExport.traceID(in: delivery.traceContext)
     self.emit(line, human: "queued for \(delivery.peer): \(delivery.text)")
   }
 
@@ -194,13 +198,15 @@ final class ConsoleOutput: Sendable {
     line.id = request.id
     line.text = request.text
     line.link = request.link.rawValue
+    line.traceID = TraceExport.traceID(in: request.traceContext)
     self.emit(line, human: "<- \(request.from): \(request.text)")
   }
 
-  func reply(_ reply: Reply, to text: String) {
+  func reply(_ reply: Reply, to text: String, traceContext: [String: String] = [:]) {
     var line = Line(event: "reply", peer: reply.from.name)
     line.id = reply.id
     line.text = text
+    line.traceID = TraceExport.traceID(in: traceContext)
     line.reply = reply.text
     line.rttMs = Self.milliseconds(reply.roundTrip)
     self.emit(

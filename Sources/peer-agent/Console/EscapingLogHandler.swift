@@ -22,6 +22,11 @@ struct EscapingLogHandler<Inner: LogHandler>: LogHandler {
     set { self.inner.metadata = newValue }
   }
 
+  var metadataProvider: Logger.MetadataProvider? {
+    get { self.inner.metadataProvider }
+    set { self.inner.metadataProvider = newValue }
+  }
+
   subscript(metadataKey key: String) -> Logger.Metadata.Value? {
     get { self.inner[metadataKey: key] }
     set { self.inner[metadataKey: key] = newValue }
@@ -53,8 +58,13 @@ struct EscapingLogHandler<Inner: LogHandler>: LogHandler {
 
 extension EscapingLogHandler where Inner == StreamLogHandler {
   /// Escaped lines on standard error at `level`: the command's logs.
-  static func standardError(label: String, level: Logger.Level, dropsEventMirrors: Bool = false) -> Self {
-    var inner = StreamLogHandler.standardError(label: label)
+  static func standardError(
+    label: String,
+    level: Logger.Level,
+    dropsEventMirrors: Bool = false,
+    metadataProvider: Logger.MetadataProvider? = nil
+  ) -> Self {
+    var inner = StreamLogHandler.standardError(label: label, metadataProvider: metadataProvider)
     inner.logLevel = level
     return Self(inner: inner, dropsEventMirrors: dropsEventMirrors)
   }

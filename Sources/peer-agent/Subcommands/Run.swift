@@ -79,6 +79,15 @@ struct Run: AsyncParsableCommand {
   )
   var metrics: String?
 
+  @Option(
+    name: .long,
+    help: ArgumentHelp(
+      "Export a span for every request sent and every request handled to an OpenTelemetry collector over OTLP/gRPC (e.g. http://127.0.0.1:4317). The trace context travels inside each request, so one trace crosses both peers; log lines carry trace_id. Off without it.",
+      valueName: "URL"
+    )
+  )
+  var otlpEndpoint: String?
+
   func validate() throws {
     if let exec = self.exec, exec.trimmingCharacters(in: .whitespaces).isEmpty {
       throw ValidationError("--exec needs a command")
@@ -94,14 +103,22 @@ struct Run: AsyncParsableCommand {
         throw ValidationError("--metrics: \(error.message)")
       }
     }
+    if let endpoint = self.otlpEndpoint, let problem = TraceExport.validate(endpoint) {
+      throw ValidationError(problem)
+    }
   }
 
   func run() async throws {
     let text = self.output == .text
     let level = self.logLevel ?? (text ? .warning : .info)
-    LoggingSystem.bootstrap { label in
-      EscapingLogHandler.standardError(label: label, level: level, dropsEventMirrors: text)
-    }
+    // With traces, every log line written inside a span carries its trace_id and span_id.
+    let metadataProvider = self.otlpEndpoint.map { _ in TraceExport.metadataProvider }
+    LoggingSystem.bootstrap(
+      { label, provider in
+        EscapingLogHandler.standardError(label: label, level: level, dropsEventMirrors: text, metadataProvider: provider)
+      },
+      metadataProvider: metadataProvider
+    )
     let logger = Logger(label: "peer-agent")
     // A reader of standard output that goes away must not stop the peer: EPIPE, not SIGPIPE.
     signal(SIGPIPE, SIG_IGN)
@@ -115,6 +132,10 @@ struct Run: AsyncParsableCommand {
     if let exposition {
       config.observability.metricsFactory = exposition.factory
     }
+    let traceExport = try self.otlpEndpoint.map {
+      try TraceExport.make(endpoint: $0, peerName: config.name ?? self.options.name, logger: logger)
+    }
+    config.observability.tracer = traceExport?.tracer
 
     if self.options.insecure {
       console.note(
@@ -163,7 +184,9 @@ struct Run: AsyncParsableCommand {
       group.addTask {
         let services = ServiceGroup(
           configuration: .init(
-            services: [.init(service: peer, successTerminationBehavior: .gracefullyShutdownGroup)],
+            // The exporter first: it stops last, and sends the peer's last spans.
+            services: (traceExport.map { [ServiceGroupConfiguration.ServiceConfiguration(service: $0.service)] } ?? [])
+              + [.init(service: peer, successTerminationBehavior: .gracefullyShutdownGroup)],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
           )
@@ -306,7 +329,7 @@ struct Run: AsyncParsableCommand {
     await delivery.reply { outcome in
       switch outcome {
       case .success(let reply):
-        console.reply(reply, to: delivery.text)
+        console.reply(reply, to: delivery.text, traceContext: delivery.traceContext)
       case .failure(let error):
         failures.increment()
         console.failure(peer: delivery.peer, id: delivery.id, text: delivery.text, error: error)

@@ -11,6 +11,10 @@ struct SendStatusStream: Sendable {
   func run() async throws {
     let setup = self.setup
     let (links, linkContinuation) = AsyncStream<Link>.makeStream()
+    // Set once the response handler holds the link: it detaches it then, with the reason the
+    // response gives (the remote's goodbye in the trailers), which the request side, cancelled
+    // as the response ends, cannot know yet.
+    let responseHasLink = LockedBox(false)
     try await setup.contact.sendStatus(
       metadata: setup.context.announcement,
       options: setup.options,
@@ -32,13 +36,16 @@ struct SendStatusStream: Sendable {
           // Detached here too: a stream whose response never starts (no headers) has no
           // response handler to do it.
           var reason = "the session ended"
-          defer { setup.context.table.detach(link, reason: setup.ending.current ?? reason) }
+          defer {
+            if !responseHasLink.current { setup.context.table.detach(link, reason: setup.ending.current ?? reason) }
+          }
           do {
             try await self.write(on: link, to: writer)
           } catch is CancellationError {
             throw CancellationError()
           } catch {
             reason = error is Heartbeat.Stalled ? "\(error)" : ErrorChain.rootCause(error)
+            setup.ends(because: reason)
             throw error
           }
         }
@@ -50,6 +57,7 @@ struct SendStatusStream: Sendable {
         throw error
       }
       guard let link = await links.first(where: { _ in true }) else { return }
+      responseHasLink.withLock { $0 = true }
       let reason = await self.readReplies(from: response, on: link)
       setup.context.table.detach(link, reason: setup.ending.current ?? reason)
     }
