@@ -30,13 +30,24 @@ struct MetricsTests {
     return (answer.status, String(decoding: answer.body, as: UTF8.self))
   }
 
-  /// Scrapes `/metrics` until `done` holds for its samples (the gauges are sampled every
-  /// second), or 10 s.
-  static func scrape(_ address: String, until done: ([String: Double]) -> Bool) async throws -> [String: Double] {
+  /// Scrapes `/metrics` of `process` until `done` holds for its samples (the gauges are
+  /// sampled every second), or 10 s.
+  static func scrape(
+    _ address: String,
+    of process: PeerProcess? = nil,
+    until done: ([String: Double]) -> Bool
+  ) async throws -> [String: Double] {
     let deadline = ContinuousClock.now.advanced(by: .seconds(10))
     var samples: [String: Double] = [:]
     repeat {
-      samples = Self.samples(try await Self.get(address, "/metrics").body)
+      let body: String
+      do {
+        body = try await Self.get(address, "/metrics").body
+      } catch {
+        Issue.record("cannot scrape \(address): \(error); running: \(process?.isRunning ?? true); log: \(process?.log.suffix(4000) ?? "")")
+        throw error
+      }
+      samples = Self.samples(body)
       if done(samples) { return samples }
       try await Task.sleep(for: .milliseconds(100))
     } while ContinuousClock.now < deadline
@@ -62,7 +73,7 @@ struct MetricsTests {
       try await Task.sleep(for: .milliseconds(50))
     }
 
-    let onEdge = try await Self.scrape(edgeMetrics) { $0[#"peer_agent_links{state="ready"}"#] == 1 }
+    let onEdge = try await Self.scrape(edgeMetrics, of: edge) { $0[#"peer_agent_links{state="ready"}"#] == 1 }
     #expect(onEdge[#"peer_agent_requests_sent_total{peer="hub",outcome="replied"}"#] == 5)
     #expect(onEdge[#"peer_agent_requests_handled_total{peer="hub",outcome="ok"}"#] == 3)
     #expect(onEdge[#"peer_agent_round_trip_seconds_count{peer="hub"}"#] == 5)
@@ -70,7 +81,7 @@ struct MetricsTests {
     #expect(onEdge[#"peer_agent_links{state="connecting"}"#] == 0, "the dialer's placeholder is gone once the hub's name is known")
     #expect(onEdge["peer_agent_outbox_depth"] == 0)
 
-    let onHub = try await Self.scrape(hubMetrics) { $0[#"peer_agent_links{state="ready"}"#] == 1 }
+    let onHub = try await Self.scrape(hubMetrics, of: hub) { $0[#"peer_agent_links{state="ready"}"#] == 1 }
     #expect(onHub[#"peer_agent_requests_handled_total{peer="edge",outcome="ok"}"#] == 5)
     #expect(onHub[#"peer_agent_requests_sent_total{peer="edge",outcome="replied"}"#] == 3)
     #expect((onHub[#"peer_agent_round_trip_seconds_sum{peer="edge"}"#] ?? 0) > 0)
@@ -115,7 +126,7 @@ struct MetricsTests {
     defer { stranger.terminate() }
     let plaintext = try PeerProcess(["run", "--name", "plain", "--connect", address, "--insecure"] + self.common)
     defer { plaintext.terminate() }
-    let samples = try await Self.scrape(metrics) {
+    let samples = try await Self.scrape(metrics, of: hub) {
       ($0[#"peer_agent_refused_connections_total{reason="certificate_refused"}"#] ?? 0) >= 1
         && ($0[#"peer_agent_refused_connections_total{reason="not_tls"}"#] ?? 0) >= 1
     }

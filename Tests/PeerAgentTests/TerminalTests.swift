@@ -154,7 +154,7 @@ struct TerminalTests {
     let refused = try #require(await edge.event("error"), "\(edge.events)")
     #expect((refused["message"] as? String)?.contains("a redial cannot fix this, so retrying only every 4 s") == true, "\(refused)")
     try await Task.sleep(for: .seconds(6))
-    let samples = MetricsTests.samples(try await MetricsTests.get(metrics, "/metrics").body)
+    let samples = try await MetricsTests.scrape(metrics, of: hub) { _ in true }
     let attempts = samples[#"peer_agent_refused_connections_total{reason="certificate_refused"}"#] ?? 0
     // Backing off from 50 ms would make 7 or more attempts in 6 s; at 2-4 s apart, 4 at most.
     #expect(attempts >= 1 && attempts <= 4, "\(samples)")

@@ -19,8 +19,10 @@ struct Run: AsyncParsableCommand {
       acknowledged.
 
       With --output json, standard output carries one JSON object per event (listening, \
-      connected, disconnected, link, queued, resumed, request, reply, error, stats), each \
-      with "event" and "peer"; human text and warnings go to standard error.
+      connected, disconnected, link, queued, resumed, waiting, request, reply, retrying, \
+      metrics, error, stats), each with "event" and, where there is one, "peer" (a name); human \
+      text and logs go to standard error. In text mode, one line per event, and logs at \
+      warning unless --log-level says otherwise.
 
       Every request is kept until its reply arrives: across reconnects, and — with the \
       default on-disk state (--state-dir) — across restarts, when it is sent again and \

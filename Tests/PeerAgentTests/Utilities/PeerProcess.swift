@@ -122,6 +122,9 @@ final class PeerProcess: Sendable {
 
   /// Ends the process at once, as `kill -9` does, and waits for it — and for what it printed
   /// before it died, still in the pipe, to be read.
+  /// Whether the process still runs.
+  var isRunning: Bool { self.process.isRunning }
+
   func kill() {
     guard self.process.isRunning else { return }
     Glibc.kill(self.process.processIdentifier, SIGKILL)

@@ -15,6 +15,7 @@ struct SendStatusStream: Sendable {
     // response gives (the remote's goodbye in the trailers), which the request side, cancelled
     // as the response ends, cannot know yet.
     let responseHasLink = LockedBox(false)
+    let responseEnded = Signal()
     try await setup.contact.sendStatus(
       metadata: setup.context.announcement,
       options: setup.options,
@@ -45,12 +46,19 @@ struct SendStatusStream: Sendable {
             throw CancellationError()
           } catch {
             reason = error is Heartbeat.Stalled ? "\(error)" : ErrorChain.rootCause(error)
+            if !(error is Heartbeat.Stalled) {
+              // A write fails once the remote has ended the call; its replies and its goodbye
+              // may still be in the response: throwing now would cancel their reading. Give the
+              // response side a moment to finish first.
+              await Signal.sleep(for: .seconds(1), unlessAnyOf: [responseEnded])
+            }
             setup.ends(because: reason)
             throw error
           }
         }
       }
     ) { response in
+      defer { responseEnded.set() }
       if case .failure(let error) = response.accepted {
         setup.noteRefusal(error)
         linkContinuation.finish()
