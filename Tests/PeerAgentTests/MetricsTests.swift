@@ -102,6 +102,15 @@ struct MetricsTests {
     #expect(status.outboxDepth == 0)
     let raw = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
     #expect(Set(raw.keys).isSuperset(of: ["peer", "mode", "links", "outbox_depth", "version"]))
+    for link in try #require(raw["links"] as? [[String: Any]]) {
+      #expect(Set(link.keys) == ["peer", "state", "kind", "unanswered"], "\(link)")
+    }
+    // A dialer's status before its first link: every key, `kind` and `listening` null.
+    let early = String(decoding: StatusView.json(PeerStatus(peer: "edge", mode: "dual", links: [
+      PeerStatus.Link(peer: "hub", state: "connecting", kind: nil, unanswered: 2)
+    ], outboxDepth: 2)), as: UTF8.self)
+    #expect(early.contains(#""kind":null"#) && early.contains(#""listening":null"#), "\(early)")
+    #expect(try StatusView.decode(Array(early.utf8)).links.first?.kind == nil)
 
     let table = try PeerProcess.runToCompletion(["status", "--metrics", edgeMetrics])
     #expect(table.status == 0, "\(table.error)")

@@ -169,6 +169,7 @@ struct TerminalTests {
     #expect(LinkEnding.describe("the dialer closed getTask", remote: "edge") == "edge closed the connection")
     #expect(LinkEnding.describe("hub shut down", remote: "hub") == "hub shut down")
     #expect(LinkEnding.describe("shutdown", remote: "") == "this peer is shutting down")
+    #expect(LinkEnding.describe("getTask failed: resourceExhausted: Message has exceeded the configured maximum payload size (max: 4194304, actual: 5242885)", remote: "hub").hasPrefix("hub sent a message larger than this peer accepts"))
     #expect(LinkEnding.describe("no message from the remote for 900 ms: the link stalled", remote: "hub").contains("stalled"))
   }
 }

@@ -29,6 +29,9 @@ enum LinkEnding {
   static func describe(_ raw: String, remote: String) -> String {
     func has(_ text: String) -> Bool { raw.contains(text) }
     if raw == "shutdown" { return Self.ownShutdown }
+    if has("resourceExhausted") || has("maximum payload size") {
+      return "\(remote) sent a message larger than this peer accepts (--max-message-bytes); the link is opened again"
+    }
     if raw.hasSuffix(" shut down") { return raw }
     if has("the dialer closed getTask") || has("the remote closed sendStatus") || has("the remote ended getTask")
       || has("the remote ended tellResult") || has("CancellationError")

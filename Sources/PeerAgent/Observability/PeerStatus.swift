@@ -20,6 +20,19 @@ public struct PeerStatus: Sendable, Hashable, Codable {
       self.kind = kind
       self.unanswered = unanswered
     }
+
+    enum CodingKeys: String, CodingKey {
+      case peer, state, kind, unanswered
+    }
+
+    /// Every key, always: `kind` is `null` before a first link.
+    public func encode(to encoder: any Encoder) throws {
+      var container = encoder.container(keyedBy: CodingKeys.self)
+      try container.encode(self.peer, forKey: .peer)
+      try container.encode(self.state, forKey: .state)
+      try container.encode(self.kind, forKey: .kind)
+      try container.encode(self.unanswered, forKey: .unanswered)
+    }
   }
 
   /// This peer's name.
@@ -41,6 +54,18 @@ public struct PeerStatus: Sendable, Hashable, Codable {
     case peer, mode, version, listening, links
     case outboxDepth = "outbox_depth"
     case handling
+  }
+
+  /// Every key, always: `listening` is `null` for a peer that only dials.
+  public func encode(to encoder: any Encoder) throws {
+    var container = encoder.container(keyedBy: CodingKeys.self)
+    try container.encode(self.peer, forKey: .peer)
+    try container.encode(self.mode, forKey: .mode)
+    try container.encode(self.version, forKey: .version)
+    try container.encode(self.listening, forKey: .listening)
+    try container.encode(self.links, forKey: .links)
+    try container.encode(self.outboxDepth, forKey: .outboxDepth)
+    try container.encode(self.handling, forKey: .handling)
   }
 
   /// Creates a status (for tests of code that reads one).

@@ -42,7 +42,9 @@ struct SingleChannelSession: DialerSession {
           return .getTask("the remote ended getTask")
         } catch {
           self.setup.noteRefusal(error)
-          return .getTask("getTask failed: \(ErrorChain.rootCause(error))")
+          let reason = "getTask failed: \(Self.describe(error))"
+          self.setup.ends(because: reason)
+          return .getTask(reason)
         }
       }
       defer { pair.cancelAll() }
@@ -69,6 +71,15 @@ struct SingleChannelSession: DialerSession {
     }
   }
 
+  /// What ended a stream: the RPC's code and message (a message over the limit is
+  /// `resourceExhausted`), else the root cause.
+  private static func describe(_ error: any Error) -> String {
+    if let rpc = error as? RPCError, rpc.code == .resourceExhausted {
+      return "resourceExhausted: \(rpc.message)"
+    }
+    return ErrorChain.rootCause(error)
+  }
+
   /// Writes the replies queued in `results` on `tellResult` until the queue ends.
   private func tellResult(writing results: WriteQueue<Contact_Result>, budget: ReplyBudget) async -> InboundEnd {
     do {
@@ -87,7 +98,9 @@ struct SingleChannelSession: DialerSession {
       return .tellResult("the remote ended tellResult")
     } catch {
       self.setup.noteRefusal(error)
-      return .tellResult("tellResult failed: \(ErrorChain.rootCause(error))")
+      let reason = "tellResult failed: \(Self.describe(error))"
+      self.setup.ends(because: reason)
+      return .tellResult(reason)
     }
   }
 
