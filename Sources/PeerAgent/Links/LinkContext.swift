@@ -95,7 +95,11 @@ struct LinkContext: Sendable {
   /// the fix: each side then sees only half of a link.
   func checkMode(of remote: PeerIdentity, announced: Announcement) {
     guard let theirs = announced.mode, theirs != self.config.mode,
-      self.mismatches.withLock({ $0.insert(remote.name).inserted })
+      self.mismatches.withLock({ reported in
+        // Bounded: plaintext remotes are named by address, new with every connection.
+        if reported.count >= 1024 { reported.removeAll() }
+        return reported.insert(remote.name).inserted
+      })
     else { return }
     let ours = self.config.mode
     let message =

@@ -121,7 +121,10 @@ final class ConsoleOutput: Sendable {
       var line = Line(event: "link", peer: peer)
       line.state = state.rawValue
       line.reason = reason
-      let previous = self.states.withLock { $0.updateValue(state, forKey: peer) }
+      // A remote that is down is forgotten: plaintext remotes, named by address, come and go.
+      let previous = self.states.withLock { states in
+        state == .down ? states.removeValue(forKey: peer) : states.updateValue(state, forKey: peer)
+      }
       // In text mode `connected` and `disconnected` already say ready and down, and a dialer's
       // `connecting` is no news: only a degraded link, and its recovery, get a line.
       if self.format == .text, !(state == .degraded || (state == .ready && previous == .degraded)) { return }
