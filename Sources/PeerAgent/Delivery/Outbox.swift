@@ -14,45 +14,6 @@ private import Synchronization
 /// Each remote has a window of ``window`` unanswered requests; ``submit(id:to:text:deadline:)``
 /// waits for room (backpressure), until the request's deadline.
 final class Outbox: Sendable {
-  /// A request accepted into the outbox, to be written on its remote's link.
-  struct Accepted: Sendable {
-    /// The caller's handle on it.
-    var delivery: Delivery
-    /// The request as it goes on the wire.
-    var outgoing: Link.Outgoing
-    /// Its place in the order of acceptance, for ``LinkTable/write(_:sequence:to:)``.
-    var sequence: UInt64
-  }
-
-  private struct Entry {
-    var record: OutgoingRecord
-    var deadline: ContinuousClock.Instant
-    var promise: Promise<Answer>
-    var sequence: UInt64
-    /// How many times the request was written to a stream.
-    var writes = 0
-    /// When it was accepted (or recovered after a restart).
-    var started = ContinuousClock.now
-    /// Its `send` span and the trace context it carries, when tracing.
-    var trace: OutgoingTrace?
-  }
-
-  /// One remote peer's requests, in the order they were submitted.
-  private struct Queue {
-    /// Ids in submission order; may hold ids already answered (skipped, compacted lazily).
-    var ids: [String] = []
-    /// Live entries, plus reservations of callers between waiting for room and recording.
-    var count = 0
-    var spaceWaiters = WaiterQueue<Void>()
-  }
-
-  private struct State {
-    var entries: [String: Entry] = [:]
-    var queues: [String: Queue] = [:]
-    var nextSequence: UInt64 = 0
-    var closedWith: (any Error)?
-  }
-
   /// Where requests are recorded, and their replies until the caller takes them.
   let store: any DeliveryStore
   /// The most unanswered requests per remote peer.
@@ -63,10 +24,12 @@ final class Outbox: Sendable {
   private let resendCount = Atomic<Int>(0)
   private let misdirectedCount = Atomic<Int>(0)
   private let metrics: PeerMetrics?
+  private let outcomes: SentOutcomes
 
   init(store: any DeliveryStore, metrics: PeerMetrics? = nil, window: Int, maximumMessageBytes: Int = .max) {
     self.store = store
     self.metrics = metrics
+    self.outcomes = SentOutcomes(metrics: metrics)
     self.window = max(1, window)
     self.maximumMessageBytes = maximumMessageBytes
   }
@@ -203,8 +166,7 @@ final class Outbox: Sendable {
   /// again, and leaves the store.
   func refuse(id: String, because error: PeerAgentError) {
     guard let entry = self.remove(id: id) else { return }
-    self.metrics?.sent(to: entry.record.peer, .failed)
-    entry.trace?.end(failure: "\(error.code)")
+    self.ended(entry, .failed, code: "\(error.code)")
     entry.promise.complete(.failure(error))
   }
 
@@ -230,17 +192,6 @@ final class Outbox: Sendable {
     self.state.withLock { $0.entries[id] != nil }
   }
 
-  /// What became of a reply handed to ``resolve(_:)``.
-  enum Resolution: Sendable, Hashable {
-    /// It answered its request.
-    case resolved
-    /// No request waits for it: a late or repeated reply.
-    case notWaiting
-    /// It came from someone other than the remote its request was sent to: dropped, and the
-    /// request still waits for its addressee's reply.
-    case misdirected(addressee: String)
-  }
-
   /// Delivers a reply (``Answer/from`` set) to its request — only if it came from the remote
   /// the request was sent to: a reply from anyone else is dropped and counted
   /// (``misdirected``), whatever id it names.
@@ -259,13 +210,9 @@ final class Outbox: Sendable {
     }
     guard let entry else { return .notWaiting }
     try? self.store.recordAnswer(answer)
-    if let metrics = self.metrics {
-      let outcome: PeerMetrics.SentOutcome =
-        answer.error == nil
-        ? .replied : answer.code == "\(PeerAgentError.Code.outcomeUnknown)" ? .outcomeUnknown : .failed
-      metrics.sent(to: entry.record.peer, outcome, roundTrip: .now - entry.started)
-    }
-    entry.trace?.end(failure: answer.error == nil ? nil : answer.code ?? "\(PeerAgentError.Code.remoteHandlerFailed)")
+    let outcome: PeerMetrics.SentOutcome =
+      answer.error == nil ? .replied : answer.code == "\(PeerAgentError.Code.outcomeUnknown)" ? .outcomeUnknown : .failed
+    self.ended(entry, outcome, code: answer.code, roundTrip: .now - entry.started)
     entry.promise.complete(.success(answer))
     return .resolved
   }
@@ -297,14 +244,12 @@ final class Outbox: Sendable {
       guard let entry = self.remove(id: id) else { continue }
       let peer = entry.record.peer
       if entry.writes == 0 && !connected.contains(peer) {
-        self.metrics?.sent(to: peer, .unknownPeer)
-        entry.trace?.end(failure: "\(PeerAgentError.Code.unknownPeer)")
+        self.ended(entry, .unknownPeer)
         entry.promise.complete(
           .failure(PeerAgentError(code: .unknownPeer, message: "no peer named '\(peer)' connected before the deadline"))
         )
       } else {
-        self.metrics?.sent(to: peer, .timedOut)
-        entry.trace?.end(failure: "\(PeerAgentError.Code.timedOut)")
+        self.ended(entry, .timedOut)
         entry.promise.complete(
           .failure(PeerAgentError(code: .timedOut, message: "no reply from '\(peer)' to request \(id) before the deadline"))
         )
@@ -322,10 +267,7 @@ final class Outbox: Sendable {
   func close(with error: any Error) {
     let (promises, waiters): ([Promise<Answer>], [WaiterQueue<Void>.Continuation]) = self.state.withLock { state in
       if state.closedWith == nil {
-        for entry in state.entries.values {
-          self.metrics?.sent(to: entry.record.peer, .shutdown)
-          entry.trace?.end(failure: "\(PeerAgentError.Code.shuttingDown)")
-        }
+        for entry in state.entries.values { self.ended(entry, .shutdown) }
       }
       if state.closedWith == nil { state.closedWith = error }
       let promises = state.entries.values.map(\.promise)
@@ -338,6 +280,16 @@ final class Outbox: Sendable {
   }
 
   // MARK: - Private
+
+  /// Reports how `entry` ended (``SentOutcomes``).
+  private func ended(
+    _ entry: Entry,
+    _ outcome: PeerMetrics.SentOutcome,
+    code: String? = nil,
+    roundTrip: @autoclosure () -> Duration? = nil
+  ) {
+    self.outcomes.ended(peer: entry.record.peer, trace: entry.trace, outcome, code: code, roundTrip: roundTrip())
+  }
 
   /// Removes request `id` — if `condition` holds for it, checked under the same lock.
   private func remove(id: String, forget: Bool = true, if condition: (Entry) -> Bool = { _ in true }) -> Entry? {
