@@ -11,11 +11,18 @@ struct SendStatusStream: Sendable {
   func run() async throws {
     let setup = self.setup
     let (links, linkContinuation) = AsyncStream<Link>.makeStream()
-    // Set once the response handler holds the link: it detaches it then, with the reason the
-    // response gives (the remote's goodbye in the trailers), which the request side, cancelled
-    // as the response ends, cannot know yet.
-    let responseHasLink = LockedBox(false)
+    // The response side detaches the link, with the reason the response gives (the remote's
+    // goodbye in its trailers), which the request side, cancelled as the response ends, cannot
+    // know. Once the call is over the link is detached in any case (a response that never
+    // started has no handler to do it); a detach of a link already detached is ignored.
+    let attached = LockedBox<Link?>(nil)
+    let writeFailure = LockedBox<String?>(nil)
     let responseEnded = Signal()
+    defer {
+      if let link = attached.current {
+        setup.context.table.detach(link, reason: setup.ending.current ?? writeFailure.current ?? "the session ended")
+      }
+    }
     try await setup.contact.sendStatus(
       metadata: setup.context.announcement,
       options: setup.options,
@@ -33,19 +40,15 @@ struct SendStatusStream: Sendable {
           linkContinuation.finish()
           setup.connected.set()
           setup.context.table.attach(link, queuedAs: setup.placeholder)
+          attached.withLock { $0 = link }
           setup.remote.name = link.identity.name
-          // Detached here too: a stream whose response never starts (no headers) has no
-          // response handler to do it.
-          var reason = "the session ended"
-          defer {
-            if !responseHasLink.current { setup.context.table.detach(link, reason: setup.ending.current ?? reason) }
-          }
           do {
             try await self.write(on: link, to: writer)
           } catch is CancellationError {
             throw CancellationError()
           } catch {
-            reason = error is Heartbeat.Stalled ? "\(error)" : ErrorChain.rootCause(error)
+            let reason = error is Heartbeat.Stalled ? "\(error)" : ErrorChain.rootCause(error)
+            writeFailure.withLock { $0 = reason }
             if !(error is Heartbeat.Stalled) {
               // A write fails once the remote has ended the call; its replies and its goodbye
               // may still be in the response: throwing now would cancel their reading. Give the
@@ -65,7 +68,6 @@ struct SendStatusStream: Sendable {
         throw error
       }
       guard let link = await links.first(where: { _ in true }) else { return }
-      responseHasLink.withLock { $0 = true }
       let reason = await self.readReplies(from: response, on: link)
       setup.context.table.detach(link, reason: setup.ending.current ?? reason)
     }
