@@ -139,6 +139,7 @@ let targets: [Target] = [
       .product(name: "Tracing", package: "swift-distributed-tracing"),
       .product(name: "Instrumentation", package: "swift-distributed-tracing"),
       .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
+      .product(name: "GRDB", package: "GRDB.swift"),
     ],
     swiftSettings: defaultSwiftSettings
   ),

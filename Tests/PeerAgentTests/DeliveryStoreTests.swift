@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import Testing
 
 @testable import PeerAgent
@@ -13,16 +14,16 @@ struct DeliveryStoreTests {
   }
 
   /// Runs `body` on a fresh store of `kind`, and removes its folder afterwards.
-  static func withStore(_ kind: Kind, _ body: (any DeliveryStore) throws -> Void) throws {
+  static func withStore(_ kind: Kind, _ body: (any DeliveryStore) async throws -> Void) async throws {
     switch kind {
     case .inMemory:
-      try body(InMemoryDeliveryStore(capacity: 100))
+      try await body(InMemoryDeliveryStore(capacity: 100))
     case .sqlite:
       let directory = FileManager.default.temporaryDirectory.appendingPathComponent("peer-agent-store-\(UUID().uuidString)").path
       defer { try? FileManager.default.removeItem(atPath: directory) }
       let store = try SQLiteDeliveryStore(directory: directory)
       defer { try? store.close() }
-      try body(store)
+      try await body(store)
     }
   }
 
@@ -40,16 +41,16 @@ struct DeliveryStoreTests {
   }
 
   @Test("Outgoing requests: kept in order, answered, readdressed, forgotten", arguments: Kind.allCases)
-  func outgoing(kind: Kind) throws {
-    try Self.withStore(kind) { store in
+  func outgoing(kind: Kind) async throws {
+    try await Self.withStore(kind) { store in
       #expect(store.isDurable == (kind == .sqlite))
       for id in ["a", "b", "c"] {
-        try store.recordOutgoing(OutgoingRecord(id: id, peer: "127.0.0.1:7000", text: "text \(id)", expiresAt: 1000))
+        try await store.recordOutgoing(OutgoingRecord(id: id, peer: "127.0.0.1:7000", text: "text \(id)", expiresAt: 1000))
       }
-      try store.renamePeer("127.0.0.1:7000", to: "hub")
+      store.renamePeer("127.0.0.1:7000", to: "hub")
       let answer = Answer(id: "b", text: "done", error: nil, code: nil, from: .verified("hub"))
-      try store.recordAnswer(answer)
-      try store.removeOutgoing(id: "a")
+      store.recordAnswer(answer)
+      store.removeOutgoing(id: "a")
       let records = try store.unansweredOutgoing()
       #expect(records.map(\.id) == ["b", "c"])
       #expect(records.allSatisfy { $0.peer == "hub" })
@@ -61,44 +62,44 @@ struct DeliveryStoreTests {
   }
 
   @Test("The window: replies by sender and id, acceptances that keep a reply, pruning by age and count", arguments: Kind.allCases)
-  func window(kind: Kind) throws {
-    try Self.withStore(kind) { store in
-      try store.recordReply(Answer(id: "1", text: "one"), from: "edge", at: 10)
-      try store.recordReply(Answer(id: "2", text: "", error: "failed"), from: "edge", at: 20)
+  func window(kind: Kind) async throws {
+    try await Self.withStore(kind) { store in
+      try await store.recordReply(Answer(id: "1", text: "one"), from: "edge", at: 10)
+      try await store.recordReply(Answer(id: "2", text: "", error: "failed"), from: "edge", at: 20)
       #expect(try store.windowEntry(for: "1", from: "edge") == .answered(Answer(id: "1", text: "one")))
       #expect(try store.windowEntry(for: "2", from: "edge") == .answered(Answer(id: "2", text: "", error: "failed")))
       #expect(try store.windowEntry(for: "1", from: "other") == nil, "another sender's id is another request")
 
-      try store.recordAcceptance(of: "3", from: "edge", at: 30)
-      try store.recordAcceptance(of: "1", from: "edge", at: 30)
+      try await store.recordAcceptance(of: "3", from: "edge", at: 30)
+      try await store.recordAcceptance(of: "1", from: "edge", at: 30)
       #expect(try store.windowEntry(for: "3", from: "edge") == .accepted)
       #expect(try store.windowEntry(for: "1", from: "edge") == .answered(Answer(id: "1", text: "one")), "an acceptance keeps a reply")
-      try store.recordReply(Answer(id: "3", text: "three"), from: "edge", at: 31)
+      try await store.recordReply(Answer(id: "3", text: "three"), from: "edge", at: 31)
       #expect(try store.windowEntry(for: "3", from: "edge") == .answered(Answer(id: "3", text: "three")))
 
-      try store.pruneReplies(before: 15, bounds: WindowBounds(count: 100))
+      try await store.pruneReplies(before: 15, bounds: WindowBounds(count: 100))
       #expect(try store.windowEntry(for: "1", from: "edge") == nil, "older than the retention")
       #expect(try store.windowEntry(for: "2", from: "edge") != nil)
-      try store.pruneReplies(before: 0, bounds: WindowBounds(count: 1))
+      try await store.pruneReplies(before: 0, bounds: WindowBounds(count: 1))
       #expect(try store.windowEntry(for: "2", from: "edge") == nil, "beyond the capacity: oldest first")
       #expect(try store.windowEntry(for: "3", from: "edge") != nil)
     }
   }
 
   @Test("A sender that floods the window forgets its own replies, never another's", arguments: Kind.allCases)
-  func windowShares(kind: Kind) throws {
-    try Self.withStore(kind) { store in
+  func windowShares(kind: Kind) async throws {
+    try await Self.withStore(kind) { store in
       let text = String(repeating: "x", count: 1000)
       let cost = WindowBounds.cost(id: "q-0", text: text, error: nil)
       for i in 0 ..< 5 {
-        try store.recordReply(Answer(id: "q-\(i)", text: text), from: "quiet", at: Double(i))
+        try await store.recordReply(Answer(id: "q-\(i)", text: text), from: "quiet", at: Double(i))
       }
       for i in 0 ..< 200 {
-        try store.recordReply(Answer(id: "f-\(i)", text: text), from: "flood", at: Double(10 + i))
+        try await store.recordReply(Answer(id: "f-\(i)", text: text), from: "flood", at: Double(10 + i))
       }
       // Each sender may hold 20 entries; all of them together 30.
       let bounds = WindowBounds(count: 1_000, bytes: 30 * cost, bytesPerSender: 20 * cost)
-      try store.pruneReplies(before: 0, bounds: bounds)
+      try await store.pruneReplies(before: 0, bounds: bounds)
       for i in 0 ..< 5 {
         #expect(try store.windowEntry(for: "q-\(i)", from: "quiet") != nil, "the quiet sender keeps reply \(i)")
       }
@@ -109,9 +110,9 @@ struct DeliveryStoreTests {
 
       // The whole window over its bytes: the sender holding the most gives way.
       for i in 0 ..< 40 {
-        try store.recordReply(Answer(id: "o-\(i)", text: text), from: "other", at: Double(300 + i))
+        try await store.recordReply(Answer(id: "o-\(i)", text: text), from: "other", at: Double(300 + i))
       }
-      try store.pruneReplies(before: 0, bounds: WindowBounds(count: 1_000, bytes: 30 * cost, bytesPerSender: 20 * cost))
+      try await store.pruneReplies(before: 0, bounds: WindowBounds(count: 1_000, bytes: 30 * cost, bytesPerSender: 20 * cost))
       for i in 0 ..< 5 {
         #expect(try store.windowEntry(for: "q-\(i)", from: "quiet") != nil, "the quiet sender still keeps reply \(i)")
       }
@@ -119,14 +120,14 @@ struct DeliveryStoreTests {
   }
 
   @Test("In memory, the window keeps within its bounds as replies are recorded, not only when pruned")
-  func windowBoundedOnRecord() throws {
+  func windowBoundedOnRecord() async throws {
     let text = String(repeating: "y", count: 4096)
     let cost = WindowBounds.cost(id: "r-0000", text: text, error: nil)
     let store = InMemoryDeliveryStore(bounds: WindowBounds(count: 1_000_000, bytes: 100 * cost, bytesPerSender: 50 * cost))
     for i in 0 ..< 30_000 {
-      try store.recordReply(Answer(id: "r-\(i)", text: text), from: "flood", at: Double(i))
+      try await store.recordReply(Answer(id: "r-\(i)", text: text), from: "flood", at: Double(i))
     }
-    try store.recordReply(Answer(id: "a", text: text), from: "quiet", at: 40_000)
+    try await store.recordReply(Answer(id: "a", text: text), from: "quiet", at: 40_000)
     let kept = (0 ..< 30_000).filter { (try? store.windowEntry(for: "r-\($0)", from: "flood")) != nil }
     #expect(kept.count <= 50)
     #expect(try store.windowEntry(for: "a", from: "quiet") != nil)
@@ -134,7 +135,7 @@ struct DeliveryStoreTests {
   }
 
   @Test("The state folder is created 0700 and its database files 0600; a certificate folder 0700 with 0600 keys")
-  func privateFiles() throws {
+  func privateFiles() async throws {
     let root = FileManager.default.temporaryDirectory.appendingPathComponent("peer-agent-modes-\(UUID().uuidString)").path
     defer { try? FileManager.default.removeItem(atPath: root) }
     func mode(_ path: String) throws -> Int {
@@ -142,7 +143,7 @@ struct DeliveryStoreTests {
     }
     let state = (root as NSString).appendingPathComponent("state")
     let store = try SQLiteDeliveryStore(directory: state)
-    try store.recordOutgoing(OutgoingRecord(id: "a", peer: "hub", text: "x", expiresAt: 1))
+    try await store.recordOutgoing(OutgoingRecord(id: "a", peer: "hub", text: "x", expiresAt: 1))
     #expect(try mode(state) == 0o700)
     for file in ["delivery.sqlite", "delivery.sqlite-wal", "delivery.sqlite-shm", "lock"] {
       let path = (state as NSString).appendingPathComponent(file)
@@ -164,5 +165,86 @@ struct DeliveryStoreTests {
     try DevelopmentCertificates.write(names: ["hub"], to: certs, force: true)
     #expect(try String(contentsOfFile: key, encoding: .utf8) != before)
     #expect(try mode(key) == 0o600)
+  }
+}
+
+/// Group commit: writes pending together share one transaction, in order, and one failing
+/// write fails alone.
+@Suite("Group commit: batched SQLite writes off the caller's thread")
+struct GroupCommitTests {
+  static func withPool(_ body: (DatabasePool) async throws -> Void) async throws {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("peer-agent-group-\(UUID().uuidString)").path
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    let pool = try DatabasePool(path: (directory as NSString).appendingPathComponent("db.sqlite"))
+    try await pool.write { db in try db.execute(sql: "CREATE TABLE t (n INTEGER PRIMARY KEY)") }
+    try await body(pool)
+    try pool.close()
+  }
+
+  @Test("Writes queued together share transactions and are applied in order")
+  func batches() async throws {
+    try await Self.withPool { pool in
+      let commits = GroupCommit(database: pool)
+      for n in 0 ..< 2000 {
+        commits.enqueue { db in try db.execute(sql: "INSERT INTO t (n) VALUES (?)", arguments: [n]) }
+      }
+      // Deleted after it was inserted: order kept.
+      commits.enqueue { db in try db.execute(sql: "DELETE FROM t WHERE n = 7") }
+      try await commits.write { _ in }
+      let count = try await pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM t") }
+      #expect(count == 1999)
+      #expect(commits.failedWrites == 0)
+      // 2,002 writes; one transaction each would be 2,002.
+      #expect(commits.committedBatches < 1000, "\(commits.committedBatches) transactions")
+    }
+  }
+
+  @Test("Concurrent awaited writes return once committed, and share transactions")
+  func awaited() async throws {
+    try await Self.withPool { pool in
+      let commits = GroupCommit(database: pool)
+      try await withThrowingTaskGroup(of: Void.self) { group in
+        for n in 0 ..< 500 {
+          group.addTask {
+            try await commits.write { db in try db.execute(sql: "INSERT INTO t (n) VALUES (?)", arguments: [n]) }
+            // Committed: a reader (another connection) sees it at once.
+            let seen = try await pool.read { db in try Int.fetchOne(db, sql: "SELECT n FROM t WHERE n = ?", arguments: [n]) }
+            #expect(seen == n)
+          }
+        }
+        try await group.waitForAll()
+      }
+      #expect(commits.committedBatches <= 500)
+    }
+  }
+
+  @Test("One failing write in a batch fails alone; the others are committed")
+  func failureIsolated() async throws {
+    try await Self.withPool { pool in
+      let commits = GroupCommit(database: pool)
+      try await commits.write { db in try db.execute(sql: "INSERT INTO t (n) VALUES (1)") }
+      let results = await withTaskGroup(of: (Int, Bool).self) { group in
+        for n in [0, 1, 2, 3] {
+          group.addTask {
+            do {
+              try await commits.write { db in try db.execute(sql: "INSERT INTO t (n) VALUES (?)", arguments: [n]) }
+              return (n, true)
+            } catch {
+              return (n, false)
+            }
+          }
+        }
+        var results: [Int: Bool] = [:]
+        for await (n, ok) in group { results[n] = ok }
+        return results
+      }
+      #expect(results == [0: true, 1: false, 2: true, 3: true], "1 is taken")
+      let count = try await pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM t") }
+      #expect(count == 4)
+      #expect(commits.failedWrites == 1)
+      commits.close()
+      await #expect(throws: GroupCommit.Closed.self) { try await commits.write { _ in } }
+    }
   }
 }

@@ -63,8 +63,8 @@ struct RefusedRequestTests {
     defer { try? FileManager.default.removeItem(atPath: directory) }
     do {
       let store = try SQLiteDeliveryStore(directory: directory)
-      try store.recordOutgoing(OutgoingRecord(id: "big", peer: "hub", text: String(repeating: "z", count: 5000), expiresAt: Date().timeIntervalSince1970 + 60))
-      try store.recordOutgoing(OutgoingRecord(id: "small", peer: "hub", text: "fits", expiresAt: Date().timeIntervalSince1970 + 60))
+      try await store.recordOutgoing(OutgoingRecord(id: "big", peer: "hub", text: String(repeating: "z", count: 5000), expiresAt: Date().timeIntervalSince1970 + 60))
+      try await store.recordOutgoing(OutgoingRecord(id: "small", peer: "hub", text: "fits", expiresAt: Date().timeIntervalSince1970 + 60))
       try store.close()
     }
     let outbox = Outbox(store: try SQLiteDeliveryStore(directory: directory), window: 8, maximumMessageBytes: 1024)

@@ -13,32 +13,42 @@ package protocol DeliveryStore: Sendable {
   /// Whether what is recorded survives the process.
   var isDurable: Bool { get }
 
-  /// Records an outgoing request; it stays until ``removeOutgoing(id:)``.
-  func recordOutgoing(_ record: OutgoingRecord) throws
+  /// Records an outgoing request; it stays until ``removeOutgoing(id:)``. Returns once it is
+  /// recorded (for a durable store, on disk).
+  func recordOutgoing(_ record: OutgoingRecord) async throws
   /// Records the reply to an outgoing request (``Answer/id``, from ``Answer/from``), until the
   /// caller has taken it (``removeOutgoing(id:)``): a crash in between reports it again after
   /// the restart, rather than losing it.
-  func recordAnswer(_ answer: Answer) throws
+  ///
+  /// Queued after the writes before it, not awaited: a crash before it is written means the
+  /// request is sent again after the restart, and answered from the receiver's window.
+  func recordAnswer(_ answer: Answer)
   /// Forgets an outgoing request: its reply taken by the caller, or past its time to live.
-  func removeOutgoing(id: String) throws
+  /// Queued, not awaited: a crash first means the request is sent again after the restart.
+  func removeOutgoing(id: String)
   /// Readdresses the outgoing requests recorded for `peer` to `name`.
-  func renamePeer(_ peer: String, to name: String) throws
-  /// Every outgoing request still recorded, oldest first.
+  /// Queued, not awaited.
+  func renamePeer(_ peer: String, to name: String)
+  /// Every outgoing request still recorded, oldest first, with every write queued before.
   func unansweredOutgoing() throws -> [OutgoingRecord]
 
   /// What the window holds for request `id` from `sender`, if anything.
   func windowEntry(for id: String, from sender: String) throws -> WindowEntry?
   /// Records the reply given to request `answer.id` from `sender`, at `date` (seconds since
-  /// 1970).
-  func recordReply(_ answer: Answer, from sender: String, at date: Double) throws
+  /// 1970). Returns once it is recorded: only then may the reply be sent.
+  func recordReply(_ answer: Answer, from sender: String, at date: Double) async throws
   /// Records that request `id` from `sender` was accepted and its handler is about to run
   /// (at-most-once handling): until its reply replaces it, ``windowEntry(for:from:)`` returns
   /// ``WindowEntry/accepted``. Keeps a reply already recorded.
-  func recordAcceptance(of id: String, from sender: String, at date: Double) throws
+  /// Returns once it is recorded: only then may the handler run.
+  func recordAcceptance(of id: String, from sender: String, at date: Double) async throws
   /// Forgets replies recorded before `date` (seconds since 1970), then the oldest beyond
   /// `bounds`: a sender over its share loses its own, and when the whole window is over, the
   /// sender holding the most loses its oldest.
-  func pruneReplies(before date: Double, bounds: WindowBounds) throws
+  func pruneReplies(before date: Double, bounds: WindowBounds) async throws
   /// Replies forgotten to keep within the bounds (not by age) since the store was opened.
   var windowEvictions: Int { get }
+  /// Queued writes (``recordAnswer(_:)``, ``removeOutgoing(id:)``, ``renamePeer(_:to:)``)
+  /// that failed since the store was opened.
+  var failedWrites: Int { get }
 }

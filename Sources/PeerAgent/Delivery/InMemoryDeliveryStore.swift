@@ -107,15 +107,17 @@ package final class InMemoryDeliveryStore: DeliveryStore {
     }
   }
 
-  package func recordAnswer(_ answer: Answer) throws {
+  package var failedWrites: Int { 0 }
+
+  package func recordAnswer(_ answer: Answer) {
     self.state.withLock { $0.outgoing[answer.id]?.record.answer = answer }
   }
 
-  package func removeOutgoing(id: String) throws {
+  package func removeOutgoing(id: String) {
     _ = self.state.withLock { $0.outgoing.removeValue(forKey: id) }
   }
 
-  package func renamePeer(_ peer: String, to name: String) throws {
+  package func renamePeer(_ peer: String, to name: String) {
     self.state.withLock { state in
       for (id, entry) in state.outgoing where entry.record.peer == peer {
         state.outgoing[id]?.record.peer = name

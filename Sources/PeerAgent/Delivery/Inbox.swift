@@ -140,12 +140,12 @@ final class Inbox: Sendable {
         "request \(key.id) was accepted before an interruption and may or may not have been handled; with at-most-once handling it is not handled again"
       )
     case nil:
-      if self.atMostOnce, let refusal = self.recordAcceptance(key) {
+      if self.atMostOnce, let refusal = await self.recordAcceptance(key) {
         self.metrics?.handled(from: request.from.name, .refused)
         answer = refusal
       } else {
         answer = await perform(request)
-        if let answer { self.record(answer, key: key) }
+        if let answer { await self.record(answer, key: key) }
       }
     }
     let repeats = self.handling.withLock { $0.removeValue(forKey: key)?.reply }
@@ -153,9 +153,11 @@ final class Inbox: Sendable {
     return answer
   }
 
-  private func record(_ answer: Answer, key: Key) {
+  /// Records `answer` in the window; returns once it is recorded, so that the reply is sent
+  /// only then.
+  private func record(_ answer: Answer, key: Key) async {
     do {
-      try self.store.recordReply(answer, from: key.sender, at: Date().timeIntervalSince1970)
+      try await self.store.recordReply(answer, from: key.sender, at: Date().timeIntervalSince1970)
     } catch {
       self.logger.error(
         "cannot record a reply: a repeat of this request would be handled again",
@@ -166,9 +168,9 @@ final class Inbox: Sendable {
 
   /// Records, before the handler runs, that `key` was accepted (at-most-once). Returns the
   /// reply to give instead of running the handler when that cannot be recorded.
-  private func recordAcceptance(_ key: Key) -> Answer? {
+  private func recordAcceptance(_ key: Key) async -> Answer? {
     do {
-      try self.store.recordAcceptance(of: key.id, from: key.sender, at: Date().timeIntervalSince1970)
+      try await self.store.recordAcceptance(of: key.id, from: key.sender, at: Date().timeIntervalSince1970)
       return nil
     } catch {
       self.logger.error(
@@ -206,9 +208,9 @@ final class Inbox: Sendable {
 
   /// Forgets replies older than the retention, or beyond the bounds; logs the evictions since
   /// the last prune, once.
-  func prune() {
+  func prune() async {
     let cutoff = Date().timeIntervalSince1970 - self.retention.seconds
-    try? self.store.pruneReplies(before: cutoff, bounds: self.bounds)
+    try? await self.store.pruneReplies(before: cutoff, bounds: self.bounds)
     let evictions = self.store.windowEvictions
     let logged = self.evictionsLogged.exchange(evictions, ordering: .relaxed)
     if evictions > logged {

@@ -106,7 +106,7 @@ final class Outbox: Sendable {
       expiresAt: Date().timeIntervalSince1970 + (deadline - .now).seconds
     )
     do {
-      try self.store.recordOutgoing(record)
+      try await self.store.recordOutgoing(record)
     } catch {
       self.release(peer: peer)
       throw PeerAgentError(
@@ -184,7 +184,7 @@ final class Outbox: Sendable {
       state.queues[name] = target
       return true
     }
-    if moved { try? self.store.renamePeer(placeholder, to: name) }
+    if moved { self.store.renamePeer(placeholder, to: name) }
   }
 
   /// Whether request `id` is still waiting for its reply.
@@ -209,7 +209,7 @@ final class Outbox: Sendable {
       return .misdirected(addressee: addressee)
     }
     guard let entry else { return .notWaiting }
-    try? self.store.recordAnswer(answer)
+    self.store.recordAnswer(answer)
     let outcome: PeerMetrics.SentOutcome =
       answer.error == nil ? .replied : answer.code == "\(PeerAgentError.Code.outcomeUnknown)" ? .outcomeUnknown : .failed
     self.ended(entry, outcome, code: answer.code, roundTrip: .now - entry.started)
@@ -223,7 +223,7 @@ final class Outbox: Sendable {
 
   /// The caller has taken the reply to `id`: forget the request.
   func settle(id: String) {
-    try? self.store.removeOutgoing(id: id)
+    self.store.removeOutgoing(id: id)
   }
 
   /// Fails the requests whose deadline has passed, and the callers that waited for room until
@@ -304,7 +304,7 @@ final class Outbox: Sendable {
     woken?.resume()
     // A failure here means the request may be sent again after a restart; the receiver
     // answers a repeat from its window, so it is not handled twice.
-    if forget { try? self.store.removeOutgoing(id: id) }
+    if forget { self.store.removeOutgoing(id: id) }
     return entry
   }
 

@@ -9,14 +9,19 @@ private import Darwin
 
 /// A ``DeliveryStore`` in an embedded SQLite database (GRDB), in a folder of its own.
 ///
-/// The database runs in WAL mode with `synchronous = NORMAL`: every statement's effect is in
-/// the operating system's hands when it returns, so `kill -9` loses nothing; a power failure
+/// The database runs in WAL mode with `synchronous = NORMAL`: every transaction's effect is in
+/// the operating system's hands when it commits, so `kill -9` loses nothing; a power failure
 /// may lose the last transactions (`synchronous = FULL` would fsync each one, at a large cost).
+///
+/// Writes are group-committed off the caller's thread (``GroupCommit``): what is pending when
+/// the writer is free shares one transaction. Reads run beside the writer (a pool of readers,
+/// which WAL allows), so a request's window lookup never waits for a batch to commit.
 ///
 /// The folder is locked (`flock` on `lock`) for as long as the store is open, so that two
 /// processes never share one peer's state.
 package final class SQLiteDeliveryStore: DeliveryStore {
-  private let database: DatabaseQueue
+  private let database: DatabasePool
+  private let writes: GroupCommit
   private let lockDescriptor: Int32
   /// Whether ``close()`` ran: the database is closed and the folder unlocked.
   private let closed = Mutex(false)
@@ -71,11 +76,11 @@ package final class SQLiteDeliveryStore: DeliveryStore {
       let path = (directory as NSString).appendingPathComponent("delivery.sqlite")
       // Owner-only from the start; SQLite gives its -wal and -shm files the same mode.
       try PrivateFiles.create(path, mode: 0o600)
-      self.database = try DatabaseQueue(path: path, configuration: configuration)
-      try self.database.writeWithoutTransaction { db in
-        _ = try String.fetchOne(db, sql: "PRAGMA journal_mode = WAL")
-      }
-      try Self.migrator.migrate(self.database)
+      // A pool opens the database in WAL mode.
+      let database = try DatabasePool(path: path, configuration: configuration)
+      try Self.migrator.migrate(database)
+      self.database = database
+      self.writes = GroupCommit(database: database)
     } catch {
       closeDescriptor(descriptor)
       throw PeerAgentError(
@@ -100,6 +105,7 @@ package final class SQLiteDeliveryStore: DeliveryStore {
     }
     guard first else { return }
     defer { closeDescriptor(self.lockDescriptor) }
+    self.writes.close()
     try self.database.close()
   }
 
@@ -150,8 +156,8 @@ package final class SQLiteDeliveryStore: DeliveryStore {
 
   package var isDurable: Bool { true }
 
-  package func recordOutgoing(_ record: OutgoingRecord) throws {
-    try self.database.write { db in
+  package func recordOutgoing(_ record: OutgoingRecord) async throws {
+    try await self.writes.write { db in
       try db.execute(
         sql: "INSERT OR REPLACE INTO outgoing (id, peer, text, expires_at) VALUES (?, ?, ?, ?)",
         arguments: [record.id, record.peer, record.text, record.expiresAt]
@@ -159,8 +165,8 @@ package final class SQLiteDeliveryStore: DeliveryStore {
     }
   }
 
-  package func recordAnswer(_ answer: Answer) throws {
-    try self.database.write { db in
+  package func recordAnswer(_ answer: Answer) {
+    self.writes.enqueue { db in
       try db.execute(
         sql: """
           UPDATE outgoing SET answered_by = ?, answered_verified = ?, answer = ?, answer_error = ?, answer_code = ?
@@ -173,20 +179,27 @@ package final class SQLiteDeliveryStore: DeliveryStore {
     }
   }
 
-  package func removeOutgoing(id: String) throws {
-    try self.database.write { db in
+  package func removeOutgoing(id: String) {
+    self.writes.enqueue { db in
       try db.execute(sql: "DELETE FROM outgoing WHERE id = ?", arguments: [id])
     }
   }
 
-  package func renamePeer(_ peer: String, to name: String) throws {
-    try self.database.write { db in
+  package func renamePeer(_ peer: String, to name: String) {
+    self.writes.enqueue { db in
       try db.execute(sql: "UPDATE outgoing SET peer = ? WHERE peer = ?", arguments: [name, peer])
     }
   }
 
+  package var failedWrites: Int { self.writes.failedWrites }
+
+  /// Transactions committed since the store opened (tests: writes share them).
+  package var committedBatches: Int { self.writes.committedBatches }
+
   package func unansweredOutgoing() throws -> [OutgoingRecord] {
-    try self.database.read { db in
+    // What was queued before is on disk first.
+    self.writes.flush()
+    return try self.database.read { db in
       try Row.fetchAll(db, sql: "SELECT * FROM outgoing ORDER BY sequence").map { row in
         var record = OutgoingRecord(id: row["id"], peer: row["peer"], text: row["text"], expiresAt: row["expires_at"])
         if let from: String = row["answered_by"] {
@@ -216,8 +229,8 @@ package final class SQLiteDeliveryStore: DeliveryStore {
     }
   }
 
-  package func recordReply(_ answer: Answer, from sender: String, at date: Double) throws {
-    try self.database.write { db in
+  package func recordReply(_ answer: Answer, from sender: String, at date: Double) async throws {
+    try await self.writes.write { db in
       try db.execute(
         sql: "INSERT OR REPLACE INTO replies (sender, id, text, error, recorded_at, pending) VALUES (?, ?, ?, ?, ?, 0)",
         arguments: [sender, answer.id, answer.text, answer.error, date]
@@ -225,8 +238,8 @@ package final class SQLiteDeliveryStore: DeliveryStore {
     }
   }
 
-  package func recordAcceptance(of id: String, from sender: String, at date: Double) throws {
-    try self.database.write { db in
+  package func recordAcceptance(of id: String, from sender: String, at date: Double) async throws {
+    try await self.writes.write { db in
       try db.execute(
         sql: "INSERT OR IGNORE INTO replies (sender, id, text, error, recorded_at, pending) VALUES (?, ?, '', NULL, ?, 1)",
         arguments: [sender, id, date]
@@ -236,9 +249,10 @@ package final class SQLiteDeliveryStore: DeliveryStore {
 
   package var windowEvictions: Int { self.evictions.load(ordering: .relaxed) }
 
-  package func pruneReplies(before date: Double, bounds: WindowBounds) throws {
+  package func pruneReplies(before date: Double, bounds: WindowBounds) async throws {
     let cost = "(\(WindowBounds.entryOverhead) + length(CAST(id AS BLOB)) + length(CAST(text AS BLOB)) + ifnull(length(CAST(error AS BLOB)), 0))"
-    let evicted = try self.database.write { db -> Int in
+    // Its own transaction on the writer queue, between two batches.
+    let evicted = try await self.database.write { db -> Int in
       try db.execute(sql: "DELETE FROM replies WHERE recorded_at < ?", arguments: [date])
       // Each sender over its share loses its own oldest.
       try db.execute(

@@ -136,16 +136,26 @@ struct Supervisor {
   }
 
   /// Fails requests and waits that passed their deadline, ten times a second; prunes the
-  /// de-duplication window once a minute.
+  /// de-duplication window once a minute; reports queued store writes that failed, once a
+  /// second.
   private func sweepDeadlines() async {
     var sweeps = 0
+    var failedWrites = 0
     while !Task.isCancelled {
       try? await Task.sleep(for: .milliseconds(100))
       let now = ContinuousClock.now
       self.context.table.expireWaiters(now: now)
       self.context.outbox.expire(now: now, connected: self.context.table.connectedNames)
       sweeps += 1
-      if sweeps % 600 == 1 { self.context.inbox.prune() }
+      if sweeps % 600 == 1 { await self.context.inbox.prune() }
+      if sweeps % 10 == 0, self.context.outbox.store.failedWrites > failedWrites {
+        let now = self.context.outbox.store.failedWrites
+        self.context.logger.error(
+          "the state store failed to record answers or removals: those requests may be sent again after a restart (the receiver answers repeats from its window)",
+          metadata: ["failed": "\(now - failedWrites)"]
+        )
+        failedWrites = now
+      }
     }
   }
 }

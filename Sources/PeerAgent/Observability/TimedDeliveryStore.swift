@@ -1,33 +1,35 @@
-/// A ``DeliveryStore`` that times every write of the store it wraps into
-/// `peer_agent_store_write_seconds`. Reads are not timed.
+/// A ``DeliveryStore`` that times every awaited write of the store it wraps into
+/// `peer_agent_store_write_seconds`: from the call until it is recorded (for a durable store,
+/// committed in its batch). Reads, and writes only queued, are not timed.
 struct TimedDeliveryStore: DeliveryStore {
   let store: any DeliveryStore
   let metrics: PeerMetrics
 
   var isDurable: Bool { self.store.isDurable }
   var windowEvictions: Int { self.store.windowEvictions }
+  var failedWrites: Int { self.store.failedWrites }
 
-  private func timed<T>(_ body: () throws -> T) rethrows -> T {
+  private func timed(_ body: () async throws -> Void) async rethrows {
     let start = ContinuousClock.now
     defer { self.metrics.storeWrite(.now - start) }
-    return try body()
+    try await body()
   }
 
-  func recordOutgoing(_ record: OutgoingRecord) throws { try self.timed { try self.store.recordOutgoing(record) } }
-  func recordAnswer(_ answer: Answer) throws { try self.timed { try self.store.recordAnswer(answer) } }
-  func removeOutgoing(id: String) throws { try self.timed { try self.store.removeOutgoing(id: id) } }
-  func renamePeer(_ peer: String, to name: String) throws { try self.timed { try self.store.renamePeer(peer, to: name) } }
+  func recordOutgoing(_ record: OutgoingRecord) async throws { try await self.timed { try await self.store.recordOutgoing(record) } }
+  func recordAnswer(_ answer: Answer) { self.store.recordAnswer(answer) }
+  func removeOutgoing(id: String) { self.store.removeOutgoing(id: id) }
+  func renamePeer(_ peer: String, to name: String) { self.store.renamePeer(peer, to: name) }
   func unansweredOutgoing() throws -> [OutgoingRecord] { try self.store.unansweredOutgoing() }
   func windowEntry(for id: String, from sender: String) throws -> WindowEntry? {
     try self.store.windowEntry(for: id, from: sender)
   }
-  func recordReply(_ answer: Answer, from sender: String, at date: Double) throws {
-    try self.timed { try self.store.recordReply(answer, from: sender, at: date) }
+  func recordReply(_ answer: Answer, from sender: String, at date: Double) async throws {
+    try await self.timed { try await self.store.recordReply(answer, from: sender, at: date) }
   }
-  func recordAcceptance(of id: String, from sender: String, at date: Double) throws {
-    try self.timed { try self.store.recordAcceptance(of: id, from: sender, at: date) }
+  func recordAcceptance(of id: String, from sender: String, at date: Double) async throws {
+    try await self.timed { try await self.store.recordAcceptance(of: id, from: sender, at: date) }
   }
-  func pruneReplies(before date: Double, bounds: WindowBounds) throws {
-    try self.timed { try self.store.pruneReplies(before: date, bounds: bounds) }
+  func pruneReplies(before date: Double, bounds: WindowBounds) async throws {
+    try await self.timed { try await self.store.pruneReplies(before: date, bounds: bounds) }
   }
 }
