@@ -165,13 +165,20 @@ public final class Peer: Sendable {
     self.lifecycle.send(.dial(target))
   }
 
-  /// The executor this peer's streams run on: the event loop of its connections, with
-  /// ``Config/Transport/Execution/eventLoop`` (the default); `nil` with `concurrencyPool`.
+  /// An executor this peer's streams run on, with ``Config/Transport/Execution/eventLoop``
+  /// (the default): the event loop of its first dialer's connection, else of the connection
+  /// it accepted last; `nil` with `concurrencyPool`.
   ///
-  /// A caller for which latency matters can run there too and save a thread hop each way:
-  /// `withTaskExecutorPreference(peer.taskExecutor) { try await peer.send(…) }`. Keep what runs
-  /// there short: it shares the thread with every link of the peer.
-  public var taskExecutor: (any TaskExecutor)? { self.context.executor }
+  /// A caller for which latency matters, sending over that link, can run there too and save
+  /// a thread hop each way: `withTaskExecutorPreference(peer.taskExecutor) { try await
+  /// peer.send(…) }`. Keep what runs there short: it shares the thread with the other
+  /// connections on that loop.
+  public var taskExecutor: (any TaskExecutor)? {
+    guard let loops = self.context.loops else { return nil }
+    return self.context.dialerLoops.withLock { $0.first }
+      ?? self.context.connectionLoops?.latestExecutor
+      ?? loops.executors[0]
+  }
 
   /// The remote peers that can be sent to now, sorted by name.
   public var connectedPeers: [PeerIdentity] { self.context.table.connected }

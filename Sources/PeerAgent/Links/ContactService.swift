@@ -23,7 +23,7 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
     peer.checkMode(of: identity, announced: Announcement(request.metadata))
     return StreamingServerResponse(metadata: peer.announcement) { writer in
       try await peer.serving(remote) {
-        try await withTaskExecutorPreference(peer.executor) {
+        try await withTaskExecutorPreference(peer.executor(for: context)) {
           let replies = WriteQueue<Contact_Result>()
           let budget = ReplyBudget(peer.config.limits)
           let inbound = InboundRequests(context: peer, identity: identity, link: .sendStatus, budget: budget) { reply in
@@ -70,7 +70,7 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
         peer.table.attach(link)
         var reason = "the dialer closed getTask"
         do {
-          try await withTaskExecutorPreference(peer.executor) {
+          try await withTaskExecutorPreference(peer.executor(for: context)) {
             try await withRPCCancellationHandler {
               try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
@@ -110,7 +110,7 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
     let peer = self.context
     return StreamingServerResponse { writer in
       try await peer.serving(remote) {
-        try await withTaskExecutorPreference(peer.executor) {
+        try await withTaskExecutorPreference(peer.executor(for: context)) {
           for try await result in request.messages {
             peer.table.receivedOnTellResult(result.reply, from: identity)
           }

@@ -36,6 +36,17 @@ struct Dialer {
   let target: Peer.Target
   /// Points in a session where tests step in.
   var hooks = Hooks()
+  /// The event loop this dialer's connections and streams run on (`nil`: the pool); the
+  /// peer's dialers take the loops in turn.
+  let executor: EventLoopExecutor?
+
+  init(context: LinkContext, target: Peer.Target, hooks: Hooks = Hooks()) {
+    self.context = context
+    self.target = target
+    self.hooks = hooks
+    self.executor = context.loops?.next()
+    if let executor { context.dialerLoops.withLock { $0.append(executor) } }
+  }
 
   /// Points in a session where tests step in; they do nothing by default.
   struct Hooks: Sendable {
@@ -54,7 +65,7 @@ struct Dialer {
   func run() async {
     let stop = Signal()
     await withTaskCancellationHandler {
-      let sessions = Task(executorPreference: self.context.executor) {
+      let sessions = Task(executorPreference: self.executor) {
         await self.dial(until: stop)
       }
       await sessions.value
@@ -141,7 +152,7 @@ struct Dialer {
   private func runSession(diagnostics: DialDiagnostics, remote: RemoteTraits, stop: Signal) async -> Outcome {
     let transport: HTTP2ClientTransport.Posix
     do {
-      transport = try self.context.makeClientTransport(to: self.target, diagnostics: diagnostics)
+      transport = try self.context.makeClientTransport(to: self.target, on: self.executor, diagnostics: diagnostics)
     } catch {
       return Outcome(wasConnected: false, reason: ErrorChain.rootCause(error))
     }

@@ -19,8 +19,12 @@ struct LinkContext: Sendable {
   let inbox: Inbox
   /// Where events are published.
   let events: EventHub
-  /// The event loop streams run on, or `nil` for the concurrency pool.
-  let executor: EventLoopExecutor?
+  /// The event loops connections and their streams run on, or `nil` for the concurrency pool.
+  let loops: EventLoops?
+  /// Which loop each accepted connection runs on (with ``loops``).
+  let connectionLoops: ConnectionLoops?
+  /// The loops of this peer's dialers, in the order they were made.
+  let dialerLoops = LockedBox<[EventLoopExecutor]>([])
   /// The TLS material, or `nil` in plaintext.
   let material: TLSMaterial?
   /// Why the listener's TLS handshakes failed, until the connection reports it.
@@ -58,8 +62,13 @@ struct LinkContext: Sendable {
     self.logger = logger
     self.material = material
     switch config.transport.execution.wrapped {
-    case .eventLoop: self.executor = .shared
-    case .concurrencyPool: self.executor = nil
+    case .eventLoop:
+      let loops = EventLoops.shared(loops: config.transport.eventLoops)
+      self.loops = loops
+      self.connectionLoops = ConnectionLoops(loops: loops)
+    case .concurrencyPool:
+      self.loops = nil
+      self.connectionLoops = nil
     }
     self.events = EventHub()
     let metrics = PeerMetrics.make(config.observability)
@@ -89,6 +98,11 @@ struct LinkContext: Sendable {
       maximumMessageBytes: config.transport.maximumMessageBytes,
       mode: config.mode
     )
+  }
+
+  /// The executor a listener's stream runs on: its connection's loop (`nil`: the pool).
+  func executor(for context: ServerContext) -> EventLoopExecutor? {
+    self.connectionLoops?.executor(forRemote: context.remotePeer)
   }
 
   /// Reports, once per remote, that `remote` announced another mode than this peer's, with

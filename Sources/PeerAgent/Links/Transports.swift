@@ -54,6 +54,7 @@ extension LinkContext {
     // times per 10 s in all: a flood of bad handshakes is a few lines, not a full disk.
     let refusals = ReportThrottle()
     let metrics = self.metrics
+    let connectionLoops = self.connectionLoops
     let refused: @Sendable (String, String) -> Void = { remote, reason in
       metrics?.refused(.classify(reason))
       let address = ListenerConnectionObserver.host(of: remote)
@@ -103,6 +104,7 @@ extension LinkContext {
       }
       config.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
         channel.eventLoop.makeCompletedFuture {
+          connectionLoops?.register(channel)
           let remote = channel.remoteAddress.map { ListenerConnectionObserver.format($0) } ?? "unknown address"
           let ticket: ConnectionLimiter.Ticket
           switch limiter.admit(channel, from: channel.remoteAddress?.ipAddress ?? remote) {
@@ -159,7 +161,7 @@ extension LinkContext {
       address: address.socketAddress,
       transportSecurity: security,
       config: config,
-      eventLoopGroup: self.executor?.group ?? .singletonMultiThreadedEventLoopGroup
+      eventLoopGroup: self.loops?.group ?? .singletonMultiThreadedEventLoopGroup
     )
   }
 
@@ -168,6 +170,7 @@ extension LinkContext {
   /// answered in `diagnostics`, and records why a handshake failed.
   func makeClientTransport(
     to target: Peer.Target,
+    on executor: EventLoopExecutor?,
     diagnostics: DialDiagnostics
   ) throws -> HTTP2ClientTransport.Posix {
     let security: HTTP2ClientTransport.Posix.TransportSecurity
@@ -247,7 +250,8 @@ extension LinkContext {
       target: resolvable,
       transportSecurity: security,
       config: config,
-      eventLoopGroup: self.executor?.group ?? .singletonMultiThreadedEventLoopGroup
+      // An event loop is a group of one: the connection runs on the dialer's loop.
+      eventLoopGroup: executor?.eventLoop ?? MultiThreadedEventLoopGroup.singletonMultiThreadedEventLoopGroup
     )
   }
 }

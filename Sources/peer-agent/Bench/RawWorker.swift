@@ -16,10 +16,13 @@ struct RawWorker {
   /// The same transport settings PeerAgent uses, so raw ÷ PeerAgent is PeerAgent's own cost.
   static let tuning = Peer.Config.Transport.defaults
 
-  /// Where the streams run: on PeerAgent's event loop, as PeerAgent's do (the same setting);
-  /// with grpc-swift's defaults, on the concurrency pool and NIO's shared event loops.
-  var executor: EventLoopExecutor? { self.options.usesGRPCDefaults ? nil : .shared }
-  var group: MultiThreadedEventLoopGroup { self.executor?.group ?? .singletonMultiThreadedEventLoopGroup }
+  /// Where the streams run: on their connection's event loop, as PeerAgent's do (the same
+  /// setting; one connection, so one loop); with grpc-swift's defaults, on the concurrency
+  /// pool and NIO's shared event loops.
+  var executor: EventLoopExecutor? { self.options.usesGRPCDefaults ? nil : EventLoops.shared(loops: 1).executors[0] }
+  var group: MultiThreadedEventLoopGroup {
+    self.options.usesGRPCDefaults ? .singletonMultiThreadedEventLoopGroup : EventLoops.shared(loops: 1).group
+  }
 
   func run(commands: AsyncStream<String>, output: WorkerOutput) async throws {
     switch self.options.role {
