@@ -258,6 +258,22 @@ public final class Peer: Sendable {
   /// - Throws: ``PeerAgentError``: `timedOut` (no room in the window before the deadline),
   ///   `notConnected`, `ambiguousPeer`, `messageTooLarge`, `storageFailed` or `shuttingDown`.
   public func submit(_ text: String, to name: String? = nil, timeout: Duration? = nil) async throws -> Delivery {
+    try await self.enqueue(text, to: name, timeout: timeout).recorded()
+  }
+
+  /// Accepts a request for a remote peer without waiting for the store: returns once there is
+  /// room in the remote's window and the request is being recorded, after every request
+  /// accepted before it. ``PendingDelivery/recorded()`` then waits until it is in the outbox
+  /// (on disk, with a durable store).
+  ///
+  /// A caller with many requests — a script's lines — accepts them in a row and takes each
+  /// delivery in turn: a durable store then records them together, one disk write for many,
+  /// and they are sent in the order they were accepted.
+  ///
+  /// - Parameters: As ``send(_:to:timeout:)``.
+  /// - Throws: As ``submit(_:to:timeout:)``, except `storageFailed`, which
+  ///   ``PendingDelivery/recorded()`` throws.
+  public func enqueue(_ text: String, to name: String? = nil, timeout: Duration? = nil) async throws -> PendingDelivery {
     guard self.lifecycle.acceptsRequests else {
       throw PeerAgentError(code: .shuttingDown, message: "the peer is shutting down: no new requests")
     }
@@ -278,15 +294,36 @@ public final class Peer: Sendable {
       peer = try await self.context.table.onlyPeer(deadline: deadline).name
     }
     let trace = self.context.tracing?.startSend(id: id, to: peer)
-    let accepted: Outbox.Accepted
+    let table = self.context.table
     do {
-      accepted = try await self.context.outbox.submit(id: id, to: peer, text: text, deadline: deadline, trace: trace)
+      let accepted = try await self.context.outbox.enqueue(
+        id: id, to: peer, text: text, deadline: deadline, trace: trace, recorded: { table.write($0) }
+      )
+      return PendingDelivery(accepted: accepted, trace: trace)
     } catch {
       trace?.end(failure: (error as? PeerAgentError).map { "\($0.code)" } ?? "\(error)")
       throw error
     }
-    self.context.table.write(accepted)
-    return accepted.delivery
+  }
+}
+
+/// A request accepted by ``Peer/enqueue(_:to:timeout:)`` and being recorded.
+public struct PendingDelivery: Sendable {
+  let accepted: Promise<Outbox.Accepted>
+  let trace: OutgoingTrace?
+
+  /// Waits until the request is in the outbox (on disk, with a durable store).
+  ///
+  /// - Returns: The delivery; ``Delivery/reply()`` waits for its reply.
+  /// - Throws: ``PeerAgentError``: `storageFailed` or `shuttingDown`; or `CancellationError`
+  ///   (the request is still delivered).
+  public func recorded() async throws -> Delivery {
+    do {
+      return try await self.accepted.wait().delivery
+    } catch let error as PeerAgentError {
+      self.trace?.end(failure: "\(error.code)")
+      throw error
+    }
   }
 }
 

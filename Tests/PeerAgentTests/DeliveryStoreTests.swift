@@ -248,3 +248,53 @@ struct GroupCommitTests {
     }
   }
 }
+
+extension DeliveryStore {
+  /// Records `record` and returns once it is recorded.
+  func recordOutgoing(_ record: OutgoingRecord) async throws {
+    try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+      self.recordOutgoing(record) { continuation.resume(with: $0) }
+    }
+  }
+}
+
+@Suite("The window filter: requests the SQLite window cannot hold are not looked up on disk")
+struct WindowFilterTests {
+  @Test("Every key added is found; few others are; a generation goes only once the prune covers it")
+  func filter() {
+    let filter = WindowFilter(now: 1000)
+    for i in 0 ..< 20_000 { filter.insert(sender: "edge", id: "id-\(i)") }
+    #expect((0 ..< 20_000).allSatisfy { filter.mayContain(sender: "edge", id: "id-\($0)") })
+    let falsePositives = (0 ..< 20_000).filter { filter.mayContain(sender: "edge", id: "other-\($0)") }.count
+    #expect(falsePositives < 20, "\(falsePositives) false positives in 20,000")
+    #expect(!filter.mayContain(sender: "hub", id: "id-1") || falsePositives > 0)
+
+    // The prune's cutoff is before the generation started: it may hold keys still on disk.
+    filter.pruned(before: 999, now: 2000)
+    #expect(filter.mayContain(sender: "edge", id: "id-7"))
+    // Covers it: the keys move to the previous generation, still found.
+    filter.pruned(before: 1000, now: 2000)
+    #expect(filter.mayContain(sender: "edge", id: "id-7"))
+    filter.insert(sender: "edge", id: "late")
+    // Covers the next one too: the first keys were all pruned from disk, and are forgotten.
+    filter.pruned(before: 2000, now: 3000)
+    #expect(filter.mayContain(sender: "edge", id: "late"))
+    let kept = (0 ..< 20_000).filter { filter.mayContain(sender: "edge", id: "id-\($0)") }.count
+    #expect(kept < 20)
+  }
+
+  @Test("A reply recorded in SQLite is found again after a restart (the filter is rebuilt from disk)")
+  func rebuilt() async throws {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("peer-agent-filter-\(UUID().uuidString)").path
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    do {
+      let store = try SQLiteDeliveryStore(directory: directory)
+      try await store.recordReply(Answer(id: "r", text: "kept"), from: "edge", at: Date().timeIntervalSince1970)
+      try store.close()
+    }
+    let store = try SQLiteDeliveryStore(directory: directory)
+    defer { try? store.close() }
+    #expect(try store.windowEntry(for: "r", from: "edge") == .answered(Answer(id: "r", text: "kept")))
+    #expect(try store.windowEntry(for: "s", from: "edge") == nil)
+  }
+}

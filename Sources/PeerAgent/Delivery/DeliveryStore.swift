@@ -13,9 +13,10 @@ package protocol DeliveryStore: Sendable {
   /// Whether what is recorded survives the process.
   var isDurable: Bool { get }
 
-  /// Records an outgoing request; it stays until ``removeOutgoing(id:)``. Returns once it is
-  /// recorded (for a durable store, on disk).
-  func recordOutgoing(_ record: OutgoingRecord) async throws
+  /// Records an outgoing request, after every write made before it; it stays until
+  /// ``removeOutgoing(id:)``. Calls `recorded` once it is recorded (for a durable store, on
+  /// disk), or failed — at once for a store in memory, else from the store's writer.
+  func recordOutgoing(_ record: OutgoingRecord, then recorded: @escaping @Sendable (Result<Void, any Error>) -> Void)
   /// Records the reply to an outgoing request (``Answer/id``, from ``Answer/from``), until the
   /// caller has taken it (``removeOutgoing(id:)``): a crash in between reports it again after
   /// the restart, rather than losing it.

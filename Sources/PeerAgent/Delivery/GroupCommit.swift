@@ -54,10 +54,14 @@ final class GroupCommit: Sendable {
     }
   }
 
-  /// Writes `apply` in the next batch, without waiting for it. A failure is counted
-  /// (``failedWrites``); a write after ``close()`` is dropped.
-  func enqueue(_ apply: @escaping @Sendable (Database) throws -> Void) {
-    self.submit(Write(apply: apply, done: nil))
+  /// Writes `apply` in the next batch, without waiting for it, and calls `done` (if any) on
+  /// the writer once it is committed or failed. A failure is counted (``failedWrites``); a
+  /// write after ``close()`` fails with ``Closed``.
+  func enqueue(
+    _ apply: @escaping @Sendable (Database) throws -> Void,
+    then done: (@Sendable (Result<Void, any Error>) -> Void)? = nil
+  ) {
+    self.submit(Write(apply: apply, done: done))
   }
 
   /// Waits until every write submitted so far is committed (or failed).

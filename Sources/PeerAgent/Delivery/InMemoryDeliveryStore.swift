@@ -100,11 +100,15 @@ package final class InMemoryDeliveryStore: DeliveryStore {
 
   package var windowEvictions: Int { self.state.withLock { $0.evictions } }
 
-  package func recordOutgoing(_ record: OutgoingRecord) throws {
+  package func recordOutgoing(
+    _ record: OutgoingRecord,
+    then recorded: @escaping @Sendable (Result<Void, any Error>) -> Void
+  ) {
     self.state.withLock { state in
       state.nextSequence += 1
       state.outgoing[record.id] = (state.nextSequence, record)
     }
+    recorded(.success(()))
   }
 
   package var failedWrites: Int { 0 }

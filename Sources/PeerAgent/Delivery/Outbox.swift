@@ -98,6 +98,27 @@ final class Outbox: Sendable {
     deadline: ContinuousClock.Instant,
     trace: OutgoingTrace? = nil
   ) async throws -> Accepted {
+    try await self.enqueue(id: id, to: peer, text: text, deadline: deadline, trace: trace).wait()
+  }
+
+  /// Accepts a request for `peer` without waiting for the store: waits for room in its window
+  /// and starts recording it, after every request accepted before. Once it is recorded (for a
+  /// durable store, on disk), it joins the outbox, `recorded` gets it — in the order the
+  /// requests were accepted — and the returned promise is fulfilled with it.
+  ///
+  /// A caller that accepts many requests in a row so has them recorded together (group
+  /// commit), instead of one disk write per request.
+  ///
+  /// - Throws: ``PeerAgentError``: `timedOut` (no room before `deadline`), `shuttingDown`.
+  ///   The promise fails with `storageFailed`, or with the outbox's closing error.
+  func enqueue(
+    id: String,
+    to peer: String,
+    text: String,
+    deadline: ContinuousClock.Instant,
+    trace: OutgoingTrace? = nil,
+    recorded: (@Sendable (Accepted) -> Void)? = nil
+  ) async throws -> Promise<Accepted> {
     try await self.reserve(peer: peer, deadline: deadline)
     let record = OutgoingRecord(
       id: id,
@@ -105,30 +126,52 @@ final class Outbox: Sendable {
       text: text,
       expiresAt: Date().timeIntervalSince1970 + (deadline - .now).seconds
     )
-    do {
-      try await self.store.recordOutgoing(record)
-    } catch {
-      self.release(peer: peer)
-      throw PeerAgentError(
-        code: .storageFailed,
-        message: "cannot record the request for '\(peer)': \(error)",
-        cause: error
-      )
+    let accepted = Promise<Accepted>()
+    self.store.recordOutgoing(record) { result in
+      switch result {
+      case .failure(let error):
+        self.release(peer: peer)
+        accepted.complete(
+          .failure(PeerAgentError(code: .storageFailed, message: "cannot record the request for '\(peer)': \(error)", cause: error))
+        )
+      case .success:
+        switch self.admit(record, deadline: deadline, trace: trace) {
+        case .success(let admitted):
+          recorded?(admitted)
+          accepted.complete(.success(admitted))
+        case .failure(let error):
+          accepted.complete(.failure(error))
+        }
+      }
     }
+    return accepted
+  }
+
+  /// Puts a recorded request in the outbox — unless the outbox closed meanwhile: it then
+  /// stays in the store, for the next run.
+  private func admit(_ record: OutgoingRecord, deadline: ContinuousClock.Instant, trace: OutgoingTrace?) -> Result<Accepted, any Error> {
     let promise = Promise<Answer>()
-    let sequence = self.state.withLock { state in
+    let sequence: UInt64? = self.state.withLock { state in
+      if state.closedWith != nil { return nil }
       state.nextSequence += 1
-      state.entries[id] = Entry(record: record, deadline: deadline, promise: promise, sequence: state.nextSequence, trace: trace)
-      state.queues[peer, default: Queue()].ids.append(id)
-      Self.compact(&state, peer: peer)
+      state.entries[record.id] = Entry(record: record, deadline: deadline, promise: promise, sequence: state.nextSequence, trace: trace)
+      state.queues[record.peer, default: Queue()].ids.append(record.id)
+      Self.compact(&state, peer: record.peer)
       return state.nextSequence
     }
-    return Accepted(
-      delivery: Delivery(
-        id: id, text: text, peer: peer, promise: promise, started: .now, outbox: self, traceContext: trace?.context ?? [:]
-      ),
-      outgoing: Link.Outgoing(id: id, text: text, traceContext: trace?.context ?? [:]),
-      sequence: sequence
+    guard let sequence else {
+      self.release(peer: record.peer)
+      return .failure(self.state.withLock { $0.closedWith } ?? PeerAgentError(code: .shuttingDown, message: "the peer is shutting down"))
+    }
+    let context = trace?.context ?? [:]
+    return .success(
+      Accepted(
+        delivery: Delivery(
+          id: record.id, text: record.text, peer: record.peer, promise: promise, started: .now, outbox: self, traceContext: context
+        ),
+        outgoing: Link.Outgoing(id: record.id, text: record.text, traceContext: context),
+        sequence: sequence
+      )
     )
   }
 

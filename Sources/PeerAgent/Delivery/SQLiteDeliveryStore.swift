@@ -22,6 +22,8 @@ private import Darwin
 package final class SQLiteDeliveryStore: DeliveryStore {
   private let database: DatabasePool
   private let writes: GroupCommit
+  /// The keys the window may hold: most requests are not looked up on disk.
+  private let filter = WindowFilter()
   private let lockDescriptor: Int32
   /// Whether ``close()`` ran: the database is closed and the folder unlocked.
   private let closed = Mutex(false)
@@ -81,6 +83,11 @@ package final class SQLiteDeliveryStore: DeliveryStore {
       try Self.migrator.migrate(database)
       self.database = database
       self.writes = GroupCommit(database: database)
+      let filter = self.filter
+      try database.read { db in
+        let keys = try Row.fetchCursor(db, sql: "SELECT sender, id FROM replies")
+        while let key = try keys.next() { filter.insert(sender: key["sender"], id: key["id"]) }
+      }
     } catch {
       closeDescriptor(descriptor)
       throw PeerAgentError(
@@ -156,22 +163,27 @@ package final class SQLiteDeliveryStore: DeliveryStore {
 
   package var isDurable: Bool { true }
 
-  package func recordOutgoing(_ record: OutgoingRecord) async throws {
-    try await self.writes.write { db in
-      try db.execute(
-        sql: "INSERT OR REPLACE INTO outgoing (id, peer, text, expires_at) VALUES (?, ?, ?, ?)",
-        arguments: [record.id, record.peer, record.text, record.expiresAt]
-      )
-    }
+  package func recordOutgoing(
+    _ record: OutgoingRecord,
+    then recorded: @escaping @Sendable (Result<Void, any Error>) -> Void
+  ) {
+    self.writes.enqueue(
+      { db in
+        try db.cachedStatement(sql: "INSERT OR REPLACE INTO outgoing (id, peer, text, expires_at) VALUES (?, ?, ?, ?)")
+          .execute(arguments: [record.id, record.peer, record.text, record.expiresAt])
+      },
+      then: recorded
+    )
   }
 
   package func recordAnswer(_ answer: Answer) {
     self.writes.enqueue { db in
-      try db.execute(
+      try db.cachedStatement(
         sql: """
           UPDATE outgoing SET answered_by = ?, answered_verified = ?, answer = ?, answer_error = ?, answer_code = ?
           WHERE id = ?
-          """,
+          """
+      ).execute(
         arguments: [
           answer.from?.name ?? "", answer.from?.isVerified ?? false, answer.text, answer.error, answer.code, answer.id,
         ]
@@ -181,7 +193,7 @@ package final class SQLiteDeliveryStore: DeliveryStore {
 
   package func removeOutgoing(id: String) {
     self.writes.enqueue { db in
-      try db.execute(sql: "DELETE FROM outgoing WHERE id = ?", arguments: [id])
+      try db.cachedStatement(sql: "DELETE FROM outgoing WHERE id = ?").execute(arguments: [id])
     }
   }
 
@@ -217,10 +229,10 @@ package final class SQLiteDeliveryStore: DeliveryStore {
   }
 
   package func windowEntry(for id: String, from sender: String) throws -> WindowEntry? {
-    try self.database.read { db in
+    guard self.filter.mayContain(sender: sender, id: id) else { return nil }
+    return try self.database.read { db in
       try Row.fetchOne(
-        db,
-        sql: "SELECT text, error, pending FROM replies WHERE sender = ? AND id = ?",
+        db.cachedStatement(sql: "SELECT text, error, pending FROM replies WHERE sender = ? AND id = ?"),
         arguments: [sender, id]
       ).map { row -> WindowEntry in
         if row["pending"] { return .accepted }
@@ -230,20 +242,20 @@ package final class SQLiteDeliveryStore: DeliveryStore {
   }
 
   package func recordReply(_ answer: Answer, from sender: String, at date: Double) async throws {
+    self.filter.insert(sender: sender, id: answer.id)
     try await self.writes.write { db in
-      try db.execute(
-        sql: "INSERT OR REPLACE INTO replies (sender, id, text, error, recorded_at, pending) VALUES (?, ?, ?, ?, ?, 0)",
-        arguments: [sender, answer.id, answer.text, answer.error, date]
-      )
+      try db.cachedStatement(
+        sql: "INSERT OR REPLACE INTO replies (sender, id, text, error, recorded_at, pending) VALUES (?, ?, ?, ?, ?, 0)"
+      ).execute(arguments: [sender, answer.id, answer.text, answer.error, date])
     }
   }
 
   package func recordAcceptance(of id: String, from sender: String, at date: Double) async throws {
+    self.filter.insert(sender: sender, id: id)
     try await self.writes.write { db in
-      try db.execute(
-        sql: "INSERT OR IGNORE INTO replies (sender, id, text, error, recorded_at, pending) VALUES (?, ?, '', NULL, ?, 1)",
-        arguments: [sender, id, date]
-      )
+      try db.cachedStatement(
+        sql: "INSERT OR IGNORE INTO replies (sender, id, text, error, recorded_at, pending) VALUES (?, ?, '', NULL, ?, 1)"
+      ).execute(arguments: [sender, id, date])
     }
   }
 
@@ -297,6 +309,7 @@ package final class SQLiteDeliveryStore: DeliveryStore {
       return evicted
     }
     self.evictions.add(evicted, ordering: .relaxed)
+    self.filter.pruned(before: date)
   }
 }
 

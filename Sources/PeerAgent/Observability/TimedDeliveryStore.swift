@@ -15,7 +15,13 @@ struct TimedDeliveryStore: DeliveryStore {
     try await body()
   }
 
-  func recordOutgoing(_ record: OutgoingRecord) async throws { try await self.timed { try await self.store.recordOutgoing(record) } }
+  func recordOutgoing(_ record: OutgoingRecord, then recorded: @escaping @Sendable (Result<Void, any Error>) -> Void) {
+    let start = ContinuousClock.now
+    self.store.recordOutgoing(record) { result in
+      self.metrics.storeWrite(.now - start)
+      recorded(result)
+    }
+  }
   func recordAnswer(_ answer: Answer) { self.store.recordAnswer(answer) }
   func removeOutgoing(id: String) { self.store.removeOutgoing(id: id) }
   func renamePeer(_ peer: String, to name: String) { self.store.renamePeer(peer, to: name) }

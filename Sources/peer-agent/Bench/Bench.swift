@@ -8,9 +8,12 @@ struct Bench: AsyncParsableCommand {
     discussion: """
       Runs the same workloads in each mode and each direction (dialer-to-listener and \
       listener-to-dialer): ping-pong (one request in flight: latency), pipelined (a window of \
-      requests in flight: throughput) for each payload size, fan-out (one listener sending to \
-      many dialers by identity) and recovery (time from a listener restart to the first \
-      successful reply). Each side is a separate peer-agent process. `raw` is the baseline: \
+      requests in flight: throughput) for each payload size, the same in SQLite storage and on \
+      one event loop, fan-out (one listener sending to many dialers by identity, on one event \
+      loop and on one per core), connections (many idle dialers on one listener: memory per \
+      link, handshakes per second, time until all are back after a listener restart) and \
+      recovery (time from a listener restart to the first successful reply). Each side is a \
+      separate peer-agent process. `raw` is the baseline: \
       the same Contact traffic with plain grpc-swift-2 calls on the generated stubs, the same \
       transport and TLS, and no PeerAgent logic; the table gives PeerAgent ÷ raw.
 
@@ -32,6 +35,9 @@ struct Bench: AsyncParsableCommand {
 
   @Option(help: "Dialers for the fan-out workload.")
   var fanout: Int?
+
+  @Option(help: "Idle dialers for the connections workload (default 2000; with --quick, 200).")
+  var connections: Int?
 
   @Option(help: "Requests per ping-pong repeat.")
   var pingPongRequests: Int?
@@ -73,6 +79,9 @@ struct Bench: AsyncParsableCommand {
     guard self.window >= 1, (self.repeats ?? 1) >= 1, (self.fanout ?? 1) >= 1 else {
       throw ValidationError("--window, --repeats and --fanout must be at least 1")
     }
+    guard (2 ... 10_000).contains(self.connections ?? 2) else {
+      throw ValidationError("--connections takes 2 to 10000 dialers")
+    }
   }
 
   func run() async throws {
@@ -82,6 +91,7 @@ struct Bench: AsyncParsableCommand {
       window: self.window,
       payloads: self.payloads.map { $0.split(separator: ",").compactMap { Int($0) } } ?? (self.quick ? [16, 1024] : [16, 1024, 65536]),
       fanout: self.fanout ?? (self.quick ? 10 : 100),
+      connections: self.connections ?? (self.quick ? 200 : 2000),
       pingPong: self.pingPongRequests ?? (self.quick ? 1000 : 5000),
       pipelined: self.pipelinedRequests ?? (self.quick ? 10000 : 50000),
       modes: self.modes.split(separator: ",").map(String.init),
@@ -156,6 +166,7 @@ struct BenchPlan: Sendable {
   var window: Int
   var payloads: [Int]
   var fanout: Int
+  var connections: Int
   var pingPong: Int
   var pipelined: Int
   var modes: [String]

@@ -7,21 +7,39 @@ enum BenchReport {
     var lines = [
       "peer-agent bench — \(m.date), \(m.cores) cores, \(m.cpu), Swift \(m.swift), \(m.build) build, \(m.tls ? "mutual TLS" : "plaintext")",
       "",
-      Self.row(["mode", "direction", "workload", "payload", "req/s", "p50 µs", "p99 µs", "p99.9 µs", "CPU s/1k", "÷raw thr", "÷raw p99", "÷grpcio p50"]),
+      Self.row([
+        "mode", "direction", "workload", "payload", "req/s", "p50 µs", "p99 µs", "p99.9 µs", "CPU s/1k", "÷raw", "÷raw p99",
+        "÷grpcio p50", "÷memory", "÷1 loop",
+      ]),
     ]
+    let ratio = { (value: Double?) in value.map { String(format: "%.2f", $0) } ?? "" }
     for cell in results.cells {
-      if cell.workload == "recovery" {
-        lines.append(Self.row([cell.mode, cell.direction, "recovery", "", "", String(format: "%.1f ms", cell.recoveryMs ?? 0), "", "", "", "", "", ""]))
+      let workload = cell.workload + cell.variant
+      switch cell.workload {
+      case "recovery":
+        lines.append(Self.row([cell.mode, cell.direction, "recovery", "", "", String(format: "%.1f ms", cell.recoveryMs ?? 0)]))
         continue
+      case "connections":
+        lines.append(
+          Self.row([
+            cell.mode, cell.direction, workload, "", "", "",
+            "\(cell.connections ?? 0) idle links: \(ratio(cell.rssPerLinkKib)) KiB each, \(Int(cell.handshakesPerS ?? 0)) handshakes/s, all back \(ratio(cell.reconnectAllS)) s after a restart, \(cell.openFilesListener ?? 0) fds",
+          ])
+        )
+        continue
+      default:
+        break
       }
+      // ÷raw: p50 for ping-pong, throughput against the best raw for pipelined, else throughput.
+      let versusRaw =
+        cell.workload == "ping-pong" ? cell.ratioVsRawP50 : cell.workload == "pipelined" ? cell.ratioVsBestRawThroughput : cell.ratioVsRawThroughput
       lines.append(
         Self.row([
-          cell.mode, cell.direction, cell.workload, Self.bytes(cell.payloadBytes),
+          cell.mode, cell.direction, workload, Self.bytes(cell.payloadBytes),
           String(Int(cell.requestsPerS)), String(Int(cell.p50Us)), String(Int(cell.p99Us)), String(Int(cell.p999Us)),
           cell.cpuSecondsPerThousand.map { String(format: "%.3f", $0) } ?? "",
-          cell.ratioVsRawThroughput.map { String(format: "%.2f", $0) } ?? "",
-          cell.ratioVsRawP99.map { String(format: "%.2f", $0) } ?? "",
-          cell.ratioVsGrpcioP50.map { String(format: "%.2f", $0) } ?? "",
+          ratio(versusRaw), ratio(cell.ratioVsRawP99), ratio(cell.ratioVsGrpcioP50), ratio(cell.ratioVsMemoryThroughput),
+          ratio(cell.workload == "ping-pong" ? cell.ratioVsOneLoopP50 : cell.ratioVsOneLoopThroughput),
         ])
       )
     }
@@ -29,7 +47,7 @@ enum BenchReport {
   }
 
   private static func row(_ columns: [String]) -> String {
-    let widths = [12, 19, 10, 8, 8, 10, 8, 9, 9, 9, 9, 11]
+    let widths = [12, 19, 19, 8, 8, 10, 8, 9, 9, 6, 9, 12, 8, 8]
     return zip(columns, widths).map { $0.padding(toLength: max($1, $0.count), withPad: " ", startingAt: 0) }.joined(separator: " ")
   }
 
@@ -69,7 +87,9 @@ enum BenchReport {
 
       Figures are medians over the repeats (each cell lists min and max in `bench.json`). `÷raw` is
       PeerAgent's figure divided by raw grpc-swift-2's for the same direction, workload and payload:
-      throughput above 1 and p99 below 1 are better than raw.
+      p50 for ping-pong (below 1 is better), throughput against the best of raw and raw-defaults for
+      pipelined (above 1 is better). `÷memory` is SQLite storage's throughput divided by memory's;
+      `÷1 loop` is one event loop per core divided by one loop (p50 for ping-pong, else throughput).
 
       """
     try markdown.write(toFile: path("README.md"), atomically: true, encoding: .utf8)
@@ -80,7 +100,7 @@ enum BenchReport {
   ]
 
   static func cdfChart(_ results: BenchResults) -> String {
-    let cells = results.cells.filter { $0.workload == "ping-pong" && $0.cdf != nil }
+    let cells = results.cells.filter { $0.workload == "ping-pong" && $0.cdf != nil && $0.storage == "memory" && !$0.isOneLoopVariant }
     let maxLatency = max(1, cells.compactMap { $0.cdf?.last?.first }.map { min($0, cells.map(\.p99Us).max() ?? $0) }.max() ?? 1) * 1.2
     var svg = SVG(width: 720, height: 420, title: "Ping-pong round trip: latency CDF (µs), one request in flight")
     svg.axes(xLabel: "latency (µs)", yLabel: "fraction of requests ≤", xMax: maxLatency, yMax: 1)
@@ -94,7 +114,7 @@ enum BenchReport {
   }
 
   static func throughputChart(_ results: BenchResults) -> String {
-    let cells = results.cells.filter { $0.workload == "pipelined" }
+    let cells = results.cells.filter { $0.workload == "pipelined" && $0.storage == "memory" && !$0.isOneLoopVariant }
     let group = { (cell: BenchResults.Cell) in
       "\(cell.direction == "dialer-to-listener" ? "d→l" : "l→d") \(Self.bytes(cell.payloadBytes))"
     }

@@ -25,6 +25,10 @@ struct BenchResults: Codable, Sendable {
     var mode: String
     var direction: String
     var workload: String
+    /// Where both peers keep their outbox and window: `memory` or `sqlite`.
+    var storage: String = "memory"
+    /// Event-loop threads of each peer-agent process (`nil` for grpcio).
+    var eventLoops: Int?
     var payloadBytes: Int
     var window: Int
     var requests: Int
@@ -51,15 +55,54 @@ struct BenchResults: Codable, Sendable {
     var ratioVsRawThroughput: Double?
     var ratioVsRawP99: Double?
     var ratioVsGrpcioP50: Double?
+    /// Ping-pong: p50 ÷ raw's (same direction).
+    var ratioVsRawP50: Double?
+    /// Pipelined: throughput ÷ the best of raw and raw-defaults (same direction and payload).
+    var ratioVsBestRawThroughput: Double?
+    /// sqlite cells: throughput ÷ the same cell in memory.
+    var ratioVsMemoryThroughput: Double?
+    /// Cells with more than one event loop: throughput ÷ the same cell on one loop.
+    var ratioVsOneLoopThroughput: Double?
+    /// Ping-pong with more than one event loop: p50 ÷ the same cell on one loop.
+    var ratioVsOneLoopP50: Double?
+    /// The connections workload: idle links held by the listener.
+    var connections: Int?
+    /// The connections workload: the listener's resident memory per idle link.
+    var rssPerLinkKib: Double?
+    /// The connections workload: mutual-TLS handshakes (and link set-ups) per second.
+    var handshakesPerS: Double?
+    /// The connections workload: from the listener's restart until every link is back.
+    var reconnectAllS: Double?
     /// The latency CDF of the median repeat: [µs, fraction].
     var cdf: [[Double]]?
 
     var label: String {
-      "\(self.mode) \(self.direction) \(self.workload)\(self.workload == "recovery" ? "" : " \(self.payloadBytes) B")"
+      var label = "\(self.mode) \(self.direction) \(self.workload)"
+      if self.workload != "recovery" && self.workload != "connections" { label += " \(self.payloadBytes) B" }
+      return label + self.variant
+    }
+
+    /// What sets the cell apart from its mode's usual one: " sqlite", " 1 loop", " 2 loops".
+    var variant: String {
+      var variant = self.storage != "memory" ? " \(self.storage)" : ""
+      if self.workload == "fan-out" || self.workload == "connections" || self.isOneLoopVariant, let loops = self.eventLoops {
+        variant += loops == 1 ? " 1 loop" : " \(loops) loops"
+      }
+      return variant
+    }
+
+    /// A single or dual cell run on one loop to compare with the default (one per core).
+    var isOneLoopVariant: Bool {
+      (self.mode == "single" || self.mode == "dual") && self.eventLoops == 1 && self.workload != "fan-out"
+        && ProcessInfo.processInfo.activeProcessorCount > 1
     }
 
     var hasFigures: Bool {
       if self.workload == "recovery" { return (self.recoveryMs ?? 0) > 0 }
+      if self.workload == "connections" {
+        return (self.connections ?? 0) > 0 && (self.rssPerLinkKib ?? 0) > 0 && (self.handshakesPerS ?? 0) > 0
+          && (self.reconnectAllS ?? 0) > 0
+      }
       return self.requestsPerS > 0 && self.p50Us > 0 && self.p99Us > 0
     }
   }

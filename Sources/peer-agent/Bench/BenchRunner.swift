@@ -19,7 +19,7 @@ final class BenchRunner: Sendable {
     defer { try? FileManager.default.removeItem(atPath: self.certificates) }
     if self.plan.tls {
       try DevelopmentCertificates.write(
-        names: ["hub", "edge"] + (0 ..< self.plan.fanout).map { "edge-\($0)" },
+        names: ["hub", "edge"] + (0 ..< max(self.plan.fanout, self.plan.connections)).map { "edge-\($0)" },
         to: self.certificates
       )
     }
@@ -28,17 +28,41 @@ final class BenchRunner: Sendable {
       cells += try await self.runPair(mode: mode)
     }
     // What PeerAgent's transport tuning buys: raw grpc-swift with nio-transport's defaults.
-    cells += try await self.runPair(mode: "raw-defaults", payloads: [16])
+    cells += try await self.runPair(mode: "raw-defaults", payloads: [16, 1024])
     if self.plan.grpcio != nil {
       cells += try await self.runPair(mode: "grpcio", payloads: [])
     }
+    let peerModes = self.plan.modes.filter { $0 == "single" || $0 == "dual" }
+    // The durable default (SQLite, group-committed) against memory.
+    for mode in peerModes {
+      cells += try await self.runPair(mode: mode, payloads: [16], storage: "sqlite")
+    }
+    // One event loop against one per core, for a single link.
+    if Self.cores > 1, let mode = peerModes.first {
+      cells += try await self.runPair(mode: mode, payloads: [16], eventLoops: 1)
+    }
     if self.plan.modes.contains("single") {
-      cells.append(try await self.runFanOut())
+      cells.append(try await self.runFanOut(eventLoops: 1))
+      if Self.cores > 1 { cells.append(try await self.runFanOut(eventLoops: Self.cores)) }
+      cells.append(try await self.runConnections())
     }
     for mode in self.plan.modes {
       cells.append(try await self.runRecovery(mode: mode))
     }
     return BenchResults(machine: .current(tls: self.plan.tls), cells: Self.withRatios(cells))
+  }
+
+  static var cores: Int { ProcessInfo.processInfo.activeProcessorCount }
+
+  /// The event loops a worker of `mode` runs with: raw on one (its one connection's), its
+  /// defaults on NIO's shared group (one per core), grpcio its own.
+  static func loops(mode: String, requested: Int?) -> Int? {
+    switch mode {
+    case "raw": 1
+    case "raw-defaults": Self.cores
+    case "grpcio": nil
+    default: requested ?? Self.cores
+    }
   }
 
   // MARK: - Workers
@@ -60,29 +84,47 @@ final class BenchRunner: Sendable {
   }
 
   /// Starts a listener and a dialer in `mode` and waits until each has connected.
-  private func startPair(mode: String, listenPort: Int = 0) async throws -> (WorkerProcess, WorkerProcess) {
+  private func startPair(mode: String, listenPort: Int = 0, options: [String] = []) async throws -> (WorkerProcess, WorkerProcess) {
     switch mode {
     case "dual":
       let (hubPort, edgePort) = (listenPort == 0 ? try freePort() : listenPort, try freePort())
-      let listener = try self.worker(["--role", "listener", "--mode", "dual", "--name", "hub", "--listen", "127.0.0.1:\(hubPort)", "--connect", "edge@127.0.0.1:\(edgePort)"])
-      let dialer = try self.worker(["--role", "dialer", "--mode", "dual", "--name", "edge", "--listen", "127.0.0.1:\(edgePort)", "--connect", "hub@127.0.0.1:\(hubPort)"])
+      let listener = try self.worker(["--role", "listener", "--mode", "dual", "--name", "hub", "--listen", "127.0.0.1:\(hubPort)", "--connect", "edge@127.0.0.1:\(edgePort)"] + options)
+      let dialer = try self.worker(["--role", "dialer", "--mode", "dual", "--name", "edge", "--listen", "127.0.0.1:\(edgePort)", "--connect", "hub@127.0.0.1:\(hubPort)"] + options)
       _ = try await listener.wait(for: "connected", timeout: .seconds(30))
       _ = try await dialer.wait(for: "connected", timeout: .seconds(30))
       return (listener, dialer)
     default:
-      let listener = try self.worker(["--role", "listener", "--mode", mode, "--name", "hub", "--listen", "127.0.0.1:\(listenPort)"])
+      let listener = try self.worker(["--role", "listener", "--mode", mode, "--name", "hub", "--listen", "127.0.0.1:\(listenPort)"] + options)
       let address = try await listener.wait(for: "listening", timeout: .seconds(30)).address ?? ""
-      let dialer = try self.worker(["--role", "dialer", "--mode", mode, "--name", "edge", "--connect", "hub@\(address)"])
+      let dialer = try self.worker(["--role", "dialer", "--mode", mode, "--name", "edge", "--connect", "hub@\(address)"] + options)
       _ = try await listener.wait(for: "connected", timeout: .seconds(30))
       _ = try await dialer.wait(for: "connected", timeout: .seconds(30))
       return (listener, dialer)
     }
   }
 
+  /// The worker options for `storage` and `eventLoops` (PeerAgent modes only).
+  private static func options(mode: String, storage: String, eventLoops: Int?) -> [String] {
+    guard mode == "single" || mode == "dual" else { return [] }
+    var options: [String] = []
+    if storage != "memory" { options += ["--storage", storage] }
+    if let eventLoops { options += ["--event-loops", "\(eventLoops)"] }
+    return options
+  }
+
   // MARK: - Cells
 
-  private func runPair(mode: String, payloads: [Int]? = nil) async throws -> [BenchResults.Cell] {
-    let (listener, dialer) = try await self.startPair(mode: mode)
+  private func runPair(
+    mode: String,
+    payloads: [Int]? = nil,
+    storage: String = "memory",
+    eventLoops: Int? = nil
+  ) async throws -> [BenchResults.Cell] {
+    let (listener, dialer) = try await self.startPair(
+      mode: mode,
+      options: Self.options(mode: mode, storage: storage, eventLoops: eventLoops)
+    )
+    let tag = (storage == "memory" ? "" : " \(storage)") + (eventLoops == 1 ? " 1 loop" : "")
     var cells: [BenchResults.Cell] = []
     do {
       for direction in ["dialer-to-listener", "listener-to-dialer"] {
@@ -90,7 +132,7 @@ final class BenchRunner: Sendable {
         cells.append(
           try await self.measure(
             mode: mode, direction: direction, workload: "ping-pong", payload: 16, window: 1,
-            count: self.plan.pingPong, to: [target], sender: sender, listener: listener, dialer: dialer
+            count: self.plan.pingPong, to: [target], sender: sender, listener: listener, dialer: dialer, tag: tag
           )
         )
         for payload in payloads ?? self.plan.payloads {
@@ -98,7 +140,7 @@ final class BenchRunner: Sendable {
           cells.append(
             try await self.measure(
               mode: mode, direction: direction, workload: "pipelined", payload: payload, window: self.plan.window,
-              count: count, to: [target], sender: sender, listener: listener, dialer: dialer
+              count: count, to: [target], sender: sender, listener: listener, dialer: dialer, tag: tag
             )
           )
         }
@@ -110,6 +152,8 @@ final class BenchRunner: Sendable {
     }
     let (listenerStats, dialerStats) = (listener.stats, dialer.stats)
     for index in cells.indices {
+      cells[index].storage = storage
+      cells[index].eventLoops = Self.loops(mode: mode, requested: eventLoops)
       cells[index].peakRssKibListener = listenerStats?.peakRSSKiB
       cells[index].peakRssKibDialer = dialerStats?.peakRSSKiB
       cells[index].connectionsListener = listenerStats?.connections
@@ -122,16 +166,19 @@ final class BenchRunner: Sendable {
     return cells
   }
 
-  private func runFanOut() async throws -> BenchResults.Cell {
-    let listener = try self.worker(["--role", "listener", "--mode", "single", "--name", "hub", "--listen", "127.0.0.1:0"])
+  private func runFanOut(eventLoops: Int) async throws -> BenchResults.Cell {
+    let loops = ["--event-loops", "\(eventLoops)"]
+    let listener = try self.worker(["--role", "listener", "--mode", "single", "--name", "hub", "--listen", "127.0.0.1:0"] + loops)
     let address = try await listener.wait(for: "listening", timeout: .seconds(30)).address ?? ""
-    let dialers = try self.worker(["--role", "dialer", "--mode", "single", "--name", "edge", "--peers", "\(self.plan.fanout)", "--connect", "hub@\(address)"])
+    let dialers = try self.worker(["--role", "dialer", "--mode", "single", "--name", "edge", "--peers", "\(self.plan.fanout)", "--connect", "hub@\(address)"] + loops)
     _ = try await listener.wait(for: "connected", index: self.plan.fanout - 1, timeout: .seconds(60))
     var cell = try await self.measure(
       mode: "single", direction: "listener-to-dialer", workload: "fan-out", payload: 16,
       window: self.plan.window, count: self.plan.pipelined,
-      to: (0 ..< self.plan.fanout).map { "edge-\($0)" }, sender: listener, listener: listener, dialer: dialers
+      to: (0 ..< self.plan.fanout).map { "edge-\($0)" }, sender: listener, listener: listener, dialer: dialers,
+      tag: eventLoops == 1 ? " 1 loop" : " \(eventLoops) loops"
     )
+    cell.eventLoops = eventLoops
     let (listenerStats, dialerStats) = (listener.stats, dialers.stats)
     cell.peakRssKibListener = listenerStats?.peakRSSKiB
     cell.peakRssKibDialer = dialerStats?.peakRSSKiB
@@ -142,6 +189,63 @@ final class BenchRunner: Sendable {
     await listener.stop()
     await dialers.stop()
     return cell
+  }
+
+  /// K idle single-channel dialers on one listener: the listener's memory per link, its
+  /// descriptors, the handshake rate, and the time until all K are back after the listener is
+  /// killed and restarted on its port (the dialers keep the library's backoff, with jitter).
+  private func runConnections() async throws -> BenchResults.Cell {
+    let count = self.plan.connections
+    let label = "single dialer-to-listener connections \(count)"
+    self.progress.show("\(label): connecting")
+    let port = try freePort()
+    let listenerArguments = [
+      "--role", "listener", "--mode", "single", "--name", "hub", "--listen", "127.0.0.1:\(port)",
+      "--connections-per-address", "\(count + 64)",
+    ]
+    var listener = try self.worker(listenerArguments)
+    _ = try await listener.wait(for: "listening", timeout: .seconds(30))
+    try await Task.sleep(for: .milliseconds(500))
+    let baseline = listener.stats?.rssKiB ?? 0
+    let dialers = try self.worker([
+      "--role", "dialer", "--mode", "single", "--name", "edge", "--peers", "\(count)",
+      "--connect", "hub@127.0.0.1:\(port)", "--default-backoff",
+    ])
+    do {
+      let first = try await listener.waitDistinct(for: "connected", count: count, timeout: .seconds(300))
+      let times = first.compactMap(\.at)
+      let span = (times.max() ?? 0) - (times.min() ?? 0)
+      let handshakes = span > 0 ? Double(count - 1) / span : 0
+      // Settled: what the links hold, not the handshakes' garbage.
+      try await Task.sleep(for: .seconds(2))
+      let held = listener.stats
+      let perLink = Double(max(0, (held?.rssKiB ?? 0) - baseline)) / Double(count)
+      self.progress.show("\(label): restarting the listener")
+      listener.kill()
+      let restarted = Date().timeIntervalSince1970
+      listener = try WorkerProcess(launch: listener.launch, arguments: listener.arguments)
+      let again = try await listener.waitDistinct(for: "connected", count: count, timeout: .seconds(300))
+      let back = (again.compactMap(\.at).max() ?? restarted) - restarted
+      let dialerPeak = dialers.stats?.peakRSSKiB
+      await listener.stop()
+      await dialers.stop()
+      self.progress.finished(
+        "\(label): \(String(format: "%.1f", perLink)) KiB per link, \(Int(handshakes)) handshakes/s, all back in \(String(format: "%.2f", back)) s"
+      )
+      return BenchResults.Cell(
+        mode: "single", direction: "dialer-to-listener", workload: "connections", eventLoops: Self.cores,
+        payloadBytes: 0, window: 0, requests: 0, errors: 0, requestsPerS: 0, requestsPerSMin: 0, requestsPerSMax: 0,
+        p50Us: 0, p90Us: 0, p99Us: 0, p999Us: 0, repeats: [],
+        peakRssKibListener: held?.peakRSSKiB, peakRssKibDialer: dialerPeak,
+        connectionsListener: held?.connections, openFilesListener: held?.openFiles,
+        connections: count, rssPerLinkKib: (perLink * 10).rounded() / 10,
+        handshakesPerS: handshakes.rounded(), reconnectAllS: (back * 100).rounded() / 100
+      )
+    } catch {
+      await listener.stop()
+      await dialers.stop()
+      throw error
+    }
   }
 
   private func runRecovery(mode: String) async throws -> BenchResults.Cell {
@@ -174,9 +278,9 @@ final class BenchRunner: Sendable {
 
   private func measure(
     mode: String, direction: String, workload: String, payload: Int, window: Int, count: Int,
-    to targets: [String], sender: WorkerProcess, listener: WorkerProcess, dialer: WorkerProcess
+    to targets: [String], sender: WorkerProcess, listener: WorkerProcess, dialer: WorkerProcess, tag: String = ""
   ) async throws -> BenchResults.Cell {
-    let label = "\(mode) \(direction) \(workload) \(payload) B"
+    let label = "\(mode) \(direction) \(workload) \(payload) B\(tag)"
     self.progress.show(label)
     let cpuBefore = (listener.stats?.cpuSeconds ?? 0) + (dialer.stats?.cpuSeconds ?? 0)
     var results: [BenchProtocol.LoadResult] = []
@@ -219,23 +323,41 @@ final class BenchRunner: Sendable {
     return cell
   }
 
-  /// PeerAgent ÷ raw, for each single and dual cell that has a raw twin.
+  /// PeerAgent ÷ raw, for each single and dual cell that has a raw twin; sqlite ÷ memory; one
+  /// loop per core ÷ one loop.
   static func withRatios(_ cells: [BenchResults.Cell]) -> [BenchResults.Cell] {
-    cells.map { cell in
-      var cell = cell
-      guard cell.mode == "single" || cell.mode == "dual", cell.workload != "recovery",
-        let raw = cells.first(where: {
-          $0.mode == "raw" && $0.direction == cell.direction && $0.workload == cell.workload && $0.payloadBytes == cell.payloadBytes
-        })
-      else { return cell }
-      if cell.workload == "ping-pong",
-        let grpcio = cells.first(where: { $0.mode == "grpcio" && $0.direction == cell.direction && $0.workload == "ping-pong" }),
-        grpcio.p50Us > 0
-      {
-        cell.ratioVsGrpcioP50 = ((cell.p50Us / grpcio.p50Us) * 100).rounded() / 100
+    func ratio(_ a: Double, _ b: Double) -> Double? { b > 0 && a > 0 ? ((a / b) * 100).rounded() / 100 : nil }
+    func twin(_ cell: BenchResults.Cell, mode: String, storage: String = "memory", loops: Int?) -> BenchResults.Cell? {
+      cells.first {
+        $0.mode == mode && $0.direction == cell.direction && $0.workload == cell.workload
+          && $0.payloadBytes == cell.payloadBytes && $0.storage == storage && (loops == nil || $0.eventLoops == loops)
       }
-      if raw.requestsPerS > 0 { cell.ratioVsRawThroughput = ((cell.requestsPerS / raw.requestsPerS) * 100).rounded() / 100 }
-      if raw.p99Us > 0 { cell.ratioVsRawP99 = ((cell.p99Us / raw.p99Us) * 100).rounded() / 100 }
+    }
+    return cells.map { cell in
+      var cell = cell
+      guard cell.mode == "single" || cell.mode == "dual", cell.workload != "recovery", cell.workload != "connections" else {
+        return cell
+      }
+      if cell.storage != "memory", let memory = twin(cell, mode: cell.mode, loops: cell.eventLoops) {
+        cell.ratioVsMemoryThroughput = ratio(cell.requestsPerS, memory.requestsPerS)
+      }
+      if (cell.eventLoops ?? 1) > 1, let one = twin(cell, mode: cell.mode, storage: cell.storage, loops: 1) {
+        cell.ratioVsOneLoopThroughput = ratio(cell.requestsPerS, one.requestsPerS)
+        if cell.workload == "ping-pong" { cell.ratioVsOneLoopP50 = ratio(cell.p50Us, one.p50Us) }
+      }
+      guard let raw = twin(cell, mode: "raw", loops: nil) else { return cell }
+      if cell.workload == "ping-pong" {
+        cell.ratioVsRawP50 = ratio(cell.p50Us, raw.p50Us)
+        if let grpcio = cells.first(where: { $0.mode == "grpcio" && $0.direction == cell.direction && $0.workload == "ping-pong" }) {
+          cell.ratioVsGrpcioP50 = ratio(cell.p50Us, grpcio.p50Us)
+        }
+      }
+      if cell.workload == "pipelined" {
+        let best = max(raw.requestsPerS, twin(cell, mode: "raw-defaults", loops: nil)?.requestsPerS ?? 0)
+        cell.ratioVsBestRawThroughput = ratio(cell.requestsPerS, best)
+      }
+      cell.ratioVsRawThroughput = ratio(cell.requestsPerS, raw.requestsPerS)
+      cell.ratioVsRawP99 = ratio(cell.p99Us, raw.p99Us)
       return cell
     }
   }

@@ -30,6 +30,10 @@ struct BenchWorker: AsyncParsableCommand {
   @Option(help: "Certificates directory (ca.pem, NAME.pem, NAME-key.pem).") var certs: String?
   @Flag(help: "Plaintext.") var insecure = false
   @Flag(help: "raw only: grpc-swift-nio-transport's default settings instead of PeerAgent's.") var grpcDefaults = false
+  @Option(help: "memory or sqlite (a fresh state folder per peer, removed at exit).") var storage: String = "memory"
+  @Option(help: "Event loops of the peers (default: one per core).") var eventLoops: Int?
+  @Option(help: "The listener's limit of connections from one address.") var connectionsPerAddress: Int?
+  @Flag(help: "The library's reconnect backoff instead of the bench's short one.") var defaultBackoff = false
 
   func run() async throws {
     LoggingSystem.bootstrap { label in
@@ -58,6 +62,9 @@ struct BenchWorker: AsyncParsableCommand {
     let names = self.peers == 1 ? [self.name] : (0 ..< self.peers).map { "\(self.name)-\($0)" }
     let listen = try self.listen.map { try PeerAddress(parsing: $0) }
     let connect = try self.connect.map { try Peer.Target(parsing: $0) }
+    let stateRoot = FileManager.default.temporaryDirectory
+      .appendingPathComponent("peer-agent-bench-state-\(UInt32.random(in: .min ... .max))").path
+    defer { try? FileManager.default.removeItem(atPath: stateRoot) }
     let peers = try names.map { name in
       try Peer(
         config: .defaults(mode: mode) { config in
@@ -65,9 +72,19 @@ struct BenchWorker: AsyncParsableCommand {
           config.listen = listen
           config.connect = connect.map { [$0] } ?? []
           config.security = self.security(for: name)
-          config.reconnect.initialBackoff = .milliseconds(10)
-          config.reconnect.maximumBackoff = .milliseconds(200)
+          if !self.defaultBackoff {
+            config.reconnect.initialBackoff = .milliseconds(10)
+            config.reconnect.maximumBackoff = .milliseconds(200)
+          }
           config.requests.timeout = .seconds(60)
+          if self.storage == "sqlite" {
+            config.delivery.storage = .sqlite(directory: (stateRoot as NSString).appendingPathComponent(name))
+          }
+          if let loops = self.eventLoops { config.transport.eventLoops = loops }
+          if let limit = self.connectionsPerAddress {
+            config.limits.maximumConnectionsPerAddress = limit
+            config.limits.maximumConnections = max(config.limits.maximumConnections, limit)
+          }
         },
         logger: Logger(label: "bench.\(name)")
       ) { request in request.text }
@@ -81,7 +98,7 @@ struct BenchWorker: AsyncParsableCommand {
             case .listening(let address):
               output.emit(.init(event: "listening", address: "\(address)", peer: peer.name))
             case .connected(let remote, _):
-              output.emit(.init(event: "connected", peer: remote.name))
+              output.emit(.init(event: "connected", peer: remote.name, at: Date().timeIntervalSince1970))
             default:
               break
             }

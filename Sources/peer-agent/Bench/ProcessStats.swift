@@ -6,6 +6,8 @@ struct ProcessStats: Codable, Sendable {
   var cpuSeconds: Double
   /// Peak resident set size, in KiB (VmHWM).
   var peakRSSKiB: Int
+  /// Resident set size now, in KiB (VmRSS).
+  var rssKiB: Int = 0
   /// Open file descriptors.
   var openFiles: Int
   /// Established TCP connections owned by the process.
@@ -20,9 +22,12 @@ struct ProcessStats: Codable, Sendable {
     guard fields.count > 13, let utime = Double(fields[11]), let stime = Double(fields[12]) else { return nil }
     let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
     var peak = 0
+    var rss = 0
     if let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) {
-      for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
-        peak = Int(line.split(separator: " ").dropFirst().first.map(String.init) ?? "") ?? 0
+      for line in status.split(separator: "\n") {
+        let value = Int(line.split(separator: " ").dropFirst().first.map(String.init) ?? "") ?? 0
+        if line.hasPrefix("VmHWM:") { peak = value }
+        if line.hasPrefix("VmRSS:") { rss = value }
       }
     }
     let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
@@ -48,6 +53,7 @@ struct ProcessStats: Codable, Sendable {
     return ProcessStats(
       cpuSeconds: (utime + stime) / ticks,
       peakRSSKiB: peak,
+      rssKiB: rss,
       openFiles: fds.count,
       connections: established
     )

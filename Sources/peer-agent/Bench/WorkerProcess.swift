@@ -64,6 +64,23 @@ final class WorkerProcess: Sendable {
     throw CommandFailure(message: "bench worker (\(self.arguments.prefix(6).joined(separator: " "))) gave no '\(name)' event")
   }
 
+  /// Waits until events named `name` came from `count` distinct peers; returns the first of
+  /// each, in order.
+  func waitDistinct(for name: String, count: Int, timeout: Duration) async throws -> [BenchProtocol.Event] {
+    let deadline = ContinuousClock.now.advanced(by: timeout)
+    var firsts: [BenchProtocol.Event] = []
+    while ContinuousClock.now < deadline {
+      var seen = Set<String>()
+      firsts = self.collected.events.withLock { events in
+        events.filter { $0.event == name && seen.insert($0.peer ?? "").inserted }
+      }
+      if firsts.count >= count { return firsts }
+      if !self.process.isRunning { break }
+      try await Task.sleep(for: .milliseconds(20))
+    }
+    throw CommandFailure(message: "only \(firsts.count) of \(count) peers gave a '\(name)' event in time")
+  }
+
   func count(of name: String) -> Int {
     self.collected.events.withLock { $0.filter { $0.event == name }.count }
   }

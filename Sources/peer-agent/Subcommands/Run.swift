@@ -266,7 +266,13 @@ struct Run: AsyncParsableCommand {
       for delivery in recovered {
         group.addTask { await Self.report(delivery, console: console, failures: failures) }
       }
-      var noticed: [String: ContinuousClock.Instant] = [:]
+      // Lines are accepted in a row (a durable store records them together) and reported
+      // `queued` in their order, once recorded, by one task that then waits for each reply.
+      let (accepted, acceptance) = AsyncStream.makeStream(of: Accepted.self)
+      group.addTask {
+        await Self.acknowledge(accepted, through: peer, console: console, failures: failures)
+      }
+      defer { acceptance.finish() }
       for await line in lines {
         let (target, text) = Self.parse(line)
         if text.isEmpty { continue }
@@ -284,23 +290,50 @@ struct Run: AsyncParsableCommand {
         }
         for recipient in recipients {
           do {
-            let delivery = try await peer.submit(text, to: recipient)
-            console.queued(delivery)
-            if let recipient {
-              let connected = peer.connectedPeers.map(\.name).sorted()
-              // Said once per name every 5 s: a script's burst of lines for a peer not yet up
-              // gets one notice, not one per line.
-              let now = ContinuousClock.now
-              if !connected.contains(recipient), noticed[recipient].map({ now - $0 > .seconds(5) }) ?? true {
-                noticed[recipient] = now
-                console.waiting(delivery, connected: connected, timeout: peer.config.requests.timeout)
-              }
-            }
-            group.addTask { await Self.report(delivery, console: console, failures: failures) }
+            acceptance.yield(Accepted(pending: try await peer.enqueue(text, to: recipient), recipient: recipient, text: text))
           } catch {
             failures.increment()
             console.failure(peer: recipient ?? "", text: text, error: error)
           }
+        }
+      }
+    }
+  }
+
+  /// A line accepted and being recorded.
+  struct Accepted: Sendable {
+    var pending: PendingDelivery
+    var recipient: String?
+    var text: String
+  }
+
+  /// Reports each accepted line `queued` once it is recorded, in order, then its reply.
+  private static func acknowledge(
+    _ accepted: AsyncStream<Accepted>,
+    through peer: Peer,
+    console: ConsoleOutput,
+    failures: FailureCount
+  ) async {
+    await withDiscardingTaskGroup { group in
+      var noticed: [String: ContinuousClock.Instant] = [:]
+      for await line in accepted {
+        do {
+          let delivery = try await line.pending.recorded()
+          console.queued(delivery)
+          if let recipient = line.recipient {
+            let connected = peer.connectedPeers.map(\.name).sorted()
+            // Said once per name every 5 s: a script's burst of lines for a peer not yet up
+            // gets one notice, not one per line.
+            let now = ContinuousClock.now
+            if !connected.contains(recipient), noticed[recipient].map({ now - $0 > .seconds(5) }) ?? true {
+              noticed[recipient] = now
+              console.waiting(delivery, connected: connected, timeout: peer.config.requests.timeout)
+            }
+          }
+          group.addTask { await Self.report(delivery, console: console, failures: failures) }
+        } catch {
+          failures.increment()
+          console.failure(peer: line.recipient ?? "", text: line.text, error: error)
         }
       }
     }
