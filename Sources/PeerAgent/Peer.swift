@@ -312,6 +312,9 @@ public struct PendingDelivery: Sendable {
   let accepted: Promise<Outbox.Accepted>
   let trace: OutgoingTrace?
 
+  /// The delivery, if the request is in the outbox already (at once, with a store in memory).
+  public var delivery: Delivery? { self.accepted.currentValue?.delivery }
+
   /// Waits until the request is in the outbox (on disk, with a durable store).
   ///
   /// - Returns: The delivery; ``Delivery/reply()`` waits for its reply.

@@ -162,7 +162,9 @@ struct CrashRecoveryTests {
     if atMostOnce {
       #expect(twice.isEmpty, "at most once, yet handled twice: \(twice.keys.sorted().prefix(10))")
     } else {
-      #expect(twice.count <= 4, "handled twice after the crash: \(twice.keys.sorted().prefix(10))")
+      // The crash window: handled, but the batch with its reply not committed at the kill. It
+      // holds at most what the sender has in flight (run's --max-in-flight, 1,024).
+      #expect(twice.count <= 1024, "handled twice after the crash: \(twice.count), \(twice.keys.sorted().prefix(10))")
     }
     if !atMostOnce { #expect(outcomesUnknown == 0) }
 

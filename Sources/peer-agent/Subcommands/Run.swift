@@ -269,8 +269,11 @@ struct Run: AsyncParsableCommand {
       // Lines are accepted in a row (a durable store records them together) and reported
       // `queued` in their order, once recorded, by one task that then waits for each reply.
       let (accepted, acceptance) = AsyncStream.makeStream(of: Accepted.self)
+      // Lines handed to that task and not yet reported: while none is, a line recorded at once
+      // (a store in memory) is reported here, without the hand-over.
+      let unreported = Unreported()
       group.addTask {
-        await Self.acknowledge(accepted, through: peer, console: console, failures: failures)
+        await Self.acknowledge(accepted, through: peer, console: console, failures: failures, unreported: unreported)
       }
       defer { acceptance.finish() }
       for await line in lines {
@@ -290,7 +293,14 @@ struct Run: AsyncParsableCommand {
         }
         for recipient in recipients {
           do {
-            acceptance.yield(Accepted(pending: try await peer.enqueue(text, to: recipient), recipient: recipient, text: text))
+            let pending = try await peer.enqueue(text, to: recipient)
+            if recipient == nil, unreported.count.load(ordering: .acquiring) == 0, let delivery = pending.delivery {
+              console.queued(delivery)
+              group.addTask { await Self.report(delivery, console: console, failures: failures) }
+              continue
+            }
+            unreported.count.add(1, ordering: .releasing)
+            acceptance.yield(Accepted(pending: pending, recipient: recipient, text: text))
           } catch {
             failures.increment()
             console.failure(peer: recipient ?? "", text: text, error: error)
@@ -298,6 +308,11 @@ struct Run: AsyncParsableCommand {
         }
       }
     }
+  }
+
+  /// How many accepted lines the acknowledging task has not reported yet.
+  fileprivate final class Unreported: Sendable {
+    let count = Atomic<Int>(0)
   }
 
   /// A line accepted and being recorded.
@@ -312,11 +327,13 @@ struct Run: AsyncParsableCommand {
     _ accepted: AsyncStream<Accepted>,
     through peer: Peer,
     console: ConsoleOutput,
-    failures: FailureCount
+    failures: FailureCount,
+    unreported: Unreported
   ) async {
     await withDiscardingTaskGroup { group in
       var noticed: [String: ContinuousClock.Instant] = [:]
       for await line in accepted {
+        defer { unreported.count.subtract(1, ordering: .releasing) }
         do {
           let delivery = try await line.pending.recorded()
           console.queued(delivery)
