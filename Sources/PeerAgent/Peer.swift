@@ -180,6 +180,16 @@ public final class Peer: Sendable {
       ?? loops.executors[0]
   }
 
+  /// The executor of the link requests to `remote` are written on now: its connection's event
+  /// loop, with ``Config/Transport/Execution/eventLoop``; else ``taskExecutor``.
+  ///
+  /// A caller that sends to many remotes over many loops (a hub fanning out) runs each
+  /// remote's requests there, and the loops share the work without waking each other:
+  /// `withTaskExecutorPreference(peer.taskExecutor(for: name)) { try await peer.send(…, to: name) }`.
+  public func taskExecutor(for remote: String) -> (any TaskExecutor)? {
+    self.context.table.executor(for: remote) ?? self.taskExecutor
+  }
+
   /// The remote peers that can be sent to now, sorted by name.
   public var connectedPeers: [PeerIdentity] { self.context.table.connected }
 

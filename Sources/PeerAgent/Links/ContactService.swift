@@ -65,7 +65,7 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
     peer.checkMode(of: identity, announced: announcement)
     return StreamingServerResponse { writer in
       try await peer.serving(remote) {
-        let link = Link(identity: identity, kind: .getTask, window: peer.outbox.window)
+        let link = Link(identity: identity, kind: .getTask, window: peer.outbox.window, executor: peer.executor(for: context))
         link.remoteMaximumMessageBytes = announcement.maximumMessageBytes
         peer.table.attach(link)
         var reason = "the dialer closed getTask"

@@ -167,7 +167,8 @@ struct Dialer {
           remote: remote,
           connected: connected,
           remotePeer: { self.remotePeer(diagnostics) },
-          diagnostics: diagnostics
+          diagnostics: diagnostics,
+          executor: self.executor
         )
         try await self.run(setup.session(for: self.context.config.mode), of: setup, on: client, until: stop)
       }

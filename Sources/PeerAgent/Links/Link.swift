@@ -42,10 +42,14 @@ final class Link: Sendable {
   private let remoteMaximum = Atomic<Int>(0)
 
   /// Creates a link whose remote has at most `window` requests unanswered.
-  init(identity: PeerIdentity, kind: LinkKind, window: Int) {
+  /// The event loop this link's stream runs on (`nil`: the concurrency pool).
+  let executor: EventLoopExecutor?
+
+  init(identity: PeerIdentity, kind: LinkKind, window: Int, executor: EventLoopExecutor? = nil) {
     self.identity = identity
     self.kind = kind
     self.writtenLimit = max(1024, 2 * window)
+    self.executor = executor
   }
 
   /// Whether the remote announced that it answers heartbeats on this link's stream.

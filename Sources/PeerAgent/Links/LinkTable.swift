@@ -32,6 +32,11 @@ final class LinkTable: Sendable {
   /// The state of the link to each remote heard of, by name.
   var states: [String: LinkState] { self.state.withLock { $0.states } }
 
+  /// The event loop of `name`'s current link, if it has one on a loop.
+  func executor(for name: String) -> EventLoopExecutor? {
+    self.state.withLock { $0.remotes[name]?.current?.executor }
+  }
+
   /// Every remote with a state: its name, state, and the kind of its current (else latest)
   /// link, sorted by name.
   var snapshot: [(name: String, state: LinkState, kind: LinkKind?)] {

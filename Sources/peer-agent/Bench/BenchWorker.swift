@@ -111,11 +111,9 @@ struct BenchWorker: AsyncParsableCommand {
         }
         switch command.cmd {
         case "load":
-          // The callers run on the peer's event loop, as a latency-minded user's would
-          // (`Peer.taskExecutor`); the raw baseline's run on the same loop.
-          let result = await withTaskExecutorPreference(peers[0].taskExecutor) {
-            await Self.load(command, through: peers[0])
-          }
+          // The callers run on the event loop of the link they send on, as a latency-minded
+          // user's would (`Peer.taskExecutor(for:)`); the raw baseline's run on its loop.
+          let result = await Self.load(command, through: peers[0])
           output.emit(.init(event: "result", result: result))
         case "probe":
           output.emit(await Self.probe(command, through: peers[0]))
@@ -131,20 +129,47 @@ struct BenchWorker: AsyncParsableCommand {
   static func load(_ command: BenchProtocol.Command, through peer: Peer) async -> BenchProtocol.LoadResult {
     let text = String(repeating: "x", count: command.payload)
     let targets: [String?] = command.to.isEmpty ? [nil] : command.to
-    if command.warmup > 0 {
-      _ = await WindowedLoad.run(count: command.warmup, window: command.window) { index in
-        _ = try await peer.send(text, to: targets[index % targets.count])
+    // Several remotes (fan-out): the callers of each remote run on its link's loop, as
+    // `Peer.taskExecutor(for:)` lets a hub's caller do, the window and the count shared out.
+    var shares: [(executor: (any TaskExecutor)?, targets: [String?])] = []
+    for target in targets {
+      let executor = target.map { peer.taskExecutor(for: $0) } ?? peer.taskExecutor
+      if let index = shares.firstIndex(where: { $0.executor.map(ObjectIdentifier.init) == executor.map(ObjectIdentifier.init) }) {
+        shares[index].targets.append(target)
+      } else {
+        shares.append((executor, [target]))
       }
     }
-    let run = await WindowedLoad.run(count: command.count, window: command.window) { index in
-      _ = try await peer.send(text, to: targets[index % targets.count])
+    let parts = await withTaskGroup(of: WindowedLoad.Outcome.self) { group in
+      for share in shares {
+        let weight = Double(share.targets.count) / Double(targets.count)
+        let window = max(1, Int((Double(command.window) * weight).rounded()))
+        let count = max(1, Int((Double(command.count) * weight).rounded()))
+        let warmup = Int((Double(command.warmup) * weight).rounded())
+        group.addTask {
+          await withTaskExecutorPreference(share.executor) {
+            if warmup > 0 {
+              _ = await WindowedLoad.run(count: warmup, window: window) { index in
+                _ = try await peer.send(text, to: share.targets[index % share.targets.count])
+              }
+            }
+            return await WindowedLoad.run(count: count, window: window) { index in
+              _ = try await peer.send(text, to: share.targets[index % share.targets.count])
+            }
+          }
+        }
+      }
+      var parts: [WindowedLoad.Outcome] = []
+      for await part in group { parts.append(part) }
+      return parts
     }
+    let latencies = parts.flatMap(\.latencies)
     return .init(
-      requests: run.latencies.count,
-      errors: run.errors,
-      seconds: run.seconds,
-      latency: LatencySummary(microseconds: run.latencies),
-      firstError: run.firstError
+      requests: latencies.count,
+      errors: parts.reduce(0) { $0 + $1.errors },
+      seconds: parts.map(\.seconds).max() ?? 0,
+      latency: LatencySummary(microseconds: latencies),
+      firstError: parts.compactMap(\.firstError).first
     )
   }
 

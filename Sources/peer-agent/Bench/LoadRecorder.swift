@@ -4,6 +4,8 @@ internal import PeerAgent
 
 /// Runs `count` operations with at most `window` in flight, timing each.
 enum WindowedLoad {
+  typealias Outcome = (latencies: [Double], errors: Int, firstError: String?, seconds: Double)
+
   /// Runs `operation` `count` times, `window` at a time; returns the latencies in µs, the
   /// number of failures and the first failure.
   static func run(

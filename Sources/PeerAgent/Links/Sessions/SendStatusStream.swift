@@ -32,7 +32,9 @@ struct SendStatusStream: Sendable {
         // Attach now, not when response headers arrive: a server may send those only with its
         // first reply (grpcio's generator handlers do).
         try await setup.holdingKey {
-          let link = Link(identity: setup.identity(), kind: .sendStatus, window: setup.context.outbox.window)
+          let link = Link(
+            identity: setup.identity(), kind: .sendStatus, window: setup.context.outbox.window, executor: setup.executor
+          )
           // Watched from the start when the remote heartbeated before: a stream on which
           // nothing ever arrives is stalled too.
           if setup.remote.isKnownToHeartbeat { link.watchHeartbeats() }

@@ -16,6 +16,8 @@ struct SessionSetup: Sendable {
   let remotePeer: @Sendable () -> RemotePeer
   /// Where a refusal of this session is recorded, for the dialer to report.
   let diagnostics: DialDiagnostics
+  /// The dialer's event loop, which the session's streams run on.
+  let executor: EventLoopExecutor?
   /// The remote's pushed requests (single-channel): watched once the listener heartbeats.
   let getTaskHealth = LinkHealth()
   /// Why the session ended, when one of its streams knows better than the others (the
