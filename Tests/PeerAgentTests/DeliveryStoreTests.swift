@@ -134,6 +134,20 @@ struct DeliveryStoreTests {
     #expect(store.windowEvictions >= 29_950)
   }
 
+  @Test(
+    "In memory, a full window evicts in place: 300,000 replies through a window of 100,000 in seconds (a copy of the window per eviction took minutes, and live-locked a hub)",
+    .timeLimit(.minutes(1))
+  )
+  func windowEvictsInPlace() async throws {
+    let store = InMemoryDeliveryStore(bounds: WindowBounds(count: 100_000))
+    for i in 0 ..< 300_000 {
+      try await store.recordReply(Answer(id: "r-\(i)", text: "x"), from: "flood", at: Double(i))
+    }
+    #expect(store.windowEvictions == 200_000)
+    #expect(try store.windowEntry(for: "r-299999", from: "flood") != nil)
+    #expect(try store.windowEntry(for: "r-199999", from: "flood") == nil)
+  }
+
   @Test("The state folder is created 0700 and its database files 0600; a certificate folder 0700 with 0600 keys")
   func privateFiles() async throws {
     let root = FileManager.default.temporaryDirectory.appendingPathComponent("peer-agent-modes-\(UUID().uuidString)").path

@@ -49,17 +49,18 @@ package final class InMemoryDeliveryStore: DeliveryStore {
     var bytes = 0
     var evictions = 0
 
-    /// Forgets the oldest entry of `sender`.
+    /// Forgets the oldest entry of `sender`. In place: a copy of the sender's order, even a
+    /// binding of it, would make every eviction copy the whole order.
     mutating func evictOldest(of sender: String) {
-      guard var window = self.senders[sender] else { return }
-      while let id = window.order.popFirst() {
+      guard self.senders[sender] != nil else { return }
+      while let id = self.senders[sender]!.order.popFirst() {
         if let removed = self.replies.removeValue(forKey: Key(sender: sender, id: id)) {
-          window.bytes -= removed.cost
+          self.senders[sender]!.bytes -= removed.cost
           self.bytes -= removed.cost
           break
         }
       }
-      self.senders[sender] = window.order.isEmpty ? nil : window
+      if self.senders[sender]!.order.isEmpty { self.senders[sender] = nil }
     }
 
     /// The sender holding the most: by bytes, or by entries.
@@ -71,7 +72,7 @@ package final class InMemoryDeliveryStore: DeliveryStore {
 
     /// Drops entries until the window is within `bounds`, `sender`'s own share first.
     mutating func enforce(_ bounds: WindowBounds, after sender: String) {
-      while let window = self.senders[sender], window.bytes > bounds.bytesPerSender, window.order.count > 1 {
+      while let bytes = self.senders[sender]?.bytes, bytes > bounds.bytesPerSender, self.senders[sender]!.order.count > 1 {
         self.evictOldest(of: sender)
         self.evictions += 1
       }
