@@ -168,7 +168,11 @@ final class BenchRunner: Sendable {
 
   private func runFanOut(eventLoops: Int) async throws -> BenchResults.Cell {
     let loops = ["--event-loops", "\(eventLoops)"]
-    let listener = try self.worker(["--role", "listener", "--mode", "single", "--name", "hub", "--listen", "127.0.0.1:0"] + loops)
+    // All the dialers come from 127.0.0.1: above the listener's default 64 per address.
+    let listener = try self.worker(
+      ["--role", "listener", "--mode", "single", "--name", "hub", "--listen", "127.0.0.1:0",
+       "--connections-per-address", "\(self.plan.fanout + 64)"] + loops
+    )
     let address = try await listener.wait(for: "listening", timeout: .seconds(30)).address ?? ""
     let dialers = try self.worker(["--role", "dialer", "--mode", "single", "--name", "edge", "--peers", "\(self.plan.fanout)", "--connect", "hub@\(address)"] + loops)
     _ = try await listener.wait(for: "connected", index: self.plan.fanout - 1, timeout: .seconds(60))
