@@ -84,8 +84,14 @@ struct CrashRecoveryTests {
     while killed.count(where: { $0["event"] == "request" }) < 2000, ContinuousClock.now < deadline {
       try await Task.sleep(for: .milliseconds(10))
     }
+    let killStarted = ContinuousClock.now
     killed.kill()
-    let firstLife = killed.parsedEvents
+    let killTook = ContinuousClock.now - killStarted
+    // What the first life printed is read from its pipe after the kill too: under load the
+    // reader may not be done when kill() gives up waiting (5 s), so every use reads it anew
+    // rather than a snapshot taken now (a snapshot lost replies and requests of the first life
+    // once in CI, and hung a stress run waiting for replies it had printed).
+    var firstLife: [[String: String]] { killed.parsedEvents }
     let queued = Set(firstLife.filter { $0["event"] == "queued" }.compactMap { $0["text"] })
     let answeredBefore = firstLife.filter { $0["event"] == "reply" }.count
     #expect(queued.count < Self.count || answeredBefore < Self.count, "the kill came too late to test anything")
@@ -104,7 +110,7 @@ struct CrashRecoveryTests {
     // Every request, both ways, gets its reply, across both lives of the victim.
     let replied: @Sendable () -> (Int, Int) = {
       let victimReplies = Set(
-        (firstLife + restarted.parsedEvents).filter { $0["event"] == "reply" }.compactMap { $0["text"] }
+        (killed.parsedEvents + restarted.parsedEvents).filter { $0["event"] == "reply" }.compactMap { $0["text"] }
       )
       // At most once, a request the victim had accepted when it died is answered
       // outcomeUnknown: settled, not lost.
@@ -175,7 +181,7 @@ struct CrashRecoveryTests {
     let restartedStats = await restarted.event("stats", timeout: .seconds(20))
     let resumed = restarted.parsedEvents.filter { $0["event"] == "resumed" }.count
     print(
-      "[\(mode), \(handling), \(victim) killed] restart to first reply \(firstReply.map { "\($0)" } ?? "?"), to all answered \(allAnswered); resumed \(resumed) requests; resent: survivor \(survivorStats?["resent"] ?? "?"), restarted \(restartedStats?["resent"] ?? "?"); repeats answered: survivor \(survivorStats?["repeats"] ?? "?"), restarted \(restartedStats?["repeats"] ?? "?"); handled twice in the crash window: \(twice.count); answered outcomeUnknown: \(outcomesUnknown)"
+      "[\(mode), \(handling), \(victim) killed] kill() took \(killTook); restart to first reply \(firstReply.map { "\($0)" } ?? "?"), to all answered \(allAnswered); resumed \(resumed) requests; resent: survivor \(survivorStats?["resent"] ?? "?"), restarted \(restartedStats?["resent"] ?? "?"); repeats answered: survivor \(survivorStats?["repeats"] ?? "?"), restarted \(restartedStats?["repeats"] ?? "?"); handled twice in the crash window: \(twice.count); answered outcomeUnknown: \(outcomesUnknown)"
     )
     #expect(Int("\(survivorStats?["resent"] ?? 0)") ?? 0 > 0, "the survivor resent nothing")
   }
