@@ -73,7 +73,11 @@ struct MetricsTests {
       try await Task.sleep(for: .milliseconds(50))
     }
 
-    let onEdge = try await Self.scrape(edgeMetrics, of: edge) { $0[#"peer_agent_links{state="ready"}"#] == 1 }
+    // A reply is printed before its request is settled on disk, and the outbox's depth falls
+    // when it is: wait for both.
+    let onEdge = try await Self.scrape(edgeMetrics, of: edge) {
+      $0[#"peer_agent_links{state="ready"}"#] == 1 && $0["peer_agent_outbox_depth"] == 0
+    }
     #expect(onEdge[#"peer_agent_requests_sent_total{peer="hub",outcome="replied"}"#] == 5)
     #expect(onEdge[#"peer_agent_requests_handled_total{peer="hub",outcome="ok"}"#] == 3)
     #expect(onEdge[#"peer_agent_round_trip_seconds_count{peer="hub"}"#] == 5)
