@@ -8,7 +8,13 @@ private import Synchronization
 /// It holds the continuations only; the owner decides, under its lock, whether a caller waits
 /// (``suspend(_:onCancel:)``), and resumes what it takes out after unlocking.
 struct WaiterQueue<Value: Sendable>: Sendable {
+  /// Checked in debug builds (the tests catch a continuation resumed twice or never); unchecked
+  /// in release, where a checked one costs an allocation and a metadata lookup per wait.
+  #if DEBUG
   typealias Continuation = CheckedContinuation<Value, any Error>
+  #else
+  typealias Continuation = UnsafeContinuation<Value, any Error>
+  #endif
 
   /// Identifies one waiter, so that its cancellation removes exactly it.
   struct Key: Hashable, Sendable {
@@ -95,9 +101,15 @@ struct WaiterQueue<Value: Sendable>: Sendable {
   ) async throws -> Value {
     let key = Key(raw: waiterKeys.wrappingAdd(1, ordering: .relaxed).newValue)
     return try await withTaskCancellationHandler {
+      #if DEBUG
       try await withCheckedThrowingContinuation { (continuation: Continuation) in
         if let now = enqueue(key, continuation) { continuation.resume(with: now) }
       }
+      #else
+      try await withUnsafeThrowingContinuation { (continuation: Continuation) in
+        if let now = enqueue(key, continuation) { continuation.resume(with: now) }
+      }
+      #endif
     } onCancel: {
       dequeue(key)?.resume(throwing: CancellationError())
     }

@@ -204,9 +204,16 @@ final class LinkHealth: Sendable {
 /// outbox's window, the inbound concurrency limit). Ends with ``finish()``, or when its
 /// consumer is cancelled; after that ``enqueue(_:)`` returns `false`.
 final class WriteQueue<Element: Sendable>: Sendable {
+  /// Checked in debug builds, unchecked in release (see ``WaiterQueue/Continuation``).
+  #if DEBUG
+  private typealias Consumer = CheckedContinuation<[Element]?, Never>
+  #else
+  private typealias Consumer = UnsafeContinuation<[Element]?, Never>
+  #endif
+
   private struct State {
     var pending: [Element] = []
-    var consumer: CheckedContinuation<[Element]?, Never>?
+    var consumer: Consumer?
     var finished = false
   }
 
@@ -217,7 +224,7 @@ final class WriteQueue<Element: Sendable>: Sendable {
   /// Adds one element. Returns `false` when the queue has ended.
   @discardableResult
   func enqueue(_ element: Element) -> Bool {
-    let (accepted, consumer): (Bool, CheckedContinuation<[Element]?, Never>?) = self.state.withLock { state in
+    let (accepted, consumer): (Bool, Consumer?) = self.state.withLock { state in
       if state.finished { return (false, nil) }
       if let consumer = state.consumer {
         state.consumer = nil
@@ -233,23 +240,28 @@ final class WriteQueue<Element: Sendable>: Sendable {
   /// Everything pending, in order, waiting until there is something; `nil` once the queue has
   /// ended and is empty.
   func next() async -> [Element]? {
-    await withTaskCancellationHandler {
-      await withCheckedContinuation { (continuation: CheckedContinuation<[Element]?, Never>) in
-        let now: [Element]?? = self.state.withLock { state in
-          if !state.pending.isEmpty {
-            var batch: [Element] = []
-            swap(&batch, &state.pending)
-            return .some(batch)
-          }
-          if state.finished || Task.isCancelled {
-            state.finished = true
-            return .some(nil)
-          }
-          state.consumer = continuation
-          return .none
+    let body = { (continuation: Consumer) in
+      let now: [Element]?? = self.state.withLock { state in
+        if !state.pending.isEmpty {
+          var batch: [Element] = []
+          swap(&batch, &state.pending)
+          return .some(batch)
         }
-        if let now { continuation.resume(returning: now) }
+        if state.finished || Task.isCancelled {
+          state.finished = true
+          return .some(nil)
+        }
+        state.consumer = continuation
+        return .none
       }
+      if let now { continuation.resume(returning: now) }
+    }
+    return await withTaskCancellationHandler {
+      #if DEBUG
+      await withCheckedContinuation(body)
+      #else
+      await withUnsafeContinuation(body)
+      #endif
     } onCancel: {
       self.finish()
     }

@@ -135,7 +135,8 @@ final class LinkTable: Sendable {
   }
 
   private func report(_ resolution: Outbox.Resolution, of answer: Answer, from identity: PeerIdentity) {
-    let logger = self.logger.forLink(identity)
+    // The link's logger only when there is something to say: not on every reply.
+    var logger: Logger { self.logger.forLink(identity) }
     switch resolution {
     case .resolved:
       return
