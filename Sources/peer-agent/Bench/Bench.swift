@@ -48,6 +48,18 @@ struct Bench: AsyncParsableCommand {
   @Option(help: ArgumentHelp("Modes to run.", valueName: "raw,single,dual"))
   var modes: String = "raw,single,dual"
 
+  @Option(help: ArgumentHelp(
+    "Workloads to run (default: all).",
+    valueName: BenchPlan.allWorkloads.joined(separator: ",")
+  ))
+  var workloads: String?
+
+  @Option(help: ArgumentHelp(
+    "Run each worker under COMMAND (split on spaces), e.g. 'valgrind --tool=callgrind': to profile the peers. Workers then end gracefully, so the profiler writes its output.",
+    valueName: "COMMAND"
+  ))
+  var workerPrefix: String?
+
   @Flag(help: "Plaintext instead of mutual TLS.")
   var insecure = false
 
@@ -70,6 +82,20 @@ struct Bench: AsyncParsableCommand {
     let modes = self.modes.split(separator: ",").map(String.init)
     guard !modes.isEmpty, modes.allSatisfy({ ["raw", "single", "dual"].contains($0) }) else {
       throw ValidationError("--modes takes raw, single and dual, comma-separated")
+    }
+    if let workloads = self.workloads {
+      let names = workloads.split(separator: ",").map(String.init)
+      guard !names.isEmpty, names.allSatisfy(BenchPlan.allWorkloads.contains) else {
+        throw ValidationError("--workloads takes \(BenchPlan.allWorkloads.joined(separator: ", ")), comma-separated")
+      }
+    }
+    if let prefix = self.workerPrefix {
+      guard let program = prefix.split(separator: " ").first else {
+        throw ValidationError("--worker-prefix takes a command, e.g. 'valgrind --tool=callgrind'")
+      }
+      guard Self.executable(named: String(program)) != nil else {
+        throw ValidationError("--worker-prefix: no program '\(program)' (not executable, or not on PATH)")
+      }
     }
     if let payloads = self.payloads {
       guard payloads.split(separator: ",").allSatisfy({ Int($0).map { (1 ... 4_000_000).contains($0) } ?? false }) else {
@@ -95,6 +121,11 @@ struct Bench: AsyncParsableCommand {
       pingPong: self.pingPongRequests ?? (self.quick ? 1000 : 5000),
       pipelined: self.pipelinedRequests ?? (self.quick ? 10000 : 50000),
       modes: self.modes.split(separator: ",").map(String.init),
+      workloads: Set(self.workloads.map { $0.split(separator: ",").map(String.init) } ?? BenchPlan.allWorkloads),
+      workerPrefix: self.workerPrefix.map { prefix in
+        let words = prefix.split(separator: " ").map(String.init)
+        return [Self.executable(named: words[0]) ?? words[0]] + words.dropFirst()
+      } ?? [],
       tls: !self.insecure,
       grpcio: self.noGrpcio ? nil : Self.findGRPCIO(self.grpcio)
     )
@@ -139,6 +170,14 @@ struct Bench: AsyncParsableCommand {
 }
 
 extension Bench {
+  /// The path of the program `name`: itself when it has a slash, else the first on PATH.
+  static func executable(named name: String) -> String? {
+    let files = FileManager.default
+    if name.contains("/") { return files.isExecutableFile(atPath: name) ? name : nil }
+    let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+    return path.split(separator: ":").map { "\($0)/\(name)" }.first { files.isExecutableFile(atPath: $0) }
+  }
+
   static func findGRPCIO(_ directory: String) -> BenchPlan.GRPCIO? {
     let root = FileManager.default.currentDirectoryPath
     let base = directory.hasPrefix("/") ? directory : (root as NSString).appendingPathComponent(directory)
@@ -154,6 +193,8 @@ extension Bench {
 }
 
 struct BenchPlan: Sendable {
+  static let allWorkloads = ["ping-pong", "pipelined", "fan-out", "connections", "recovery"]
+
   /// Where grpcio runs from, when it is available.
   struct GRPCIO: Sendable {
     var python: String
@@ -170,6 +211,10 @@ struct BenchPlan: Sendable {
   var pingPong: Int
   var pipelined: Int
   var modes: [String]
+  /// The workloads to run, of `allWorkloads`.
+  var workloads: Set<String>
+  /// A command each worker runs under (a profiler), or none.
+  var workerPrefix: [String]
   var tls: Bool
   var grpcio: GRPCIO?
 }

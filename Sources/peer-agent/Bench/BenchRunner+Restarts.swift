@@ -35,7 +35,7 @@ extension BenchRunner {
       self.progress.show("\(label): restarting the listener")
       listener.kill()
       let restarted = Date().timeIntervalSince1970
-      listener = try WorkerProcess(launch: listener.launch, arguments: listener.arguments)
+      listener = try WorkerProcess(launch: listener.launch, arguments: listener.arguments, graceful: listener.graceful)
       let again = try await listener.waitDistinct(for: "connected", count: count, timeout: .seconds(300))
       let back = (again.compactMap(\.at).max() ?? restarted) - restarted
       let dialerPeak = dialers.stats?.peakRSSKiB
@@ -67,7 +67,7 @@ extension BenchRunner {
     let arguments = listener.arguments
     listener.kill()
     let restarted = Date().timeIntervalSince1970
-    let replacement = try WorkerProcess(launch: listener.launch, arguments: arguments)
+    let replacement = try WorkerProcess(launch: listener.launch, arguments: arguments, graceful: listener.graceful)
     let probed: BenchProtocol.Event
     do {
       probed = try await dialer.run(.init(cmd: "probe", to: mode == "raw" ? [] : ["hub"], timeout: 30), answer: "probed", timeout: .seconds(40))

@@ -24,30 +24,37 @@ final class BenchRunner: Sendable {
       )
     }
     var cells: [BenchResults.Cell] = []
-    for mode in self.plan.modes {
-      cells += try await self.runPair(mode: mode)
-    }
-    // What PeerAgent's transport tuning buys: raw grpc-swift with nio-transport's defaults.
-    cells += try await self.runPair(mode: "raw-defaults", payloads: [16, 1024])
-    if self.plan.grpcio != nil {
-      cells += try await self.runPair(mode: "grpcio", payloads: [])
-    }
-    let peerModes = self.plan.modes.filter { $0 == "single" || $0 == "dual" }
-    // The durable default (SQLite, group-committed) against memory.
-    for mode in peerModes {
-      cells += try await self.runPair(mode: mode, payloads: [16], storage: "sqlite")
-    }
-    // One event loop against one per core, for a single link.
-    if Self.cores > 1, let mode = peerModes.first {
-      cells += try await self.runPair(mode: mode, payloads: [16], eventLoops: 1)
+    let workloads = self.plan.workloads
+    if !workloads.isDisjoint(with: ["ping-pong", "pipelined"]) {
+      for mode in self.plan.modes {
+        cells += try await self.runPair(mode: mode)
+      }
+      // What PeerAgent's transport tuning buys: raw grpc-swift with nio-transport's defaults.
+      cells += try await self.runPair(mode: "raw-defaults", payloads: [16, 1024])
+      if self.plan.grpcio != nil && workloads.contains("ping-pong") {
+        cells += try await self.runPair(mode: "grpcio", payloads: [])
+      }
+      let peerModes = self.plan.modes.filter { $0 == "single" || $0 == "dual" }
+      // The durable default (SQLite, group-committed) against memory.
+      for mode in peerModes {
+        cells += try await self.runPair(mode: mode, payloads: [16], storage: "sqlite")
+      }
+      // One event loop against one per core, for a single link.
+      if Self.cores > 1, let mode = peerModes.first {
+        cells += try await self.runPair(mode: mode, payloads: [16], eventLoops: 1)
+      }
     }
     if self.plan.modes.contains("single") {
-      cells.append(try await self.runFanOut(eventLoops: 1))
-      if Self.cores > 1 { cells.append(try await self.runFanOut(eventLoops: Self.cores)) }
-      cells.append(try await self.runConnections())
+      if workloads.contains("fan-out") {
+        cells.append(try await self.runFanOut(eventLoops: 1))
+        if Self.cores > 1 { cells.append(try await self.runFanOut(eventLoops: Self.cores)) }
+      }
+      if workloads.contains("connections") { cells.append(try await self.runConnections()) }
     }
-    for mode in self.plan.modes {
-      cells.append(try await self.runRecovery(mode: mode))
+    if workloads.contains("recovery") {
+      for mode in self.plan.modes {
+        cells.append(try await self.runRecovery(mode: mode))
+      }
     }
     return BenchResults(machine: .current(tls: self.plan.tls), cells: Self.withRatios(cells))
   }
@@ -80,7 +87,11 @@ final class BenchRunner: Sendable {
         environment: ["PYTHONPATH": grpcio.pythonPath]
       )
     }
-    return try WorkerProcess(launch: [self.executable.path, "bench-worker"], arguments: arguments + self.security)
+    return try WorkerProcess(
+      launch: self.plan.workerPrefix + [self.executable.path, "bench-worker"],
+      arguments: arguments + self.security,
+      graceful: !self.plan.workerPrefix.isEmpty
+    )
   }
 
   /// Starts a listener and a dialer in `mode` and waits until each has connected.
@@ -126,16 +137,19 @@ final class BenchRunner: Sendable {
     )
     let tag = (storage == "memory" ? "" : " \(storage)") + (eventLoops == 1 ? " 1 loop" : "")
     var cells: [BenchResults.Cell] = []
+    let pipelined = self.plan.workloads.contains("pipelined") ? payloads ?? self.plan.payloads : []
     do {
       for direction in ["dialer-to-listener", "listener-to-dialer"] {
         let (sender, target) = direction == "dialer-to-listener" ? (dialer, "hub") : (listener, "edge")
-        cells.append(
-          try await self.measure(
-            mode: mode, direction: direction, workload: "ping-pong", payload: 16, window: 1,
-            count: self.plan.pingPong, to: [target], sender: sender, listener: listener, dialer: dialer, tag: tag
+        if self.plan.workloads.contains("ping-pong") {
+          cells.append(
+            try await self.measure(
+              mode: mode, direction: direction, workload: "ping-pong", payload: 16, window: 1,
+              count: self.plan.pingPong, to: [target], sender: sender, listener: listener, dialer: dialer, tag: tag
+            )
           )
-        )
-        for payload in payloads ?? self.plan.payloads {
+        }
+        for payload in pipelined {
           let count = payload >= 65536 ? max(self.plan.window * 4, self.plan.pipelined / 10) : self.plan.pipelined
           cells.append(
             try await self.measure(

@@ -17,11 +17,16 @@ final class WorkerProcess: Sendable {
 
   let launch: [String]
 
+  /// Whether `stop()` asks the worker to end and waits for it (a profiler writes its output
+  /// at exit) rather than killing it.
+  let graceful: Bool
+
   /// Starts `launch + arguments`: `launch` is the program and its leading arguments (this
-  /// binary and `bench-worker`, or a Python and its script).
-  init(launch: [String], arguments: [String], environment: [String: String] = [:]) throws {
+  /// binary and `bench-worker`, or a Python and its script, possibly under a profiler).
+  init(launch: [String], arguments: [String], environment: [String: String] = [:], graceful: Bool = false) throws {
     self.launch = launch
     self.arguments = arguments
+    self.graceful = graceful
     self.process = Process()
     self.process.executableURL = URL(fileURLWithPath: launch[0])
     self.process.arguments = Array(launch.dropFirst()) + arguments
@@ -106,8 +111,17 @@ final class WorkerProcess: Sendable {
   var stats: ProcessStats? { ProcessStats.read(pid: self.pid) }
 
   /// Ends the worker. A cell's figures are taken by then, so there is nothing to drain: the
-  /// bench does not wait for a graceful shutdown it does not measure.
+  /// bench does not wait for a graceful shutdown it does not measure — unless the worker runs
+  /// under a profiler, which writes its output only when the process exits by itself.
   func stop() async {
+    if self.graceful && self.process.isRunning {
+      self.input.fileHandleForWriting.write(Data((BenchProtocol.encode(BenchProtocol.Command(cmd: "exit")) + "\n").utf8))
+      try? self.input.fileHandleForWriting.close()
+      let deadline = ContinuousClock.now.advanced(by: .seconds(300))
+      while self.process.isRunning && ContinuousClock.now < deadline {
+        try? await Task.sleep(for: .milliseconds(50))
+      }
+    }
     self.kill()
   }
 
