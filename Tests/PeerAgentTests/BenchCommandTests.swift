@@ -55,4 +55,38 @@ struct BenchCommandTests {
     #expect(started.count >= cells.count, "\(started)")
     #expect(started.allSatisfy { $0.contains("bench-worker") }, "\(started)")
   }
+
+  @Test("The connections workload's heap figure reads glibc's malloc_info totals, not one arena's")
+  func heapFromMallocInfo() throws {
+    let xml = """
+      <malloc version="1">
+      <heap nr="0">
+      <sizes>
+      </sizes>
+      <total type="fast" count="1" size="96"/>
+      <total type="rest" count="3" size="4096"/>
+      <system type="current" size="135168"/>
+      <system type="max" size="135168"/>
+      </heap>
+      <total type="fast" count="2" size="1024"/>
+      <total type="rest" count="5" size="102400"/>
+      <total type="mmap" count="1" size="1048576"/>
+      <system type="current" size="2097152"/>
+      <system type="max" size="2097152"/>
+      <aspace type="total" size="2097152"/>
+      </malloc>
+      """
+    let (inUse, free) = BenchProtocol.Heap.parse(mallocInfo: xml)
+    #expect(free == (1024 + 102_400) / 1024)
+    #expect(inUse == (2_097_152 + 1_048_576 - 1024 - 102_400) / 1024)
+
+    // And this process's own: something is in use, and holding 64 MiB more shows (by far more
+    // than the suites running beside this one allocate or free meanwhile).
+    let before = BenchProtocol.Heap.now(trimming: false)
+    let held = [UInt8](repeating: 1, count: 64 << 20)
+    let after = BenchProtocol.Heap.now(trimming: true)
+    #expect(before.inUseKiB > 0 && before.rssKiB > 0)
+    #expect(after.inUseKiB - before.inUseKiB >= 32 << 10, "\(before) \(after)")
+    withExtendedLifetime(held) {}
+  }
 }

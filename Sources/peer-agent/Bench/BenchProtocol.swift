@@ -4,7 +4,7 @@ private import Foundation
 /// a line, commands on the worker's standard input, events on its standard output.
 enum BenchProtocol {
   struct Command: Codable, Sendable {
-    /// `load`, `probe` or `exit`.
+    /// `load`, `probe`, `heap` or `exit`.
     var cmd: String
     /// Who to send to (round-robin); empty: the only connected peer.
     var to: [String] = []
@@ -14,6 +14,8 @@ enum BenchProtocol {
     var warmup: Int = 0
     /// `probe`: give up after this many seconds.
     var timeout: Double = 30
+    /// `heap`: first hand the allocator's free pages back to the system (`malloc_trim`).
+    var trim: Bool = false
   }
 
   struct Event: Codable, Sendable {
@@ -25,6 +27,17 @@ enum BenchProtocol {
     /// `probed`: wall-clock time (seconds since 1970) of the first successful reply.
     var at: Double?
     var message: String?
+    var heap: Heap?
+  }
+
+  /// What the worker's allocator holds (glibc's `mallinfo2`), and its resident size then.
+  struct Heap: Codable, Sendable {
+    /// Bytes handed out and not yet freed, in KiB.
+    var inUseKiB: Int
+    /// Bytes freed but kept by the allocator, in KiB.
+    var freeKiB: Int
+    /// VmRSS when this was taken, in KiB.
+    var rssKiB: Int
   }
 
   struct LoadResult: Codable, Sendable {

@@ -23,7 +23,7 @@ enum BenchReport {
         lines.append(
           Self.row([
             cell.mode, cell.direction, workload, "", "", "",
-            "\(cell.connections ?? 0) idle links: \(ratio(cell.rssPerLinkKib)) KiB each, \(Int(cell.handshakesPerS ?? 0)) handshakes/s, all back \(ratio(cell.reconnectAllS)) s after a restart, \(cell.openFilesListener ?? 0) fds",
+            "\(cell.connections ?? 0) idle links: \(ratio(cell.rssPerLinkKib)) KiB each (heap in use \(ratio(cell.heapPerLinkKib)), after a trim \(ratio(cell.rssPerLinkTrimmedKib))), \(Int(cell.handshakesPerS ?? 0)) handshakes/s, all back \(ratio(cell.reconnectAllS)) s after a restart, \(cell.openFilesListener ?? 0) fds",
           ])
         )
         continue

@@ -73,6 +73,12 @@ struct BenchResults: Codable, Sendable {
     var handshakesPerS: Double?
     /// The connections workload: from the listener's restart until every link is back.
     var reconnectAllS: Double?
+    /// The connections workload: the listener's heap in use per idle link (glibc's `mallinfo2`):
+    /// what the links hold, without what the allocator keeps after the handshakes.
+    var heapPerLinkKib: Double?
+    /// The connections workload: resident memory per idle link once `malloc_trim` has handed
+    /// the allocator's free pages back.
+    var rssPerLinkTrimmedKib: Double?
     /// The latency CDF of the median repeat: [µs, fraction].
     var cdf: [[Double]]?
 

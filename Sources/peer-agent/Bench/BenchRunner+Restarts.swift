@@ -19,6 +19,7 @@ extension BenchRunner {
     _ = try await listener.wait(for: "listening", timeout: .seconds(30))
     try await Task.sleep(for: .milliseconds(500))
     let baseline = listener.stats?.rssKiB ?? 0
+    let heapBefore = try await listener.run(.init(cmd: "heap"), answer: "heap", timeout: .seconds(30)).heap
     let dialers = try self.worker([
       "--role", "dialer", "--mode", "single", "--name", "edge", "--peers", "\(count)",
       "--connect", "hub@127.0.0.1:\(port)", "--default-backoff",
@@ -32,6 +33,16 @@ extension BenchRunner {
       try await Task.sleep(for: .seconds(2))
       let held = listener.stats
       let perLink = Double(max(0, (held?.rssKiB ?? 0) - baseline)) / Double(count)
+      // Where that goes: what the links' allocations hold, and what is left resident once the
+      // allocator gives back what the handshakes freed.
+      let heap = try await listener.run(.init(cmd: "heap"), answer: "heap", timeout: .seconds(30)).heap
+      let trimmed = try await listener.run(.init(cmd: "heap", trim: true), answer: "heap", timeout: .seconds(30)).heap
+      func perLinkKiB(_ after: Int?, _ before: Int?) -> Double? {
+        guard let after, let before else { return nil }
+        return (Double(max(0, after - before)) / Double(count) * 10).rounded() / 10
+      }
+      let heapPerLink = perLinkKiB(heap?.inUseKiB, heapBefore?.inUseKiB)
+      let trimmedPerLink = perLinkKiB(trimmed?.rssKiB, heapBefore?.rssKiB)
       self.progress.show("\(label): restarting the listener")
       listener.kill()
       let restarted = Date().timeIntervalSince1970
@@ -42,7 +53,7 @@ extension BenchRunner {
       await listener.stop()
       await dialers.stop()
       self.progress.finished(
-        "\(label): \(String(format: "%.1f", perLink)) KiB per link, \(Int(handshakes)) handshakes/s, all back in \(String(format: "%.2f", back)) s"
+        "\(label): \(String(format: "%.1f", perLink)) KiB per link (heap in use \(heapPerLink.map { "\($0)" } ?? "?"), after a trim \(trimmedPerLink.map { "\($0)" } ?? "?")), \(Int(handshakes)) handshakes/s, all back in \(String(format: "%.2f", back)) s"
       )
       return BenchResults.Cell(
         mode: "single", direction: "dialer-to-listener", workload: "connections", eventLoops: Self.cores,
@@ -51,7 +62,8 @@ extension BenchRunner {
         peakRssKibListener: held?.peakRSSKiB, peakRssKibDialer: dialerPeak,
         connectionsListener: held?.connections, openFilesListener: held?.openFiles,
         connections: count, rssPerLinkKib: (perLink * 10).rounded() / 10,
-        handshakesPerS: handshakes.rounded(), reconnectAllS: (back * 100).rounded() / 100
+        handshakesPerS: handshakes.rounded(), reconnectAllS: (back * 100).rounded() / 100,
+        heapPerLinkKib: heapPerLink, rssPerLinkTrimmedKib: trimmedPerLink
       )
     } catch {
       await listener.stop()

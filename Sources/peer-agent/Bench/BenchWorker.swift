@@ -117,6 +117,8 @@ struct BenchWorker: AsyncParsableCommand {
           output.emit(.init(event: "result", result: result))
         case "probe":
           output.emit(await Self.probe(command, through: peers[0]))
+        case "heap":
+          output.emit(.init(event: "heap", heap: BenchProtocol.Heap.now(trimming: command.trim)))
         default:
           for peer in peers { peer.beginGracefulShutdown() }
           return

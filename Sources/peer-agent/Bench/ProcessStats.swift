@@ -89,3 +89,51 @@ struct LatencySummary: Codable, Sendable {
     if let last = sorted.last { self.cdf.append([last, 1]) }
   }
 }
+
+#if canImport(Glibc)
+private import Glibc
+#endif
+
+extension BenchProtocol.Heap {
+  /// This process's heap now; with `trimming`, after `malloc_trim(0)` gave the allocator's
+  /// free pages back, so that the resident size shows what the process holds. glibc's
+  /// functions are looked up at run time (Swift's Glibc module does not import malloc.h).
+  static func now(trimming: Bool) -> Self {
+    var heap = Self(inUseKiB: 0, freeKiB: 0, rssKiB: 0)
+    #if canImport(Glibc)
+    typealias Trim = @convention(c) (Int) -> Int32
+    typealias Info = @convention(c) (Int32, UnsafeMutablePointer<FILE>?) -> Int32
+    let libc = dlopen(nil, RTLD_NOW)
+    if trimming, let trim = dlsym(libc, "malloc_trim") { _ = unsafeBitCast(trim, to: Trim.self)(0) }
+    if let info = dlsym(libc, "malloc_info") {
+      var buffer: UnsafeMutablePointer<CChar>?
+      var size = 0
+      if let stream = open_memstream(&buffer, &size) {
+        _ = unsafeBitCast(info, to: Info.self)(0, stream)
+        fclose(stream)
+        let xml = buffer.map { String(cString: $0) } ?? ""
+        free(buffer)
+        (heap.inUseKiB, heap.freeKiB) = Self.parse(mallocInfo: xml)
+      }
+    }
+    #endif
+    heap.rssKiB = ProcessStats.read(pid: getpid())?.rssKiB ?? 0
+    return heap
+  }
+
+  /// In use and free, in KiB, from `malloc_info`'s totals (the last of each kind, after every
+  /// arena's): in use is what the arenas took from the system, plus mmapped chunks, minus
+  /// their free chunks.
+  static func parse(mallocInfo xml: String) -> (inUse: Int, free: Int) {
+    func last(_ tag: String, _ type: String) -> Int {
+      let marker = "<\(tag) type=\"\(type)\""
+      guard let line = xml.split(separator: "\n").last(where: { $0.contains(marker) }),
+        let size = line.range(of: "size=\"")
+      else { return 0 }
+      return Int(line[size.upperBound...].prefix { $0.isNumber }) ?? 0
+    }
+    let free = last("total", "fast") + last("total", "rest")
+    let inUse = last("system", "current") + last("total", "mmap") - free
+    return (max(0, inUse) / 1024, free / 1024)
+  }
+}
