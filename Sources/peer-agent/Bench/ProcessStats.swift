@@ -13,6 +13,16 @@ struct ProcessStats: Codable, Sendable {
   /// Established TCP connections owned by the process.
   var connections: Int
 
+  /// All of a /proc file. Its size reads as 0, and `String(contentsOfFile:)` stops after the
+  /// first page: /proc/PID/net/tcp with 2,000 connections is 60 pages.
+  static func readAll(_ path: String) -> String? {
+    guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
+    defer { try? handle.close() }
+    var data = Data()
+    while let chunk = try? handle.read(upToCount: 1 << 16), !chunk.isEmpty { data.append(chunk) }
+    return String(decoding: data, as: UTF8.self)
+  }
+
   static func read(pid: Int32) -> ProcessStats? {
     guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
       let close = stat.lastIndex(of: ")")
@@ -41,7 +51,7 @@ struct ProcessStats: Codable, Sendable {
     }
     var established = 0
     for table in ["/proc/\(pid)/net/tcp", "/proc/\(pid)/net/tcp6"] {
-      guard let text = try? String(contentsOfFile: table, encoding: .utf8) else { continue }
+      guard let text = Self.readAll(table) else { continue }
       for line in text.split(separator: "\n").dropFirst() {
         let columns = line.split(separator: " ")
         // st == 01 is ESTABLISHED; column 9 is the inode.
