@@ -116,7 +116,7 @@ struct MetricsTests {
     #expect(early.contains(#""kind":null"#) && early.contains(#""listening":null"#), "\(early)")
     #expect(try StatusView.decode(Array(early.utf8)).links.first?.kind == nil)
 
-    let table = try PeerProcess.runToCompletion(["status", "--metrics", edgeMetrics])
+    let table = try await PeerProcess.runToCompletion(["status", "--metrics", edgeMetrics])
     #expect(table.status == 0, "\(table.error)")
     #expect(table.output.contains("edge: single-channel, peer-agent \(PeerAgentVersion.current)"), "\(table.output)")
     #expect(table.output.contains("hub   ready  sendStatus  0"), "\(table.output)")
@@ -170,10 +170,10 @@ struct MetricsTests {
     #expect(try await Self.get(address, "/metrics").status == 200)
 
     let port = try freePort()
-    let missing = try PeerProcess.runToCompletion(["status", "--metrics", "127.0.0.1:\(port)", "--timeout", "2"])
+    let missing = try await PeerProcess.runToCompletion(["status", "--metrics", "127.0.0.1:\(port)", "--timeout", "2"])
     #expect(missing.status == 1)
     #expect(missing.error.contains("connection refused") && missing.error.contains("peer-agent run --metrics"), "\(missing.error)")
-    let bad = try PeerProcess.runToCompletion(["run", "--name", "x", "--mode", "single", "--listen", "127.0.0.1:0", "--insecure", "--metrics", "nowhere"])
+    let bad = try await PeerProcess.runToCompletion(["run", "--name", "x", "--mode", "single", "--listen", "127.0.0.1:0", "--insecure", "--metrics", "nowhere"])
     #expect(bad.status != 0 && bad.error.contains("--metrics"), "\(bad.error)")
   }
 

@@ -56,9 +56,9 @@ struct TrustProcessTests {
       try? FileManager.default.removeItem(atPath: certs)
       try? FileManager.default.removeItem(atPath: impostorCerts)
     }
-    let realKey = try PeerProcess.runToCompletion(["certs", "--from", certs, "--fingerprint", "edge"]).output
+    let realKey = try await PeerProcess.runToCompletion(["certs", "--from", certs, "--fingerprint", "edge"]).output
       .trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: "edge=", with: "")
-    let impostorKey = try PeerProcess.runToCompletion(["certs", "--from", impostorCerts, "--fingerprint", "edge"]).output
+    let impostorKey = try await PeerProcess.runToCompletion(["certs", "--from", impostorCerts, "--fingerprint", "edge"]).output
       .trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: "edge=", with: "")
     #expect(realKey.hasPrefix("sha256:") && impostorKey.hasPrefix("sha256:") && realKey != impostorKey)
 
@@ -91,7 +91,7 @@ struct TrustProcessTests {
   func allowlist() async throws {
     let certs = try Self.certificates("hub,edge,edge2,edge3")
     defer { try? FileManager.default.removeItem(atPath: certs) }
-    let fingerprints = try PeerProcess.runToCompletion(["certs", "--from", certs, "--fingerprint", "edge,edge2"]).output
+    let fingerprints = try await PeerProcess.runToCompletion(["certs", "--from", certs, "--fingerprint", "edge,edge2"]).output
       .split(separator: "\n").map(String.init)
     #expect(fingerprints.count == 2)
     let edge2Key = fingerprints[1].replacingOccurrences(of: "edge2=", with: "")
@@ -128,7 +128,7 @@ struct TrustProcessTests {
   func revocationAndReload() async throws {
     let certs = try Self.certificates("hub,edge,edge2,gone")
     defer { try? FileManager.default.removeItem(atPath: certs) }
-    #expect(try PeerProcess.runToCompletion(["certs", "--from", certs, "--revoke", "gone"]).status == 0)
+    #expect(try await PeerProcess.runToCompletion(["certs", "--from", certs, "--revoke", "gone"]).status == 0)
     let list = "\(certs)/revoked.pem"
     let (hub, address) = try await self.startHub(certs, ["--revoked", list, "--log-level", "notice"])
     defer { hub.terminate() }
@@ -155,7 +155,7 @@ struct TrustProcessTests {
     let keeper = try self.edge("keeper", certs: try Self.certificates("keeper", in: certs), to: address)
     defer { keeper.terminate() }
     #expect(await hub.event("connected", where: { $0["peer"] as? String == "keeper" }) != nil, "hub log: \(hub.log)")
-    #expect(try PeerProcess.runToCompletion(["certs", "--from", certs, "--revoke", "edge,edge2"]).status == 0)
+    #expect(try await PeerProcess.runToCompletion(["certs", "--from", certs, "--revoke", "edge,edge2"]).status == 0)
     hub.hangUp()
     let deadline = ContinuousClock.now.advanced(by: .seconds(10))
     while !hub.log.contains("TLS material reloaded"), ContinuousClock.now < deadline {
@@ -217,7 +217,7 @@ struct TrustProcessTests {
     #expect(try Self.sClient(address: address, certs: certs, arguments: ["-cert", "\(certs)/edge.pem", "-key", "\(certs)/edge-key.pem"]).contains("Verify return code: 0"))
 
     // Renew hub's certificate and key in place; no signal: the hub sees the files change.
-    let renewed = try PeerProcess.runToCompletion(["certs", "--out", certs, "--names", "hub", "--force"])
+    let renewed = try await PeerProcess.runToCompletion(["certs", "--out", certs, "--names", "hub", "--force"])
     #expect(renewed.status == 0, "\(renewed.error)")
     let after = try Self.serial(of: "\(certs)/hub.pem")
     #expect(before != after)

@@ -32,10 +32,27 @@ final class PeerProcess: Sendable {
     process.standardOutput = out
     process.standardError = err
     try process.run()
+    // Both pipes at once: a process that fills one while we wait on the other would block.
+    let error = Mutex(Data())
+    let errorDone = DispatchSemaphore(value: 0)
+    Thread {
+      let data = err.fileHandleForReading.readDataToEndOfFile()
+      error.withLock { $0 = data }
+      errorDone.signal()
+    }.start()
     let output = out.fileHandleForReading.readDataToEndOfFile()
-    let error = err.fileHandleForReading.readDataToEndOfFile()
+    errorDone.wait()
     process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: output, as: UTF8.self), String(decoding: error, as: UTF8.self))
+    return (process.terminationStatus, String(decoding: output, as: UTF8.self), String(decoding: error.withLock { $0 }, as: UTF8.self))
+  }
+
+  /// The same, from a task: the waiting happens on a thread of its own, not on one of the
+  /// two threads of Swift's cooperative pool that every other suite running meanwhile needs
+  /// (a bench run of seconds blocking one starved the heartbeats and dialers of other tests).
+  static func runToCompletion(_ arguments: [String]) async throws -> (status: Int32, output: String, error: String) {
+    try await withCheckedThrowingContinuation { continuation in
+      Thread { continuation.resume(with: Result { try Self.runToCompletion(arguments) as (Int32, String, String) }) }.start()
+    }
   }
 
   private let process: Process
