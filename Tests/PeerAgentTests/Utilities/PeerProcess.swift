@@ -47,8 +47,7 @@ final class PeerProcess: Sendable {
   }
 
   /// The same, from a task: the waiting happens on a thread of its own, not on one of the
-  /// two threads of Swift's cooperative pool that every other suite running meanwhile needs
-  /// (a bench run of seconds blocking one starved the heartbeats and dialers of other tests).
+  /// two threads of Swift's cooperative pool that every other suite running meanwhile needs.
   static func runToCompletion(_ arguments: [String]) async throws -> (status: Int32, output: String, error: String) {
     try await withCheckedThrowingContinuation { continuation in
       Thread { continuation.resume(with: Result { try Self.runToCompletion(arguments) as (Int32, String, String) }) }.start()
