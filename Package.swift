@@ -32,6 +32,8 @@ let dependencies: [Package.Dependency] = [
   // Only the OTLP/gRPC exporter: the HTTP one would bring async-http-client into the build.
   .package(url: "https://github.com/swift-otel/swift-otel.git", from: "1.6.0", traits: ["OTLPGRPC"]),
   .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+  // --cluster: hubs that share their registry, outbox and window in PostgreSQL.
+  .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
 ]
 
 // Swift 6 with the same upcoming features grpc-swift-2 builds with.
@@ -84,6 +86,8 @@ let targets: [Target] = [
       .product(name: "CoreMetrics", package: "swift-metrics"),
       .product(name: "Tracing", package: "swift-distributed-tracing"),
       .product(name: "Instrumentation", package: "swift-distributed-tracing"),
+      // The cluster store: registry, outbox and window shared by hubs.
+      .product(name: "PostgresNIO", package: "postgres-nio"),
     ],
     swiftSettings: defaultSwiftSettings
   ),

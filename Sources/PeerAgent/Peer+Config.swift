@@ -42,6 +42,10 @@ extension Peer {
     public var limits: Limits = .defaults
     /// Where metrics go: swift-metrics' global backend unless one is given.
     public var observability: Observability = .defaults
+    /// The PostgreSQL database this hub shares with the other hubs of its cluster (registry,
+    /// outbox, window); `nil` for a peer on its own. A peer with a cluster is made by
+    /// ``PeerCluster/run(config:logger:handler:body:)``.
+    public var cluster: Cluster?
 
     /// Creates a configuration; see ``defaults(mode:configure:)`` for the usual way.
     public init(

@@ -79,15 +79,50 @@ extension Peer {
     public var address: PeerAddress
     /// The identity the listener must present, if pinned.
     public var expectedIdentity: String?
+    /// Further hubs of the same cluster to fail over to, in order: the dialer keeps one link,
+    /// to the first of ``endpoints`` it reaches, and moves on to the next when that link fails
+    /// or its hub drains. Each is pinned (`NAME@HOST:PORT`). The hubs are one remote to this
+    /// peer, named ``queueName`` (their names joined by commas): its requests, unanswered ones
+    /// included, follow the link from hub to hub, and a reply from any of them answers them.
+    public var failover: [Target]
 
     /// Creates a target.
-    public init(address: PeerAddress, expectedIdentity: String? = nil) {
+    public init(address: PeerAddress, expectedIdentity: String? = nil, failover: [Target] = []) {
       self.address = address
       self.expectedIdentity = expectedIdentity
+      self.failover = failover.flatMap(\.endpoints)
     }
 
-    /// Parses `[NAME@]HOST:PORT`.
+    /// Parses `[NAME@]HOST:PORT`, or a failover list `NAME@HOST:PORT,NAME@HOST:PORT,…`.
     public init(parsing text: String) throws {
+      if text.contains(",") {
+        let parts = text.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        var targets: [Target] = []
+        for part in parts {
+          guard !part.isEmpty else {
+            throw PeerAgentError(
+              code: .invalidConfiguration,
+              message: "empty entry in the failover list '\(text)' (expected NAME@HOST:PORT,NAME@HOST:PORT)"
+            )
+          }
+          let target = try Target(parsing: part)
+          guard let name = target.expectedIdentity else {
+            throw PeerAgentError(
+              code: .invalidConfiguration,
+              message: "'\(part)' in the failover list '\(text)' needs the hub's name: NAME@HOST:PORT"
+            )
+          }
+          if targets.contains(where: { $0.expectedIdentity == name }) {
+            throw PeerAgentError(
+              code: .invalidConfiguration,
+              message: "hub '\(name)' is listed twice in the failover list '\(text)'"
+            )
+          }
+          targets.append(target)
+        }
+        self.init(address: targets[0].address, expectedIdentity: targets[0].expectedIdentity, failover: Array(targets.dropFirst()))
+        return
+      }
       if let at = text.firstIndex(of: "@") {
         let name = String(text[..<at])
         guard DevelopmentCertificates.isValidName(name) else {
@@ -105,17 +140,36 @@ extension Peer {
       }
     }
 
-    /// As written on the command line: `HOST:PORT` (an IPv6 host in brackets), or `NAME@HOST:PORT` for a pinned target.
+    /// Every hub this target dials, in order: itself, then ``failover``.
+    public var endpoints: [Target] {
+      [Target(address: self.address, expectedIdentity: self.expectedIdentity)] + self.failover
+    }
+
+    /// Whether this target is a failover list of hubs.
+    public var isFailoverList: Bool { !self.failover.isEmpty }
+
+    /// As written on the command line: `HOST:PORT` (an IPv6 host in brackets), or `NAME@HOST:PORT` for a pinned target;
+    /// a failover list joined by commas.
     public var description: String {
+      if self.isFailoverList { return self.endpoints.map(\.description).joined(separator: ",") }
       if let name = self.expectedIdentity { return "\(name)@\(self.address)" }
       return self.address.description
     }
 
     /// The name requests to this target are addressed to before it connects: the pinned
     /// identity, else the address (which is the remote's name in plaintext; with TLS the
-    /// requests move to the name in its certificate when it connects).
+    /// requests move to the name in its certificate when it connects). For a failover list,
+    /// the hubs' names joined by commas, whichever of them is connected.
     public var queueName: String {
-      self.expectedIdentity ?? self.address.description
+      if self.isFailoverList { return self.endpoints.compactMap(\.expectedIdentity).joined(separator: ",") }
+      return self.expectedIdentity ?? self.address.description
+    }
+
+    /// For a failover list, the name the link is known by when the hub `name` answers: the
+    /// list's ``queueName``; `nil` when `name` is not one of its hubs, or this is one target.
+    func groupName(for name: String) -> String? {
+      guard self.isFailoverList, self.endpoints.contains(where: { $0.expectedIdentity == name }) else { return nil }
+      return self.queueName
     }
   }
 }

@@ -66,23 +66,23 @@ struct DeliveryStoreTests {
     try await Self.withStore(kind) { store in
       try await store.recordReply(Answer(id: "1", text: "one"), from: "edge", at: 10)
       try await store.recordReply(Answer(id: "2", text: "", error: "failed"), from: "edge", at: 20)
-      #expect(try store.windowEntry(for: "1", from: "edge") == .answered(Answer(id: "1", text: "one")))
-      #expect(try store.windowEntry(for: "2", from: "edge") == .answered(Answer(id: "2", text: "", error: "failed")))
-      #expect(try store.windowEntry(for: "1", from: "other") == nil, "another sender's id is another request")
+      #expect(try await store.windowEntry(for: "1", from: "edge") == .answered(Answer(id: "1", text: "one")))
+      #expect(try await store.windowEntry(for: "2", from: "edge") == .answered(Answer(id: "2", text: "", error: "failed")))
+      #expect(try await store.windowEntry(for: "1", from: "other") == nil, "another sender's id is another request")
 
       try await store.recordAcceptance(of: "3", from: "edge", at: 30)
       try await store.recordAcceptance(of: "1", from: "edge", at: 30)
-      #expect(try store.windowEntry(for: "3", from: "edge") == .accepted)
-      #expect(try store.windowEntry(for: "1", from: "edge") == .answered(Answer(id: "1", text: "one")), "an acceptance keeps a reply")
+      #expect(try await store.windowEntry(for: "3", from: "edge") == .accepted)
+      #expect(try await store.windowEntry(for: "1", from: "edge") == .answered(Answer(id: "1", text: "one")), "an acceptance keeps a reply")
       try await store.recordReply(Answer(id: "3", text: "three"), from: "edge", at: 31)
-      #expect(try store.windowEntry(for: "3", from: "edge") == .answered(Answer(id: "3", text: "three")))
+      #expect(try await store.windowEntry(for: "3", from: "edge") == .answered(Answer(id: "3", text: "three")))
 
       try await store.pruneReplies(before: 15, bounds: WindowBounds(count: 100))
-      #expect(try store.windowEntry(for: "1", from: "edge") == nil, "older than the retention")
-      #expect(try store.windowEntry(for: "2", from: "edge") != nil)
+      #expect(try await store.windowEntry(for: "1", from: "edge") == nil, "older than the retention")
+      #expect(try await store.windowEntry(for: "2", from: "edge") != nil)
       try await store.pruneReplies(before: 0, bounds: WindowBounds(count: 1))
-      #expect(try store.windowEntry(for: "2", from: "edge") == nil, "beyond the capacity: oldest first")
-      #expect(try store.windowEntry(for: "3", from: "edge") != nil)
+      #expect(try await store.windowEntry(for: "2", from: "edge") == nil, "beyond the capacity: oldest first")
+      #expect(try await store.windowEntry(for: "3", from: "edge") != nil)
     }
   }
 
@@ -101,9 +101,10 @@ struct DeliveryStoreTests {
       let bounds = WindowBounds(count: 1_000, bytes: 30 * cost, bytesPerSender: 20 * cost)
       try await store.pruneReplies(before: 0, bounds: bounds)
       for i in 0 ..< 5 {
-        #expect(try store.windowEntry(for: "q-\(i)", from: "quiet") != nil, "the quiet sender keeps reply \(i)")
+        #expect(try await store.windowEntry(for: "q-\(i)", from: "quiet") != nil, "the quiet sender keeps reply \(i)")
       }
-      let kept = try (0 ..< 200).filter { try store.windowEntry(for: "f-\($0)", from: "flood") != nil }
+      var kept: [Int] = []
+      for i in 0 ..< 200 where try await store.windowEntry(for: "f-\(i)", from: "flood") != nil { kept.append(i) }
       #expect(kept.count <= 20 && kept.count >= 18, "the flood keeps at most its share (kept \(kept.count))")
       #expect(kept.last == 199, "the flood keeps its newest")
       #expect(store.windowEvictions >= 180)
@@ -114,7 +115,7 @@ struct DeliveryStoreTests {
       }
       try await store.pruneReplies(before: 0, bounds: WindowBounds(count: 1_000, bytes: 30 * cost, bytesPerSender: 20 * cost))
       for i in 0 ..< 5 {
-        #expect(try store.windowEntry(for: "q-\(i)", from: "quiet") != nil, "the quiet sender still keeps reply \(i)")
+        #expect(try await store.windowEntry(for: "q-\(i)", from: "quiet") != nil, "the quiet sender still keeps reply \(i)")
       }
     }
   }
@@ -130,7 +131,7 @@ struct DeliveryStoreTests {
     try await store.recordReply(Answer(id: "a", text: text), from: "quiet", at: 40_000)
     let kept = (0 ..< 30_000).filter { (try? store.windowEntry(for: "r-\($0)", from: "flood")) != nil }
     #expect(kept.count <= 50)
-    #expect(try store.windowEntry(for: "a", from: "quiet") != nil)
+    #expect(try await store.windowEntry(for: "a", from: "quiet") != nil)
     #expect(store.windowEvictions >= 29_950)
   }
 
@@ -144,8 +145,8 @@ struct DeliveryStoreTests {
       try await store.recordReply(Answer(id: "r-\(i)", text: "x"), from: "flood", at: Double(i))
     }
     #expect(store.windowEvictions == 200_000)
-    #expect(try store.windowEntry(for: "r-299999", from: "flood") != nil)
-    #expect(try store.windowEntry(for: "r-199999", from: "flood") == nil)
+    #expect(try await store.windowEntry(for: "r-299999", from: "flood") != nil)
+    #expect(try await store.windowEntry(for: "r-199999", from: "flood") == nil)
   }
 
   @Test("The state folder is created 0700 and its database files 0600; a certificate folder 0700 with 0600 keys")
@@ -307,7 +308,7 @@ struct WindowFilterTests {
     }
     let store = try SQLiteDeliveryStore(directory: directory)
     defer { try? store.close() }
-    #expect(try store.windowEntry(for: "r", from: "edge") == .answered(Answer(id: "r", text: "kept")))
-    #expect(try store.windowEntry(for: "s", from: "edge") == nil)
+    #expect(try await store.windowEntry(for: "r", from: "edge") == .answered(Answer(id: "r", text: "kept")))
+    #expect(try await store.windowEntry(for: "s", from: "edge") == nil)
   }
 }

@@ -6,8 +6,9 @@
 /// same code path, and a peer can be given any other implementation
 /// (``Peer/init(config:store:logger:handler:)``), such as a database shared by several hubs.
 ///
-/// Calls are synchronous and short (one statement each); they are made outside the peer's
-/// locks. A throwing call is reported to the caller it concerns (a `send` that cannot be
+/// Calls are short (one statement each) and made outside the peer's locks; writes are queued
+/// or awaited as each says, and only ``unansweredOutgoing()`` — read once, when the peer is
+/// made — is synchronous. A throwing call is reported to the caller it concerns (a `send` that cannot be
 /// recorded fails), never swallowed.
 package protocol DeliveryStore: Sendable {
   /// Whether what is recorded survives the process.
@@ -33,8 +34,9 @@ package protocol DeliveryStore: Sendable {
   /// Every outgoing request still recorded, oldest first, with every write queued before.
   func unansweredOutgoing() throws -> [OutgoingRecord]
 
-  /// What the window holds for request `id` from `sender`, if anything.
-  func windowEntry(for id: String, from sender: String) throws -> WindowEntry?
+  /// What the window holds for request `id` from `sender`, if anything. Asynchronous, for a
+  /// store across the network (the cluster's PostgreSQL); the embedded ones answer at once.
+  func windowEntry(for id: String, from sender: String) async throws -> WindowEntry?
   /// Records the reply given to request `answer.id` from `sender`, at `date` (seconds since
   /// 1970). Returns once it is recorded: only then may the reply be sent.
   func recordReply(_ answer: Answer, from sender: String, at date: Double) async throws

@@ -124,7 +124,7 @@ final class Inbox: Sendable {
     perform: (IncomingRequest) async -> Answer?
   ) async -> Answer? {
     let answer: Answer?
-    switch try? self.store.windowEntry(for: key.id, from: key.sender) {
+    switch try? await self.store.windowEntry(for: key.id, from: key.sender) {
     case .answered(let recorded):
       self.repeatCount.add(1, ordering: .relaxed)
       self.metrics?.repeated(from: request.from.name)

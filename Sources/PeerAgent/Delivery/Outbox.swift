@@ -176,6 +176,34 @@ final class Outbox: Sendable {
     )
   }
 
+  /// Takes in a request that another hub of the cluster accepted for `record.peer`, an agent
+  /// connected here, and that this hub claimed in the shared store: it is written on the
+  /// agent's link (and again on the next one) like this peer's own, and its reply recorded in
+  /// the store (``resolve(_:)``) for the hub whose caller waits. Nobody here waits for it.
+  ///
+  /// - Returns: What to write, or `nil` when it is held already, past its deadline, or the
+  ///   outbox closed.
+  func adopt(_ record: OutgoingRecord) -> Accepted? {
+    let now = Date().timeIntervalSince1970
+    guard record.expiresAt > now else { return nil }
+    let deadline = ContinuousClock.now.advanced(by: .clampedSeconds(record.expiresAt - now))
+    let promise = Promise<Answer>()
+    let sequence: UInt64? = self.state.withLock { state in
+      if state.closedWith != nil || state.entries[record.id] != nil { return nil }
+      state.nextSequence += 1
+      state.entries[record.id] = Entry(record: record, deadline: deadline, promise: promise, sequence: state.nextSequence)
+      state.queues[record.peer, default: Queue()].ids.append(record.id)
+      state.queues[record.peer, default: Queue()].count += 1
+      return state.nextSequence
+    }
+    guard let sequence else { return nil }
+    return Accepted(
+      delivery: Delivery(id: record.id, text: record.text, peer: record.peer, promise: promise, started: .now, outbox: self),
+      outgoing: Link.Outgoing(id: record.id, text: record.text, traceContext: [:]),
+      sequence: sequence
+    )
+  }
+
   /// Every request to `peer` still unanswered, in the order they were submitted, and the
   /// highest sequence among all accepted so far: what a new link to `peer` is owed.
   func pending(for peer: String) -> (outgoing: [Link.Outgoing], through: UInt64) {

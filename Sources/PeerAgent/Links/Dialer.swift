@@ -78,14 +78,18 @@ struct Dialer {
     var logger = self.context.logger
     logger[metadataKey: "target"] = "\(self.target)"
     let remote = RemoteTraits()
+    // One hub, or a failover list: one link, to the first it reaches, in order.
+    let endpoints = self.target.endpoints
+    var index = 0
     var attempt = 0
     var lastReport: String?
     let stopping = [stop, self.context.draining]
     while !stopping.contains(where: \.isSet) {
+      let endpoint = endpoints[index]
       let diagnostics = DialDiagnostics()
       // Known by its queue name until the remote's certificate is seen.
       self.context.table.setState(.connecting, of: remote.name ?? self.target.queueName, reason: nil)
-      let outcome = await self.runSession(diagnostics: diagnostics, remote: remote, stop: stop)
+      let outcome = await self.runSession(to: endpoint, diagnostics: diagnostics, remote: remote, stop: stop)
       if stopping.contains(where: \.isSet) { return }
 
       if outcome.wasConnected {
@@ -95,30 +99,40 @@ struct Dialer {
 
       if let refusal = diagnostics.failure ?? self.plaintextRefusal(outcome) {
         let permanent = DialDiagnostics.isPermanent(refusal)
-        if permanent {
+        if permanent && endpoints.count == 1 {
           // A redial cannot change this: wait the longest between tries.
           attempt = Peer.Config.Reconnect.attemptAtMaximum
         }
         if refusal != lastReport {
           let maximum = self.context.config.reconnect.maximumBackoff.seconds
           let every = maximum == maximum.rounded() && maximum < 1e9 ? "\(Int(maximum))" : "\(maximum)"
-          let said = permanent
+          let said = permanent && endpoints.count == 1
             ? refusal + "; a redial cannot fix this, so retrying only every \(every) s until the certificates or the remote change"
             : refusal
-          logger.error("connection refused", metadata: ["reason": "\(said)", "event": "refused"])
-          self.context.events.emit(.refused(remote: "\(self.target)", reason: said))
+          logger.error("connection refused", metadata: ["reason": "\(said)", "event": "refused", "hub": "\(endpoint)"])
+          self.context.events.emit(.refused(remote: "\(endpoint)", reason: said))
           lastReport = refusal
         }
       } else if !outcome.wasConnected, outcome.reason != lastReport {
         logger.notice(
           "cannot reach the remote peer yet; retrying with backoff",
-          metadata: ["reason": "\(outcome.reason)", "event": "retrying"]
+          metadata: ["reason": "\(outcome.reason)", "event": "retrying", "hub": "\(endpoint)"]
         )
-        self.context.events.emit(.unreachable(target: "\(self.target)", reason: outcome.reason))
+        self.context.events.emit(.unreachable(target: "\(endpoint)", reason: outcome.reason))
         lastReport = outcome.reason
       }
-      let delay = self.context.config.reconnect.delay(attempt: attempt)
-      attempt += 1
+      let delay: Duration
+      if endpoints.count > 1 {
+        // A failover list: the next hub, after a short jittered pause (so that the agents of
+        // a hub that drains or dies do not all arrive at once); the backoff grows only once
+        // every hub of the list failed in a row.
+        index = (index + 1) % endpoints.count
+        delay = self.context.config.reconnect.delay(attempt: index == 0 && !outcome.wasConnected ? attempt : 0)
+        if index == 0 && !outcome.wasConnected { attempt += 1 }
+      } else {
+        delay = self.context.config.reconnect.delay(attempt: attempt)
+        attempt += 1
+      }
       await Signal.sleep(for: delay, unlessAnyOf: stopping)
     }
   }
@@ -149,10 +163,10 @@ struct Dialer {
   }
 
   /// Runs one session: one connection, the streams its mode opens, until the first ends.
-  private func runSession(diagnostics: DialDiagnostics, remote: RemoteTraits, stop: Signal) async -> Outcome {
+  private func runSession(to endpoint: Peer.Target, diagnostics: DialDiagnostics, remote: RemoteTraits, stop: Signal) async -> Outcome {
     let transport: HTTP2ClientTransport.Posix
     do {
-      transport = try self.context.makeClientTransport(to: self.target, on: self.executor, diagnostics: diagnostics)
+      transport = try self.context.makeClientTransport(to: endpoint, on: self.executor, diagnostics: diagnostics)
     } catch {
       return Outcome(wasConnected: false, reason: ErrorChain.rootCause(error))
     }
@@ -166,7 +180,7 @@ struct Dialer {
           placeholder: self.target.queueName,
           remote: remote,
           connected: connected,
-          remotePeer: { self.remotePeer(diagnostics) },
+          remotePeer: { self.remotePeer(diagnostics, endpoint: endpoint) },
           diagnostics: diagnostics,
           executor: self.executor
         )
@@ -231,10 +245,18 @@ struct Dialer {
     return "the listener closed the connection before HTTP/2 started: it most likely requires TLS (this peer runs --insecure)"
   }
 
-  private func remotePeer(_ diagnostics: DialDiagnostics) -> RemotePeer {
-    if self.context.material != nil, let remote = diagnostics.remote {
+  /// Who answered. A hub of a failover list is known by the list's name: to this peer the
+  /// hubs are one remote, whose requests and window follow the link from hub to hub.
+  private func remotePeer(_ diagnostics: DialDiagnostics, endpoint: Peer.Target) -> RemotePeer {
+    if self.context.material != nil, var remote = diagnostics.remote {
+      if let group = self.target.groupName(for: remote.identity.name) {
+        remote.identity = PeerIdentity(name: group, isVerified: remote.identity.isVerified)
+      }
       return remote
     }
-    return RemotePeer(identity: .unverified(address: "\(self.target.address)"), key: nil)
+    if let group = self.target.groupName(for: endpoint.expectedIdentity ?? "") {
+      return RemotePeer(identity: .unverified(address: group), key: nil)
+    }
+    return RemotePeer(identity: .unverified(address: "\(endpoint.address)"), key: nil)
   }
 }

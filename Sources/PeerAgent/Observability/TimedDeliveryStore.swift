@@ -26,8 +26,8 @@ struct TimedDeliveryStore: DeliveryStore {
   func removeOutgoing(id: String) { self.store.removeOutgoing(id: id) }
   func renamePeer(_ peer: String, to name: String) { self.store.renamePeer(peer, to: name) }
   func unansweredOutgoing() throws -> [OutgoingRecord] { try self.store.unansweredOutgoing() }
-  func windowEntry(for id: String, from sender: String) throws -> WindowEntry? {
-    try self.store.windowEntry(for: id, from: sender)
+  func windowEntry(for id: String, from sender: String) async throws -> WindowEntry? {
+    try await self.store.windowEntry(for: id, from: sender)
   }
   func recordReply(_ answer: Answer, from sender: String, at date: Double) async throws {
     try await self.timed { try await self.store.recordReply(answer, from: sender, at: date) }

@@ -6,6 +6,7 @@ internal import ServiceLifecycle
 internal import UnixSignals
 internal import NIOCore
 private import Synchronization
+internal import Tracing
 
 struct Run: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
@@ -154,12 +155,44 @@ struct Run: AsyncParsableCommand {
         maximumOutputBytes: config.transport.maximumMessageBytes / 2
       )
     }
-    let peer = try Peer(config: config, logger: logger) { request in
+    let handler: Peer.Handler = { request in
       console.request(request)
       if let exec { return try await exec.reply(to: request) }
       return "ack from \(name): \(request.text)"
     }
+    let serving = Serving(
+      console: console,
+      logger: logger,
+      exposition: exposition,
+      traceExport: traceExport,
+      metrics: self.metrics,
+      exitOnEOF: self.exitOnEof
+    )
+    if config.cluster != nil {
+      try await PeerCluster.run(config: config, logger: logger, handler: handler) { peer in
+        try await serving.serve(peer)
+      }
+    } else {
+      try await serving.serve(try Peer(config: config, logger: logger, handler: handler))
+    }
+  }
+}
 
+/// What `run` does with its peer once it is made: report, serve the metrics, send the lines
+/// of standard input, until the peer stops.
+struct Serving: Sendable {
+  let console: ConsoleOutput
+  let logger: Logger
+  let exposition: PrometheusExposition?
+  let traceExport: (tracer: any Tracer, service: any Service)?
+  let metrics: String?
+  let exitOnEOF: Bool
+
+  func serve(_ peer: Peer) async throws {
+    let console = self.console
+    let logger = self.logger
+    let exposition = self.exposition
+    let traceExport = self.traceExport
     // Reported before the peer starts, so that they come before any event of this run: a
     // script can tell which of its lines a crash left accepted.
     for delivery in peer.recoveredDeliveries {
@@ -179,7 +212,7 @@ struct Run: AsyncParsableCommand {
       metricsChannel = nil
     }
     let failures = FailureCount()
-    let exitOnEOF = self.exitOnEof
+    let exitOnEOF = self.exitOnEOF
     enum Finished { case peer, events, input, signals, metrics }
 
     try await withThrowingTaskGroup(of: Finished.self) { group in
@@ -220,7 +253,7 @@ struct Run: AsyncParsableCommand {
         return .events
       }
       group.addTask {
-        await Self.sendLines(
+        await Run.sendLines(
           StandardInputLines.make(),
           resuming: peer.recoveredDeliveries,
           through: peer,

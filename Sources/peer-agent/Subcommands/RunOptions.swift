@@ -28,8 +28,8 @@ struct RunOptions: ParsableArguments {
   @Option(
     name: .long,
     help: ArgumentHelp(
-      "Dial this remote peer (repeatable). With NAME@, its certificate must carry NAME.",
-      valueName: "[NAME@]HOST:PORT"
+      "Dial this remote peer (repeatable). With NAME@, its certificate must carry NAME. A list of hubs of one cluster, NAME@HOST:PORT,NAME@HOST:PORT,…, is one link: to the first hub it reaches, then the next when that one fails or drains; its requests follow it.",
+      valueName: "[NAME@]HOST:PORT[,NAME@HOST:PORT…]"
     )
   )
   var connect: [String] = []
@@ -108,6 +108,21 @@ struct RunOptions: ParsableArguments {
 
   @Flag(name: .long, help: "Keep unanswered requests and recent replies in memory only: a restart loses them.")
   var inMemory = false
+
+  @Option(
+    name: .long,
+    help: ArgumentHelp(
+      "Run as one hub of a cluster whose hubs share this PostgreSQL database: who is connected where (leases), the outbox and the de-duplication window. Any hub can send to an agent connected to any other; agents fail over with --connect hub-1@A,hub-2@B. Needs --mode single --listen; replaces --state-dir. The schema is created on first use. A password can come from PGPASSWORD.",
+      valueName: "postgresql://USER@HOST:PORT/DB"
+    )
+  )
+  var cluster: String?
+
+  @Option(
+    name: .long,
+    help: ArgumentHelp("With --cluster: how long an agent's lease lasts unless renewed; a hub that dies loses its agents to other hubs within it.", valueName: "SECONDS")
+  )
+  var leaseDuration: Double = 6
 
   @Option(
     name: .long,
@@ -251,6 +266,20 @@ struct RunOptions: ParsableArguments {
     if self.inMemory && self.stateDir != nil {
       throw ValidationError("--in-memory keeps nothing on disk: drop --state-dir, or drop --in-memory")
     }
+    if let cluster = self.cluster {
+      do { _ = try Peer.Config.Cluster.Database(parsing: cluster) } catch let error as PeerAgentError {
+        throw ValidationError("--cluster: \(error.message)")
+      }
+      if self.inMemory || self.stateDir != nil {
+        throw ValidationError("--cluster keeps the outbox and window in the cluster database: drop --state-dir and --in-memory")
+      }
+      if self.mode != .single || self.listen == nil {
+        throw ValidationError("--cluster is for hubs: they listen in single-channel mode (--mode single --listen HOST:PORT), and their agents dial them")
+      }
+    }
+    guard self.leaseDuration >= 1, self.leaseDuration <= 3600 else {
+      throw ValidationError("--lease-duration is a number of seconds from 1 to 3600")
+    }
     guard self.maxMessageBytes >= 64 else {
       throw ValidationError("--max-message-bytes must be at least 64")
     }
@@ -315,6 +344,12 @@ struct RunOptions: ParsableArguments {
       config.health.heartbeatTimeout = .fromSeconds(self.heartbeatTimeout)
       config.health.keepaliveInterval = self.keepalive > 0 ? .fromSeconds(self.keepalive) : nil
       self.limits.apply(to: &config)
+      if let cluster = self.cluster, var database = try? Peer.Config.Cluster.Database(parsing: cluster) {
+        if database.password == nil, let password = ProcessInfo.processInfo.environment["PGPASSWORD"], !password.isEmpty {
+          database.password = password
+        }
+        config.cluster = Peer.Config.Cluster(database: database, leaseDuration: .fromSeconds(self.leaseDuration))
+      }
       if self.insecure {
         config.security = .plaintext
       } else if let dir = self.certs {

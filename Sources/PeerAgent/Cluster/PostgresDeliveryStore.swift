@@ -1,0 +1,408 @@
+private import Foundation
+internal import Logging
+internal import PostgresNIO
+private import Synchronization
+
+/// A ``DeliveryStore`` in a PostgreSQL database that the hubs of a cluster share: one outbox
+/// table and one de-duplication window for all of them.
+///
+/// - The **outbox** holds every hub's unanswered requests, each with its `origin` (the hub
+///   whose caller waits for the reply) and its `peer` (the agent it is for). The hub that holds
+///   the agent's lease delivers it (``ClusterHub`` claims it), writes the reply into the row,
+///   and the origin takes it from there: the table is the source of truth, `NOTIFY` only wakes
+///   the hubs that should look.
+/// - The **window** is keyed by the agent's verified name and the request id: a request an
+///   agent sends again after failing over to another hub is answered from it, not handled again.
+///
+/// Writes are applied in the order they are made, by one writer (``runWriter()``), which
+/// commits whatever is pending in one transaction (group commit). Reads run beside it on the
+/// client's pool.
+package final class PostgresDeliveryStore: DeliveryStore {
+  /// The hub this store records for: its requests' `origin`.
+  package let hub: String
+  let client: PostgresClient
+  private let logger: Logger
+  private let pending = Mutex(Pending())
+  private let wake = Doorbell()
+  private let failures = Atomic<Int>(0)
+  private let evictions = Atomic<Int>(0)
+  private let batches = Atomic<Int>(0)
+  /// This hub's unanswered requests when the store was opened (``unansweredOutgoing()``).
+  private let recovered: [OutgoingRecord]
+
+  /// The most writes in one transaction.
+  static let maximumBatch = 512
+
+  private struct Write: Sendable {
+    let apply: @Sendable (PostgresConnection, Logger) async throws -> Void
+    let done: (@Sendable (Result<Void, any Error>) -> Void)?
+  }
+
+  private struct Pending {
+    var writes: [Write] = []
+    var closed = false
+    /// Callers of ``flush()``, woken once everything before them is written.
+    var flushed: [(count: Int, promise: Promise<Void>)] = []
+    var submitted = 0
+    var written = 0
+  }
+
+  private init(hub: String, client: PostgresClient, logger: Logger, recovered: [OutgoingRecord]) {
+    self.hub = hub
+    self.client = client
+    self.logger = logger
+    self.recovered = recovered
+  }
+
+  /// Creates or migrates the schema, and reads this hub's unanswered requests. `client` must be
+  /// running (``PostgresClient/run()``) for as long as the store is used.
+  static func open(hub: String, client: PostgresClient, logger: Logger) async throws -> PostgresDeliveryStore {
+    try await ClusterSchema.migrate(client, logger: logger)
+    var records: [OutgoingRecord] = []
+    let rows = try await client.query(
+      """
+      SELECT id, peer, text, expires_at, answered_by, answered_verified, answer, answer_error, answer_code
+      FROM peer_agent_outbox WHERE origin = \(hub) ORDER BY sequence
+      """,
+      logger: logger
+    )
+    for try await (id, peer, text, expiresAt, answeredBy, verified, answer, answerError, answerCode) in rows.decode(
+      (String, String, String, Double, String?, Bool?, String?, String?, String?).self
+    ) {
+      var record = OutgoingRecord(id: id, peer: peer, text: text, expiresAt: expiresAt)
+      if let answeredBy {
+        record.answer = Answer(
+          id: id, text: answer ?? "", error: answerError, code: answerCode,
+          from: PeerIdentity(name: answeredBy, isVerified: verified ?? false)
+        )
+      }
+      records.append(record)
+    }
+    return PostgresDeliveryStore(hub: hub, client: client, logger: logger, recovered: records)
+  }
+
+  // MARK: - The writer
+
+  /// Applies the writes in order, in batches, until ``close()`` and every write before it is
+  /// done; then returns. A batch that fails is retried one write per transaction, so that only
+  /// the failing write reports its error.
+  package func runWriter() async {
+    while true {
+      let (batch, closed): ([Write], Bool) = self.pending.withLock { pending in
+        let count = min(pending.writes.count, Self.maximumBatch)
+        let batch = Array(pending.writes.prefix(count))
+        pending.writes.removeFirst(count)
+        return (batch, pending.closed)
+      }
+      if batch.isEmpty {
+        if closed { return }
+        await self.wake.wait(atMost: .seconds(1))
+        continue
+      }
+      await self.commit(batch)
+      let woken: [Promise<Void>] = self.pending.withLock { pending in
+        pending.written += batch.count
+        let done = pending.flushed.filter { $0.count <= pending.written }.map(\.promise)
+        pending.flushed.removeAll { $0.count <= pending.written }
+        return done
+      }
+      for promise in woken { promise.complete(.success(())) }
+    }
+  }
+
+  private func commit(_ batch: [Write]) async {
+    do {
+      try await self.client.withTransaction(logger: self.logger) { connection in
+        for write in batch { try await write.apply(connection, self.logger) }
+      }
+      self.batches.add(1, ordering: .relaxed)
+      for write in batch { write.done?(.success(())) }
+    } catch {
+      guard batch.count > 1 else {
+        self.failed(batch[0], error)
+        return
+      }
+      for write in batch {
+        do {
+          try await self.client.withTransaction(logger: self.logger) { connection in
+            try await write.apply(connection, self.logger)
+          }
+          write.done?(.success(()))
+        } catch {
+          self.failed(write, error)
+        }
+      }
+    }
+  }
+
+  private func failed(_ write: Write, _ error: any Error) {
+    self.failures.add(1, ordering: .relaxed)
+    self.logger.error("a write to the cluster database failed", metadata: ["error": "\(String(reflecting: error))"])
+    write.done?(.failure(error))
+  }
+
+  private func submit(_ write: Write) {
+    let accepted = self.pending.withLock { pending -> Bool in
+      guard !pending.closed else { return false }
+      pending.writes.append(write)
+      pending.submitted += 1
+      return true
+    }
+    guard accepted else {
+      write.done?(.failure(Closed()))
+      return
+    }
+    self.wake.ring()
+  }
+
+  private func enqueue(
+    _ apply: @escaping @Sendable (PostgresConnection, Logger) async throws -> Void,
+    then done: (@Sendable (Result<Void, any Error>) -> Void)? = nil
+  ) {
+    self.submit(Write(apply: apply, done: done))
+  }
+
+  private func write(_ apply: @escaping @Sendable (PostgresConnection, Logger) async throws -> Void) async throws {
+    let promise = Promise<Void>()
+    self.submit(Write(apply: apply) { promise.complete($0) })
+    try await promise.wait()
+  }
+
+  /// Waits until every write submitted so far is done.
+  package func flush() async {
+    let promise: Promise<Void>? = self.pending.withLock { pending in
+      guard pending.written < pending.submitted else { return nil }
+      let promise = Promise<Void>()
+      pending.flushed.append((pending.submitted, promise))
+      return promise
+    }
+    self.wake.ring()
+    try? await promise?.wait()
+  }
+
+  /// Refuses new writes; ``runWriter()`` returns once the pending ones are written.
+  package func close() {
+    self.pending.withLock { $0.closed = true }
+    self.wake.ring()
+  }
+
+  /// The store was closed before the write was made.
+  struct Closed: Error, CustomStringConvertible {
+    var description: String { "the cluster delivery store is closed" }
+  }
+
+  // MARK: - DeliveryStore
+
+  package var isDurable: Bool { true }
+
+  package func recordOutgoing(_ record: OutgoingRecord, then recorded: @escaping @Sendable (Result<Void, any Error>) -> Void) {
+    let hub = self.hub
+    self.enqueue(
+      { connection, logger in
+        try await connection.query(
+          """
+          INSERT INTO peer_agent_outbox (id, origin, peer, text, expires_at) VALUES (\(record.id), \(hub), \(record.peer), \(record.text), \(record.expiresAt))
+          ON CONFLICT (id) DO UPDATE SET peer = excluded.peer, text = excluded.text, expires_at = excluded.expires_at
+          """,
+          logger: logger
+        )
+        // Delivered at commit: wakes the hub that holds the agent.
+        try await connection.query("SELECT pg_notify('peer_agent_outbox', \(record.peer))", logger: logger)
+      },
+      then: recorded
+    )
+  }
+
+  package func recordAnswer(_ answer: Answer) {
+    let hub = self.hub
+    self.enqueue { connection, logger in
+      // The origin, if it is another hub, is woken to take the reply.
+      try await connection.query(
+        """
+        WITH answered AS (
+          UPDATE peer_agent_outbox SET answered_by = \(answer.from?.name ?? ""), answered_verified = \(answer.from?.isVerified ?? false),
+            answer = \(answer.text), answer_error = \(answer.error), answer_code = \(answer.code), answered_at_hub = \(hub)
+          WHERE id = \(answer.id) RETURNING origin
+        )
+        SELECT pg_notify('peer_agent_answers', origin) FROM answered WHERE origin <> \(hub)
+        """,
+        logger: logger
+      )
+    }
+  }
+
+  package func removeOutgoing(id: String) {
+    self.enqueue { connection, logger in
+      try await connection.query("DELETE FROM peer_agent_outbox WHERE id = \(id)", logger: logger)
+    }
+  }
+
+  package func renamePeer(_ peer: String, to name: String) {
+    let hub = self.hub
+    self.enqueue { connection, logger in
+      try await connection.query(
+        "UPDATE peer_agent_outbox SET peer = \(name) WHERE peer = \(peer) AND origin = \(hub)",
+        logger: logger
+      )
+    }
+  }
+
+  /// This hub's unanswered requests as they were when the store was opened: a peer reads them
+  /// once, when it is created, before it writes anything.
+  package func unansweredOutgoing() throws -> [OutgoingRecord] {
+    self.recovered
+  }
+
+  package func windowEntry(for id: String, from sender: String) async throws -> WindowEntry? {
+    let rows = try await self.client.query(
+      "SELECT text, error, pending FROM peer_agent_window WHERE sender = \(sender) AND id = \(id)",
+      logger: self.logger
+    )
+    for try await (text, error, pending) in rows.decode((String, String?, Bool).self) {
+      if pending { return .accepted }
+      return .answered(Answer(id: id, text: text, error: error))
+    }
+    return nil
+  }
+
+  package func recordReply(_ answer: Answer, from sender: String, at date: Double) async throws {
+    try await self.write { connection, logger in
+      try await connection.query(
+        """
+        INSERT INTO peer_agent_window (sender, id, text, error, recorded_at, pending)
+        VALUES (\(sender), \(answer.id), \(answer.text), \(answer.error), \(date), false)
+        ON CONFLICT (sender, id) DO UPDATE SET text = excluded.text, error = excluded.error,
+          recorded_at = excluded.recorded_at, pending = false
+        """,
+        logger: logger
+      )
+    }
+  }
+
+  package func recordAcceptance(of id: String, from sender: String, at date: Double) async throws {
+    try await self.write { connection, logger in
+      try await connection.query(
+        """
+        INSERT INTO peer_agent_window (sender, id, text, error, recorded_at, pending)
+        VALUES (\(sender), \(id), '', NULL, \(date), true) ON CONFLICT (sender, id) DO NOTHING
+        """,
+        logger: logger
+      )
+    }
+  }
+
+  package var windowEvictions: Int { self.evictions.load(ordering: .relaxed) }
+
+  package var failedWrites: Int { self.failures.load(ordering: .relaxed) }
+
+  /// Transactions committed since the store opened.
+  package var committedBatches: Int { self.batches.load(ordering: .relaxed) }
+
+  package func pruneReplies(before date: Double, bounds: WindowBounds) async throws {
+    let cost = "(\(WindowBounds.entryOverhead) + octet_length(id) + octet_length(text) + coalesce(octet_length(error), 0))"
+    let perSender = bounds.bytesPerSender
+    let count = bounds.count
+    let evicted: Int = try await self.client.withTransaction(logger: self.logger) { connection in
+      try await connection.query("DELETE FROM peer_agent_window WHERE recorded_at < \(date)", logger: self.logger)
+      var evicted = 0
+      // Each sender over its share loses its own oldest; then the oldest beyond the count.
+      let rows = try await connection.query(
+        PostgresQuery(
+          unsafeSQL: """
+            WITH held AS (
+              SELECT sender, id, SUM(\(cost)) OVER (PARTITION BY sender ORDER BY recorded_at DESC, id DESC) AS bytes,
+                ROW_NUMBER() OVER (ORDER BY recorded_at DESC, id DESC) AS place
+              FROM peer_agent_window
+            ), gone AS (
+              DELETE FROM peer_agent_window w USING held
+              WHERE w.sender = held.sender AND w.id = held.id AND (held.bytes > $1 OR held.place > $2)
+              RETURNING 1
+            )
+            SELECT COUNT(*)::bigint FROM gone
+            """,
+          binds: {
+            var binds = PostgresBindings()
+            binds.append(Int64(perSender))
+            binds.append(Int64(count))
+            return binds
+          }()
+        ),
+        logger: self.logger
+      )
+      for try await removed in rows.decode(Int64.self) { evicted += Int(removed) }
+      return evicted
+    }
+    self.evictions.add(evicted, ordering: .relaxed)
+  }
+}
+
+/// The cluster's tables, created and migrated by PeerAgent itself: each version is applied once,
+/// under an advisory lock, so hubs that start together do not race.
+enum ClusterSchema {
+  /// The migrations, in order; the database records how many it has.
+  static let migrations: [String] = [
+    """
+    CREATE TABLE peer_agent_outbox (
+      sequence bigserial NOT NULL,
+      id text PRIMARY KEY,
+      origin text NOT NULL,
+      peer text NOT NULL,
+      text text NOT NULL,
+      expires_at double precision NOT NULL,
+      claimed_by text,
+      answered_by text,
+      answered_verified boolean,
+      answer text,
+      answer_error text,
+      answer_code text,
+      answered_at_hub text
+    );
+    CREATE INDEX peer_agent_outbox_unanswered ON peer_agent_outbox (peer, sequence) WHERE answered_by IS NULL;
+    CREATE INDEX peer_agent_outbox_origin ON peer_agent_outbox (origin, sequence);
+    CREATE TABLE peer_agent_window (
+      sender text NOT NULL,
+      id text NOT NULL,
+      text text NOT NULL,
+      error text,
+      recorded_at double precision NOT NULL,
+      pending boolean NOT NULL DEFAULT false,
+      PRIMARY KEY (sender, id)
+    );
+    CREATE INDEX peer_agent_window_age ON peer_agent_window (recorded_at);
+    CREATE TABLE peer_agent_leases (
+      agent text PRIMARY KEY,
+      hub text NOT NULL,
+      expires_at timestamptz NOT NULL
+    );
+    CREATE INDEX peer_agent_leases_hub ON peer_agent_leases (hub);
+    """
+  ]
+
+  static func migrate(_ client: PostgresClient, logger: Logger) async throws {
+    try await client.withTransaction(logger: logger) { connection in
+      // One hub at a time: the key is "peer-agent" in ASCII.
+      try await connection.query("SELECT pg_advisory_xact_lock(7070065110116)", logger: logger)
+      try await connection.query("CREATE TABLE IF NOT EXISTS peer_agent_schema (version integer NOT NULL)", logger: logger)
+      var version = 0
+      for try await value in try await connection.query("SELECT version FROM peer_agent_schema", logger: logger).decode(Int.self) {
+        version = value
+      }
+      if version > migrations.count {
+        throw PeerAgentError(
+          code: .invalidConfiguration,
+          message: "the cluster database has schema version \(version), newer than this peer-agent knows (\(migrations.count)): upgrade peer-agent"
+        )
+      }
+      for migration in migrations[version...] {
+        for statement in migration.split(separator: ";").map({ $0.trimmingCharacters(in: .whitespacesAndNewlines) }) where !statement.isEmpty {
+          try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+        }
+      }
+      if version == 0 {
+        try await connection.query("INSERT INTO peer_agent_schema (version) VALUES (\(migrations.count))", logger: logger)
+      } else if version < migrations.count {
+        try await connection.query("UPDATE peer_agent_schema SET version = \(migrations.count)", logger: logger)
+      }
+    }
+  }
+}
