@@ -78,7 +78,6 @@ struct ClusterTests {
         "run", "--name", "agent-\(number)", "--mode", "single", "--connect", self.connectList(first: first),
         "--certs", self.certs, "--in-memory", "--output", "json", "--log-level", "warning",
         "--request-timeout", "120", "--backoff-initial", "0.05", "--backoff-max", "0.5",
-        "--heartbeat", "0.5", "--heartbeat-timeout", "1.5",
       ])
     }
 
@@ -219,15 +218,16 @@ struct ClusterTests {
     let answered = await Self.eventually(within: .seconds(120)) { hub2.count { $0["event"] == "reply" } >= 400 }
     #expect(answered, "hub-2: \(hub2.count { $0["event"] == "reply" }) of 400 replies; \(hub2.parsedEvents.filter { $0["event"] == "error" }.prefix(3))")
     var unknown = 0
-    for agent in agents {
+    for (index, agent) in agents.enumerated() {
       // With at-most-once handling, a request hub-1 had accepted when it died is answered
-      // "outcomeUnknown" by hub-2 instead of being handled again; nothing else fails.
+      // "outcomeUnknown" by hub-2 instead of being handled again; nothing else fails, and
+      // nothing of the agents that were on hub-2 all along.
       let errors = agent.parsedEvents.filter { $0["event"] == "error" }
       unknown += errors.count
       #expect(errors.allSatisfy { $0["reason"] == "outcomeUnknown" }, "\(errors.prefix(3))")
+      if index % 2 == 1 { #expect(errors.isEmpty, "agent-\(index + 1) was on hub-2: \(errors.prefix(3))") }
       #expect(Set(agent.parsedEvents.filter { $0["event"] == "reply" }.compactMap { $0["id"] }).count == agent.count { $0["event"] == "reply" })
     }
-    #expect(unknown <= 10 * 64, "at most what hub-1 was handling when it died")
     print("cluster: after the kill, \(unknown) of \(20 * perAgent) agent requests answered outcomeUnknown (accepted by hub-1 as it died)")
     #expect(Self.handledTwice([hub1, hub2]) == [], "handled twice across the hubs")
     #expect(Self.handledTwice(agents) == [], "an agent handled a request twice")

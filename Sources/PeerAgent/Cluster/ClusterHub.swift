@@ -63,6 +63,10 @@ final class ClusterHub: Sendable {
   func releaseLeases() async {
     do {
       try await self.client.query("DELETE FROM peer_agent_leases WHERE hub = \(self.hub)", logger: self.logger)
+      try await self.client.query(
+        "DELETE FROM peer_agent_hubs WHERE hub = \(self.hub) AND run = \(self.store.run)",
+        logger: self.logger
+      )
     } catch {
       self.logger.warning("cannot release this hub's leases; they lapse on their own", metadata: ["error": "\(error)"])
     }
@@ -86,8 +90,16 @@ final class ClusterHub: Sendable {
               logger: self.logger
             )
           }
+          let milliseconds = Int64(self.cluster.leaseDuration.milliseconds)
+          // This run of the hub is alive: what it accepted, it is handling.
+          try await self.client.query(
+            """
+            INSERT INTO peer_agent_hubs (hub, run, expires_at) VALUES (\(self.hub), \(self.store.run), now() + \(milliseconds) * interval '1 millisecond')
+            ON CONFLICT (hub) DO UPDATE SET run = excluded.run, expires_at = excluded.expires_at
+            """,
+            logger: self.logger
+          )
           if !connected.isEmpty {
-            let milliseconds = Int64(self.cluster.leaseDuration.milliseconds)
             // The agent is connected here now: this hub holds it, whoever held it before.
             try await self.client.query(
               """

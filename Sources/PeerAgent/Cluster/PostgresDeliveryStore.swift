@@ -20,6 +20,9 @@ private import Synchronization
 package final class PostgresDeliveryStore: DeliveryStore {
   /// The hub this store records for: its requests' `origin`.
   package let hub: String
+  /// This run of the hub (a new one at every start): an acceptance another hub finds in the
+  /// window is in progress only while the run that recorded it is alive.
+  package let run = UUID().uuidString
   let client: PostgresClient
   private let logger: Logger
   private let pending = Mutex(Pending())
@@ -162,10 +165,14 @@ package final class PostgresDeliveryStore: DeliveryStore {
     self.submit(Write(apply: apply, done: done))
   }
 
+  /// Writes `apply` in the next batch and returns once it is committed — also when the
+  /// caller's task is cancelled meanwhile (its stream went away): the write is queued and will
+  /// be made, so the caller must know how it went (a recorded acceptance or reply decides what
+  /// a repeat of the request is answered).
   private func write(_ apply: @escaping @Sendable (PostgresConnection, Logger) async throws -> Void) async throws {
-    let promise = Promise<Void>()
-    self.submit(Write(apply: apply) { promise.complete($0) })
-    try await promise.wait()
+    try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+      self.submit(Write(apply: apply) { continuation.resume(with: $0) })
+    }
   }
 
   /// Waits until every write submitted so far is done.
@@ -253,17 +260,34 @@ package final class PostgresDeliveryStore: DeliveryStore {
     self.recovered
   }
 
+  /// What the window holds. A request another hub accepted and is still handling — its run
+  /// is alive: a hub draining, whose agent moved on and sent it again here — is waited for
+  /// (every 50 ms, as long as that run lives, at most ``acceptanceWait``): its reply is the
+  /// answer. Only an acceptance whose hub died (or this hub's own, from an earlier run) is
+  /// ``WindowEntry/accepted``: at most once, its outcome unknown.
   package func windowEntry(for id: String, from sender: String) async throws -> WindowEntry? {
-    let rows = try await self.client.query(
-      "SELECT text, error, pending FROM peer_agent_window WHERE sender = \(sender) AND id = \(id)",
-      logger: self.logger
-    )
-    for try await (text, error, pending) in rows.decode((String, String?, Bool).self) {
-      if pending { return .accepted }
-      return .answered(Answer(id: id, text: text, error: error))
+    let started = ContinuousClock.now
+    while true {
+      let rows = try await self.client.query(
+        """
+        SELECT w.text, w.error, w.pending,
+          (w.accepted_by IS NOT NULL AND w.accepted_by <> \(self.hub) AND h.run = w.accepted_run AND h.expires_at > now())
+        FROM peer_agent_window w LEFT JOIN peer_agent_hubs h ON h.hub = w.accepted_by
+        WHERE w.sender = \(sender) AND w.id = \(id)
+        """,
+        logger: self.logger
+      )
+      var entry: (text: String, error: String?, pending: Bool, inProgress: Bool?)?
+      for try await row in rows.decode((String, String?, Bool, Bool?).self) { entry = row }
+      guard let entry else { return nil }
+      if !entry.pending { return .answered(Answer(id: id, text: entry.text, error: entry.error)) }
+      guard entry.inProgress == true, ContinuousClock.now - started < Self.acceptanceWait else { return .accepted }
+      try await Task.sleep(for: .milliseconds(50))
     }
-    return nil
   }
+
+  /// The longest a repeat waits for another hub's reply to the same request.
+  static let acceptanceWait: Duration = .seconds(60)
 
   package func recordReply(_ answer: Answer, from sender: String, at date: Double) async throws {
     try await self.write { connection, logger in
@@ -280,11 +304,13 @@ package final class PostgresDeliveryStore: DeliveryStore {
   }
 
   package func recordAcceptance(of id: String, from sender: String, at date: Double) async throws {
+    let hub = self.hub
+    let run = self.run
     try await self.write { connection, logger in
       try await connection.query(
         """
-        INSERT INTO peer_agent_window (sender, id, text, error, recorded_at, pending)
-        VALUES (\(sender), \(id), '', NULL, \(date), true) ON CONFLICT (sender, id) DO NOTHING
+        INSERT INTO peer_agent_window (sender, id, text, error, recorded_at, pending, accepted_by, accepted_run)
+        VALUES (\(sender), \(id), '', NULL, \(date), true, \(hub), \(run)) ON CONFLICT (sender, id) DO NOTHING
         """,
         logger: logger
       )
@@ -366,6 +392,8 @@ enum ClusterSchema {
       error text,
       recorded_at double precision NOT NULL,
       pending boolean NOT NULL DEFAULT false,
+      accepted_by text,
+      accepted_run text,
       PRIMARY KEY (sender, id)
     );
     CREATE INDEX peer_agent_window_age ON peer_agent_window (recorded_at);
@@ -375,6 +403,11 @@ enum ClusterSchema {
       expires_at timestamptz NOT NULL
     );
     CREATE INDEX peer_agent_leases_hub ON peer_agent_leases (hub);
+    CREATE TABLE peer_agent_hubs (
+      hub text PRIMARY KEY,
+      run text NOT NULL,
+      expires_at timestamptz NOT NULL
+    );
     """
   ]
 
