@@ -304,17 +304,30 @@ package final class PostgresDeliveryStore: DeliveryStore {
   }
 
   package func recordAcceptance(of id: String, from sender: String, at date: Double) async throws {
+    _ = try await self.claimAcceptance(of: id, from: sender, at: date)
+  }
+
+  /// Inserts the acceptance unless the window holds the request: the insert waits for a hub
+  /// that is inserting the same key in a transaction not yet committed, so of two hubs that
+  /// both found nothing in the window, exactly one records it.
+  package func claimAcceptance(of id: String, from sender: String, at date: Double) async throws -> Bool {
     let hub = self.hub
     let run = self.run
+    let inserted = Mutex(false)
     try await self.write { connection, logger in
-      try await connection.query(
+      let rows = try await connection.query(
         """
         INSERT INTO peer_agent_window (sender, id, text, error, recorded_at, pending, accepted_by, accepted_run)
         VALUES (\(sender), \(id), '', NULL, \(date), true, \(hub), \(run)) ON CONFLICT (sender, id) DO NOTHING
+        RETURNING 1
         """,
         logger: logger
       )
+      var any = false
+      for try await _ in rows.decode(Int.self) { any = true }
+      inserted.withLock { $0 = any }
     }
+    return inserted.withLock { $0 }
   }
 
   package var windowEvictions: Int { self.evictions.load(ordering: .relaxed) }

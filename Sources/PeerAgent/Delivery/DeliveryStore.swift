@@ -45,6 +45,12 @@ package protocol DeliveryStore: Sendable {
   /// ``WindowEntry/accepted``. Keeps a reply already recorded.
   /// Returns once it is recorded: only then may the handler run.
   func recordAcceptance(of id: String, from sender: String, at date: Double) async throws
+  /// As ``recordAcceptance(of:from:at:)``, and says whether this call recorded it: `false`
+  /// when the window held request `id` from `sender` already — another hub of a cluster took
+  /// it first, between this peer's ``windowEntry(for:from:)`` and now; its entry is then the
+  /// answer. Stores of one process (where one peer's own copies are never handled at once)
+  /// record and return `true`.
+  func claimAcceptance(of id: String, from sender: String, at date: Double) async throws -> Bool
   /// Forgets replies recorded before `date` (seconds since 1970), then the oldest beyond
   /// `bounds`: a sender over its share loses its own, and when the whole window is over, the
   /// sender holding the most loses its oldest.
@@ -54,4 +60,11 @@ package protocol DeliveryStore: Sendable {
   /// Queued writes (``recordAnswer(_:)``, ``removeOutgoing(id:)``, ``renamePeer(_:to:)``)
   /// that failed since the store was opened.
   var failedWrites: Int { get }
+}
+
+extension DeliveryStore {
+  package func claimAcceptance(of id: String, from sender: String, at date: Double) async throws -> Bool {
+    try await self.recordAcceptance(of: id, from: sender, at: date)
+    return true
+  }
 }

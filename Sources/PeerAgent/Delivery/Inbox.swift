@@ -124,7 +124,22 @@ final class Inbox: Sendable {
     perform: (IncomingRequest) async -> Answer?
   ) async -> Answer? {
     let answer: Answer?
-    switch try? await self.store.windowEntry(for: key.id, from: key.sender) {
+    var entry = try? await self.store.windowEntry(for: key.id, from: key.sender)
+    if entry == nil, self.atMostOnce {
+      switch await self.recordAcceptance(key) {
+      case .recorded:
+        break
+      case .refused(let refusal):
+        self.metrics?.handled(from: request.from.name, .refused)
+        let repeats = self.handling.withLock { $0.removeValue(forKey: key)?.reply }
+        repeats?.complete(.success(refusal))
+        return refusal
+      case .takenElsewhere:
+        // Another hub accepted it first: its entry (waited for while it handles it) is the answer.
+        entry = (try? await self.store.windowEntry(for: key.id, from: key.sender)) ?? .accepted
+      }
+    }
+    switch entry {
     case .answered(let recorded):
       self.repeatCount.add(1, ordering: .relaxed)
       self.metrics?.repeated(from: request.from.name)
@@ -140,13 +155,8 @@ final class Inbox: Sendable {
         "request \(key.id) was accepted before an interruption and may or may not have been handled; with at-most-once handling it is not handled again"
       )
     case nil:
-      if self.atMostOnce, let refusal = await self.recordAcceptance(key) {
-        self.metrics?.handled(from: request.from.name, .refused)
-        answer = refusal
-      } else {
-        answer = await perform(request)
-        if let answer { await self.record(answer, key: key) }
-      }
+      answer = await perform(request)
+      if let answer { await self.record(answer, key: key) }
     }
     let repeats = self.handling.withLock { $0.removeValue(forKey: key)?.reply }
     repeats?.complete(.success(answer))
@@ -166,18 +176,27 @@ final class Inbox: Sendable {
     }
   }
 
-  /// Records, before the handler runs, that `key` was accepted (at-most-once). Returns the
-  /// reply to give instead of running the handler when that cannot be recorded.
-  private func recordAcceptance(_ key: Key) async -> Answer? {
+  /// What became of recording an acceptance.
+  private enum Acceptance {
+    /// Recorded: the handler may run.
+    case recorded
+    /// Not recorded: this reply goes back instead of running the handler.
+    case refused(Answer)
+    /// Another hub of the cluster recorded it first.
+    case takenElsewhere
+  }
+
+  /// Records, before the handler runs, that `key` was accepted (at-most-once).
+  private func recordAcceptance(_ key: Key) async -> Acceptance {
     do {
-      try await self.store.recordAcceptance(of: key.id, from: key.sender, at: Date().timeIntervalSince1970)
-      return nil
+      let recorded = try await self.store.claimAcceptance(of: key.id, from: key.sender, at: Date().timeIntervalSince1970)
+      return recorded ? .recorded : .takenElsewhere
     } catch {
       self.logger.error(
         "cannot record the acceptance of a request: not handled (at-most-once)",
         metadata: ["id": "\(key.id)", "error": "\(error)"]
       )
-      return .refusal(of: key.id, .storageFailed, "the receiver cannot record the request before handling it: \(error)")
+      return .refused(.refusal(of: key.id, .storageFailed, "the receiver cannot record the request before handling it: \(error)"))
     }
   }
 

@@ -35,6 +35,11 @@ struct TimedDeliveryStore: DeliveryStore {
   func recordAcceptance(of id: String, from sender: String, at date: Double) async throws {
     try await self.timed { try await self.store.recordAcceptance(of: id, from: sender, at: date) }
   }
+  func claimAcceptance(of id: String, from sender: String, at date: Double) async throws -> Bool {
+    let start = ContinuousClock.now
+    defer { self.metrics.storeWrite(.now - start) }
+    return try await self.store.claimAcceptance(of: id, from: sender, at: date)
+  }
   func pruneReplies(before date: Double, bounds: WindowBounds) async throws {
     try await self.timed { try await self.store.pruneReplies(before: date, bounds: bounds) }
   }
