@@ -36,9 +36,11 @@ package final class PostgresDeliveryStore: DeliveryStore {
   /// The most writes in one transaction.
   static let maximumBatch = 512
 
-  private struct Write: Sendable {
-    let apply: @Sendable (PostgresConnection, Logger) async throws -> Void
-    let done: (@Sendable (Result<Void, any Error>) -> Void)?
+  /// One write and whom to tell how it went: `true`, except for an acceptance another hub
+  /// recorded first.
+  struct Write: Sendable {
+    let operation: PostgresWriteBatch.Operation
+    let done: (@Sendable (Result<Bool, any Error>) -> Void)?
   }
 
   private struct Pending {
@@ -113,24 +115,28 @@ package final class PostgresDeliveryStore: DeliveryStore {
     }
   }
 
+  /// Commits `batch` in one transaction, as a few statements over arrays
+  /// (``PostgresWriteBatch``) rather than one round trip per write.
   private func commit(_ batch: [Write]) async {
     do {
-      try await self.client.withTransaction(logger: self.logger) { connection in
-        for write in batch { try await write.apply(connection, self.logger) }
+      let results = try await self.client.withTransaction(logger: self.logger) { connection in
+        try await PostgresWriteBatch(hub: self.hub, run: self.run, writes: batch.map(\.operation)).apply(on: connection, logger: self.logger)
       }
       self.batches.add(1, ordering: .relaxed)
-      for write in batch { write.done?(.success(())) }
+      for (write, result) in zip(batch, results) { write.done?(.success(result)) }
     } catch {
       guard batch.count > 1 else {
         self.failed(batch[0], error)
         return
       }
+      // One of them failed, and the transaction rolled back: each on its own, so that only
+      // the failing one fails.
       for write in batch {
         do {
-          try await self.client.withTransaction(logger: self.logger) { connection in
-            try await write.apply(connection, self.logger)
+          let results = try await self.client.withTransaction(logger: self.logger) { connection in
+            try await PostgresWriteBatch(hub: self.hub, run: self.run, writes: [write.operation]).apply(on: connection, logger: self.logger)
           }
-          write.done?(.success(()))
+          write.done?(.success(results[0]))
         } catch {
           self.failed(write, error)
         }
@@ -158,20 +164,22 @@ package final class PostgresDeliveryStore: DeliveryStore {
     self.wake.ring()
   }
 
-  private func enqueue(
-    _ apply: @escaping @Sendable (PostgresConnection, Logger) async throws -> Void,
-    then done: (@Sendable (Result<Void, any Error>) -> Void)? = nil
-  ) {
-    self.submit(Write(apply: apply, done: done))
+  private func enqueue(_ operation: PostgresWriteBatch.Operation, then done: (@Sendable (Result<Void, any Error>) -> Void)? = nil) {
+    guard let done else {
+      self.submit(Write(operation: operation, done: nil))
+      return
+    }
+    self.submit(Write(operation: operation) { (result: Result<Bool, any Error>) in done(result.map { _ in () }) })
   }
 
-  /// Writes `apply` in the next batch and returns once it is committed — also when the
+  /// Writes `operation` in the next batch and returns once it is committed — also when the
   /// caller's task is cancelled meanwhile (its stream went away): the write is queued and will
   /// be made, so the caller must know how it went (a recorded acceptance or reply decides what
   /// a repeat of the request is answered).
-  private func write(_ apply: @escaping @Sendable (PostgresConnection, Logger) async throws -> Void) async throws {
-    try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-      self.submit(Write(apply: apply) { continuation.resume(with: $0) })
+  @discardableResult
+  private func write(_ operation: PostgresWriteBatch.Operation) async throws -> Bool {
+    try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Bool, any Error>) in
+      self.submit(Write(operation: operation) { continuation.resume(with: $0) })
     }
   }
 
@@ -203,55 +211,19 @@ package final class PostgresDeliveryStore: DeliveryStore {
   package var isDurable: Bool { true }
 
   package func recordOutgoing(_ record: OutgoingRecord, then recorded: @escaping @Sendable (Result<Void, any Error>) -> Void) {
-    let hub = self.hub
-    self.enqueue(
-      { connection, logger in
-        try await connection.query(
-          """
-          INSERT INTO peer_agent_outbox (id, origin, peer, text, expires_at) VALUES (\(record.id), \(hub), \(record.peer), \(record.text), \(record.expiresAt))
-          ON CONFLICT (id) DO UPDATE SET peer = excluded.peer, text = excluded.text, expires_at = excluded.expires_at
-          """,
-          logger: logger
-        )
-        // Delivered at commit: wakes the hub that holds the agent.
-        try await connection.query("SELECT pg_notify('peer_agent_outbox', \(record.peer))", logger: logger)
-      },
-      then: recorded
-    )
+    self.enqueue(.outgoing(record), then: recorded)
   }
 
   package func recordAnswer(_ answer: Answer) {
-    let hub = self.hub
-    self.enqueue { connection, logger in
-      // The origin, if it is another hub, is woken to take the reply.
-      try await connection.query(
-        """
-        WITH answered AS (
-          UPDATE peer_agent_outbox SET answered_by = \(answer.from?.name ?? ""), answered_verified = \(answer.from?.isVerified ?? false),
-            answer = \(answer.text), answer_error = \(answer.error), answer_code = \(answer.code), answered_at_hub = \(hub)
-          WHERE id = \(answer.id) RETURNING origin
-        )
-        SELECT pg_notify('peer_agent_answers', origin) FROM answered WHERE origin <> \(hub)
-        """,
-        logger: logger
-      )
-    }
+    self.enqueue(.answer(answer))
   }
 
   package func removeOutgoing(id: String) {
-    self.enqueue { connection, logger in
-      try await connection.query("DELETE FROM peer_agent_outbox WHERE id = \(id)", logger: logger)
-    }
+    self.enqueue(.remove(id))
   }
 
   package func renamePeer(_ peer: String, to name: String) {
-    let hub = self.hub
-    self.enqueue { connection, logger in
-      try await connection.query(
-        "UPDATE peer_agent_outbox SET peer = \(name) WHERE peer = \(peer) AND origin = \(hub)",
-        logger: logger
-      )
-    }
+    self.enqueue(.rename(peer, to: name))
   }
 
   /// This hub's unanswered requests as they were when the store was opened: a peer reads them
@@ -290,44 +262,18 @@ package final class PostgresDeliveryStore: DeliveryStore {
   static let acceptanceWait: Duration = .seconds(60)
 
   package func recordReply(_ answer: Answer, from sender: String, at date: Double) async throws {
-    try await self.write { connection, logger in
-      try await connection.query(
-        """
-        INSERT INTO peer_agent_window (sender, id, text, error, recorded_at, pending)
-        VALUES (\(sender), \(answer.id), \(answer.text), \(answer.error), \(date), false)
-        ON CONFLICT (sender, id) DO UPDATE SET text = excluded.text, error = excluded.error,
-          recorded_at = excluded.recorded_at, pending = false
-        """,
-        logger: logger
-      )
-    }
+    try await self.write(.reply(sender: sender, answer: answer, date: date))
   }
 
   package func recordAcceptance(of id: String, from sender: String, at date: Double) async throws {
-    _ = try await self.claimAcceptance(of: id, from: sender, at: date)
+    try await self.write(.acceptance(sender: sender, id: id, date: date))
   }
 
   /// Inserts the acceptance unless the window holds the request: the insert waits for a hub
   /// that is inserting the same key in a transaction not yet committed, so of two hubs that
   /// both found nothing in the window, exactly one records it.
   package func claimAcceptance(of id: String, from sender: String, at date: Double) async throws -> Bool {
-    let hub = self.hub
-    let run = self.run
-    let inserted = Mutex(false)
-    try await self.write { connection, logger in
-      let rows = try await connection.query(
-        """
-        INSERT INTO peer_agent_window (sender, id, text, error, recorded_at, pending, accepted_by, accepted_run)
-        VALUES (\(sender), \(id), '', NULL, \(date), true, \(hub), \(run)) ON CONFLICT (sender, id) DO NOTHING
-        RETURNING 1
-        """,
-        logger: logger
-      )
-      var any = false
-      for try await _ in rows.decode(Int.self) { any = true }
-      inserted.withLock { $0 = any }
-    }
-    return inserted.withLock { $0 }
+    try await self.write(.acceptance(sender: sender, id: id, date: date))
   }
 
   package var windowEvictions: Int { self.evictions.load(ordering: .relaxed) }

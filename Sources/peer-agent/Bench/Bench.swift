@@ -12,7 +12,8 @@ struct Bench: AsyncParsableCommand {
       one event loop, fan-out (one listener sending to many dialers by identity, on one event \
       loop and on one per core), connections (many idle dialers on one listener: memory per \
       link, handshakes per second, time until all are back after a listener restart) and \
-      recovery (time from a listener restart to the first successful reply). Each side is a \
+      recovery (time from a listener restart to the first successful reply) and cluster (two hubs \
+      on one PostgreSQL: a hub sending to an agent on the other hub against the hub it is on). Each side is a \
       separate peer-agent process. `raw` is the baseline: \
       the same Contact traffic with plain grpc-swift-2 calls on the generated stubs, the same \
       transport and TLS, and no PeerAgent logic; the table gives PeerAgent ÷ raw.
@@ -60,6 +61,12 @@ struct Bench: AsyncParsableCommand {
   ))
   var workerPrefix: String?
 
+  @Option(help: ArgumentHelp(
+    "The PostgreSQL database of the cluster workload (its tables are made there). Default: a scratch server of the bench's own, from Debian's postgresql binaries (skipped when there are none).",
+    valueName: "postgresql://USER@HOST:PORT/DB"
+  ))
+  var clusterDatabase: String?
+
   @Flag(help: "Plaintext instead of mutual TLS.")
   var insecure = false
 
@@ -102,6 +109,11 @@ struct Bench: AsyncParsableCommand {
         throw ValidationError("--payloads takes sizes in bytes (1 to 4000000), comma-separated")
       }
     }
+    if let database = self.clusterDatabase {
+      do { _ = try Peer.Config.Cluster.Database(parsing: database) } catch let error as PeerAgentError {
+        throw ValidationError("--cluster-database: \(error.message)")
+      }
+    }
     guard self.window >= 1, (self.repeats ?? 1) >= 1, (self.fanout ?? 1) >= 1 else {
       throw ValidationError("--window, --repeats and --fanout must be at least 1")
     }
@@ -127,7 +139,8 @@ struct Bench: AsyncParsableCommand {
         return [Self.executable(named: words[0]) ?? words[0]] + words.dropFirst()
       } ?? [],
       tls: !self.insecure,
-      grpcio: self.noGrpcio ? nil : Self.findGRPCIO(self.grpcio)
+      grpcio: self.noGrpcio ? nil : Self.findGRPCIO(self.grpcio),
+      clusterDatabase: self.clusterDatabase
     )
     if plan.grpcio == nil && !self.noGrpcio {
       FileHandle.standardError.write(Data("note: no grpcio environment in \(self.grpcio) (run scripts/interop.sh once): skipping the grpcio cells\n".utf8))
@@ -193,7 +206,7 @@ extension Bench {
 }
 
 struct BenchPlan: Sendable {
-  static let allWorkloads = ["ping-pong", "pipelined", "fan-out", "connections", "recovery"]
+  static let allWorkloads = ["ping-pong", "pipelined", "fan-out", "connections", "recovery", "cluster"]
 
   /// Where grpcio runs from, when it is available.
   struct GRPCIO: Sendable {
@@ -217,4 +230,6 @@ struct BenchPlan: Sendable {
   var workerPrefix: [String]
   var tls: Bool
   var grpcio: GRPCIO?
+  /// The PostgreSQL database of the `cluster` workload; `nil`: a scratch server of its own.
+  var clusterDatabase: String? = nil
 }

@@ -27,6 +27,15 @@ enum BenchReport {
           ])
         )
         continue
+      case "cluster":
+        lines.append(
+          Self.row([
+            cell.mode, cell.direction, "cluster " + (cell.window == 1 ? "ping-pong" : "pipelined"), Self.bytes(cell.payloadBytes),
+            String(Int(cell.requestsPerS)), String(Int(cell.p50Us)), String(Int(cell.p99Us)), String(Int(cell.p999Us)), "",
+            cell.ratioVsSameHubThroughput.map { "÷same hub: \(ratio($0)) req/s, \(ratio(cell.ratioVsSameHubP50)) p50" } ?? "",
+          ])
+        )
+        continue
       default:
         break
       }

@@ -65,6 +65,10 @@ struct BenchResults: Codable, Sendable {
     var ratioVsOneLoopThroughput: Double?
     /// Ping-pong with more than one event loop: p50 ÷ the same cell on one loop.
     var ratioVsOneLoopP50: Double?
+    /// The cluster workload, across the hubs: throughput ÷ the same load on the agent's own hub.
+    var ratioVsSameHubThroughput: Double?
+    /// The cluster workload, across the hubs: p50 ÷ the same load on the agent's own hub.
+    var ratioVsSameHubP50: Double?
     /// The connections workload: idle links held by the listener.
     var connections: Int?
     /// The connections workload: the listener's resident memory per idle link.

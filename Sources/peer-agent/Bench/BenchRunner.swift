@@ -56,6 +56,9 @@ final class BenchRunner: Sendable {
         cells.append(try await self.runRecovery(mode: mode))
       }
     }
+    if workloads.contains("cluster"), self.plan.tls, self.plan.modes.contains("single") {
+      cells += try await self.runCluster()
+    }
     return BenchResults(machine: .current(tls: self.plan.tls), cells: Self.withRatios(cells))
   }
 
@@ -268,7 +271,7 @@ final class BenchRunner: Sendable {
     }
     return cells.map { cell in
       var cell = cell
-      guard cell.mode == "single" || cell.mode == "dual", cell.workload != "recovery", cell.workload != "connections" else {
+      guard cell.mode == "single" || cell.mode == "dual", !["recovery", "connections", "cluster"].contains(cell.workload) else {
         return cell
       }
       if cell.storage != "memory", let memory = twin(cell, mode: cell.mode, loops: cell.eventLoops) {
