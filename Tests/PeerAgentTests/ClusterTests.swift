@@ -188,7 +188,7 @@ struct ClusterTests {
     }
     #expect(try await Self.eventually { try cluster.leases(of: "hub-1").count == 10 })
 
-    let perAgent = 200
+    let perAgent = 600
     for (index, agent) in agents.enumerated() {
       agent.send(lines: (0 ..< perAgent).map { "agent-\(index + 1) #\($0)" })
     }
@@ -197,9 +197,14 @@ struct ClusterTests {
     // Under way: hub-1's agents have replies to some of their requests, not all.
     let hub1Agents = agents.enumerated().filter { $0.offset % 2 == 0 }.map(\.element)
     let underWay = await Self.eventually {
-      hub1Agents.reduce(0) { sum, agent in sum + agent.count { $0["event"] == "reply" } } >= 500
+      hub1Agents.reduce(0) { sum, agent in sum + agent.count { $0["event"] == "reply" } } >= 1000
     }
     #expect(underWay, "hub-1: \(hub1.log.suffix(1000))")
+    // hub-1's own requests, for agents on hub-2: recorded in the database when it dies.
+    hub1.send(lines: (1 ... 10).flatMap { pair in (0 ..< 5).map { "@agent-\(pair * 2) from hub-1 #\($0)" } })
+    let recorded = await Self.eventually { hub1.count { $0["event"] == "queued" && ($0["text"] ?? "").contains("from hub-1") } >= 50 }
+    #expect(recorded)
+    let hub1Requests = Set(hub1.parsedEvents.filter { $0["event"] == "queued" && ($0["text"] ?? "").contains("from hub-1") }.compactMap { $0["id"] })
     let killed = ContinuousClock.now
     hub1.kill()
     let handledByHub1 = hub1.count { $0["event"] == "request" }
@@ -210,7 +215,7 @@ struct ClusterTests {
     }
     let failover = ContinuousClock.now - killed
     #expect(movedAll, "agents not back: \(hub1Agents.filter { $0.count { $0["event"] == "connected" } < 2 }.map(\.log))")
-    print("cluster: kill -9 of hub-1 after it handled \(handledByHub1) requests; its 10 agents connected to hub-2 within \(failover)")
+    print("cluster: kill -9 of hub-1 after it handled \(handledByHub1) of its agents' \(10 * perAgent) requests; its 10 agents connected to hub-2 within \(failover)")
 
     for (index, agent) in agents.enumerated() {
       let done = await Self.eventually(within: .seconds(120)) {
@@ -235,6 +240,16 @@ struct ClusterTests {
     #expect(Self.handledTwice([hub1, hub2]) == [], "handled twice across the hubs")
     #expect(Self.handledTwice(agents) == [], "an agent handled a request twice")
     #expect(try cluster.leases(of: "hub-1").isEmpty, "hub-1's leases lapsed or moved")
+
+    // hub-1 again, with the same name: its requests were delivered by hub-2 meanwhile, or
+    // are delivered now; it reports every reply.
+    let restarted = try await cluster.startHub(0)
+    let replied = await Self.eventually(within: .seconds(60)) {
+      hub1Requests.isSubset(of: Set((hub1.parsedEvents + restarted.parsedEvents).filter { $0["event"] == "reply" }.compactMap { $0["id"] }))
+    }
+    let hub1Answered = Set((hub1.parsedEvents + restarted.parsedEvents).filter { $0["event"] == "reply" }.compactMap { $0["id"] })
+    #expect(replied, "hub-1's requests without a reply: \(hub1Requests.subtracting(hub1Answered).count) of \(hub1Requests.count); \(restarted.log.suffix(1500))")
+    print("cluster: hub-1's \(hub1Requests.count) requests recorded before the kill: \(hub1Requests.intersection(Set(restarted.parsedEvents.filter { $0["event"] == "resumed" }.compactMap { $0["id"] })).count) resumed after its restart, all answered")
   }
 
   @Test("A rolling restart of three hubs under load: agents move with jitter, nothing is lost or handled twice")

@@ -33,8 +33,9 @@ package final class PostgresDeliveryStore: DeliveryStore {
   /// This hub's unanswered requests when the store was opened (``unansweredOutgoing()``).
   private let recovered: [OutgoingRecord]
 
-  /// The most writes in one transaction.
-  static let maximumBatch = 512
+  /// The most writes in one transaction (a few statements over arrays: a large batch costs
+  /// little more than a small one).
+  static let maximumBatch = 4096
 
   /// One write and whom to tell how it went: `true`, except for an acceptance another hub
   /// recorded first.

@@ -8,7 +8,7 @@ private import Glibc
 ///
 /// As root (CI), the server runs as the `postgres` user, as PostgreSQL requires; otherwise as
 /// the user running the tests. The binaries come from `PEER_AGENT_PG_BIN`, else Debian's
-/// `/usr/lib/postgresql/15/bin`.
+/// `/usr/lib/postgresql/VERSION/bin` (the newest).
 final class ScratchPostgres: Sendable {
   let port: Int
   let directory: String
@@ -18,8 +18,13 @@ final class ScratchPostgres: Sendable {
   /// Where the server binaries are; `nil` when there are none (the tests that need them then
   /// say so: ``missing``).
   static var binaries: String? {
-    let candidates = [ProcessInfo.processInfo.environment["PEER_AGENT_PG_BIN"], "/usr/lib/postgresql/15/bin"].compactMap { $0 }
-    return candidates.first { FileManager.default.isExecutableFile(atPath: "\($0)/initdb") }
+    if let given = ProcessInfo.processInfo.environment["PEER_AGENT_PG_BIN"], !given.isEmpty {
+      return FileManager.default.isExecutableFile(atPath: "\(given)/initdb") ? given : nil
+    }
+    // Debian's layout, newest version first.
+    let versions = (try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql")) ?? []
+    return versions.compactMap(Int.init).sorted(by: >).map { "/usr/lib/postgresql/\($0)/bin" }
+      .first { FileManager.default.isExecutableFile(atPath: "\($0)/initdb") }
   }
 
   /// Whether the tests that need PostgreSQL can run here.
