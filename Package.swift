@@ -144,6 +144,7 @@ let targets: [Target] = [
       .product(name: "Instrumentation", package: "swift-distributed-tracing"),
       .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
       .product(name: "GRDB", package: "GRDB.swift"),
+      .product(name: "PostgresNIO", package: "postgres-nio"),
     ],
     swiftSettings: defaultSwiftSettings
   ),

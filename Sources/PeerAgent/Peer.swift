@@ -71,6 +71,12 @@ public final class Peer: Sendable {
     logger: Logger = Logger(label: "peer-agent"),
     handler: @escaping Handler
   ) throws {
+    if config.cluster != nil {
+      throw PeerAgentError(
+        code: .invalidConfiguration,
+        message: "a peer with a cluster database is made by PeerCluster.run(config:handler:body:), which connects to it first"
+      )
+    }
     try self.init(config: config, store: try config.delivery.makeStore(), logger: logger, handler: handler)
   }
 

@@ -1,16 +1,24 @@
 import Foundation
 import GRDB
+import Logging
+import PostgresNIO
 import Testing
 
 @testable import PeerAgent
+@testable import peer_agent
 
-/// Both built-in stores, through the same protocol and the same checks: what one promises,
-/// the other keeps.
-@Suite("Delivery stores: in memory and SQLite behave alike")
+/// The built-in stores, through the same protocol and the same checks: what one promises, the
+/// others keep — in memory, SQLite, and the cluster's PostgreSQL (on a server of the test's
+/// own, where PostgreSQL's binaries are; see ``ClusterTests``).
+@Suite("Delivery stores: in memory, SQLite and PostgreSQL behave alike")
 struct DeliveryStoreTests {
   enum Kind: String, CaseIterable, Sendable {
     case inMemory
     case sqlite
+    case postgres
+
+    /// The kinds this machine can run.
+    static var available: [Kind] { clusterTestsCanRun ? Self.allCases : [.inMemory, .sqlite] }
   }
 
   /// Runs `body` on a fresh store of `kind`, and removes its folder afterwards.
@@ -24,6 +32,33 @@ struct DeliveryStoreTests {
       let store = try SQLiteDeliveryStore(directory: directory)
       defer { try? store.close() }
       try await body(store)
+    case .postgres:
+      try await Self.withPostgresStore { store, _ in try await body(store) }
+    }
+  }
+
+  /// Runs `body` on a PostgreSQL store on a new server, with a way to open the store again
+  /// (as a hub that restarts does: it reads its unanswered requests when it opens).
+  static func withPostgresStore(
+    _ body: (PostgresDeliveryStore, _ reopen: () async throws -> PostgresDeliveryStore) async throws -> Void
+  ) async throws {
+    let server = try ScratchPostgres()
+    defer { server.stop() }
+    let client = PostgresClient(
+      configuration: .init(host: "127.0.0.1", port: server.port, username: "postgres", password: nil, database: "postgres", tls: .disable)
+    )
+    let logger = Logger(label: "test")
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      group.addTask { await client.run() }
+      defer { group.cancelAll() }
+      let store = try await PostgresDeliveryStore.open(hub: "hub", client: client, logger: logger)
+      group.addTask { await store.runWriter() }
+      try await body(store) {
+        await store.flush()
+        return try await PostgresDeliveryStore.open(hub: "hub", client: client, logger: logger)
+      }
+      await store.flush()
+      store.close()
     }
   }
 
@@ -40,10 +75,10 @@ struct DeliveryStoreTests {
     try second.close()
   }
 
-  @Test("Outgoing requests: kept in order, answered, readdressed, forgotten", arguments: Kind.allCases)
+  @Test("Outgoing requests: kept in order, answered, readdressed, forgotten", arguments: Kind.available)
   func outgoing(kind: Kind) async throws {
     try await Self.withStore(kind) { store in
-      #expect(store.isDurable == (kind == .sqlite))
+      #expect(store.isDurable == (kind != .inMemory))
       for id in ["a", "b", "c"] {
         try await store.recordOutgoing(OutgoingRecord(id: id, peer: "127.0.0.1:7000", text: "text \(id)", expiresAt: 1000))
       }
@@ -51,7 +86,8 @@ struct DeliveryStoreTests {
       let answer = Answer(id: "b", text: "done", error: nil, code: nil, from: .verified("hub"))
       store.recordAnswer(answer)
       store.removeOutgoing(id: "a")
-      let records = try store.unansweredOutgoing()
+      // PostgreSQL's store reads them when it opens, as a hub does at its start.
+      let records = try await (store as? PostgresDeliveryStore)?.flushAndReopen().unansweredOutgoing() ?? store.unansweredOutgoing()
       #expect(records.map(\.id) == ["b", "c"])
       #expect(records.allSatisfy { $0.peer == "hub" })
       #expect(records[0].answer == answer)
@@ -61,7 +97,7 @@ struct DeliveryStoreTests {
     }
   }
 
-  @Test("The window: replies by sender and id, acceptances that keep a reply, pruning by age and count", arguments: Kind.allCases)
+  @Test("The window: replies by sender and id, acceptances that keep a reply, pruning by age and count", arguments: Kind.available)
   func window(kind: Kind) async throws {
     try await Self.withStore(kind) { store in
       try await store.recordReply(Answer(id: "1", text: "one"), from: "edge", at: 10)
@@ -86,7 +122,7 @@ struct DeliveryStoreTests {
     }
   }
 
-  @Test("A sender that floods the window forgets its own replies, never another's", arguments: Kind.allCases)
+  @Test("A sender that floods the window forgets its own replies, never another's", arguments: Kind.available)
   func windowShares(kind: Kind) async throws {
     try await Self.withStore(kind) { store in
       let text = String(repeating: "x", count: 1000)

@@ -1,5 +1,6 @@
 private import Foundation
 public import Logging
+internal import NIOCore
 internal import PostgresNIO
 private import Synchronization
 
@@ -283,6 +284,24 @@ public enum PeerCluster {
       defer { group.cancelAll() }
       let store: PostgresDeliveryStore
       do {
+        // One connection first, to say at once what is wrong (refused, no such database, a
+        // password refused): the pool would only retry in silence until its timeout.
+        try await Self.withDeadline(configuration.options.connectTimeout) {
+          let connection = try await PostgresConnection.connect(
+            on: PostgresClient.defaultEventLoopGroup.next(),
+            configuration: .init(
+              host: cluster.database.host,
+              port: cluster.database.port,
+              username: cluster.database.user,
+              password: cluster.database.password,
+              database: cluster.database.name,
+              tls: .disable
+            ),
+            id: 0,
+            logger: logger
+          )
+          try await connection.close()
+        }
         store = try await Self.withDeadline(configuration.options.connectTimeout + .seconds(1)) {
           try await PostgresDeliveryStore.open(hub: hub, client: client, logger: logger)
         }
@@ -341,7 +360,7 @@ public enum PeerCluster {
     }
     if let error = error as? PSQLError {
       if let message = error.serverInfo?[.message] { return message }
-      if let underlying = error.underlying { return "\(underlying)" }
+      if let underlying = error.underlying { return ErrorChain.rootCause(underlying) }
       return "\(error.code)"
     }
     return "\(error)"

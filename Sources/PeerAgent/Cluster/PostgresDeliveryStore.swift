@@ -196,6 +196,13 @@ package final class PostgresDeliveryStore: DeliveryStore {
     try? await promise?.wait()
   }
 
+  /// Writes what is pending and opens the store again, as the hub's next run does: with the
+  /// unanswered requests as they are now.
+  func flushAndReopen() async throws -> PostgresDeliveryStore {
+    await self.flush()
+    return try await Self.open(hub: self.hub, client: self.client, logger: self.logger)
+  }
+
   /// Refuses new writes; ``runWriter()`` returns once the pending ones are written.
   package func close() {
     self.pending.withLock { $0.closed = true }
@@ -316,6 +323,34 @@ package final class PostgresDeliveryStore: DeliveryStore {
         logger: self.logger
       )
       for try await removed in rows.decode(Int64.self) { evicted += Int(removed) }
+      // While the whole window is over its bytes, the sender holding the most loses its
+      // oldest tenth.
+      for _ in 0 ..< 1000 {
+        var total: Int64 = 0
+        for try await bytes in try await connection.query(
+          PostgresQuery(unsafeSQL: "SELECT coalesce(SUM(\(cost)), 0)::bigint FROM peer_agent_window"),
+          logger: self.logger
+        ).decode(Int64.self) { total = bytes }
+        guard total > Int64(bounds.bytes) else { break }
+        var largest: (String, Int64)?
+        for try await row in try await connection.query(
+          PostgresQuery(unsafeSQL: "SELECT sender, COUNT(*)::bigint FROM peer_agent_window GROUP BY sender ORDER BY SUM(\(cost)) DESC LIMIT 1"),
+          logger: self.logger
+        ).decode((String, Int64).self) { largest = row }
+        guard let (sender, held) = largest else { break }
+        let excess = max(1, held / 10)
+        let gone = try await connection.query(
+          """
+          WITH gone AS (
+            DELETE FROM peer_agent_window WHERE sender = \(sender) AND id IN (
+              SELECT id FROM peer_agent_window WHERE sender = \(sender) ORDER BY recorded_at, id LIMIT \(excess)
+            ) RETURNING 1
+          ) SELECT COUNT(*)::bigint FROM gone
+          """,
+          logger: self.logger
+        )
+        for try await removed in gone.decode(Int64.self) { evicted += Int(removed) }
+      }
       return evicted
     }
     self.evictions.add(evicted, ordering: .relaxed)

@@ -95,7 +95,9 @@ extension Run {
         do {
           let delivery = try await line.pending.recorded()
           console.queued(delivery)
-          if let recipient = line.recipient {
+          // A hub of a cluster delivers through whichever hub holds the agent: "not connected
+          // here" says nothing there.
+          if let recipient = line.recipient, peer.config.cluster == nil {
             let connected = peer.connectedPeers.map(\.name).sorted()
             // Said once per name every 5 s: a script's burst of lines for a peer not yet up
             // gets one notice, not one per line.
