@@ -29,6 +29,7 @@ struct ClusterTests {
     let hubNames: [String]
     let hubPorts: [Int]
     let hubs: LockedList<PeerProcess>
+    let agents = LockedList<PeerProcess>()
 
     init(hubs: Int, agents: Int) throws {
       self.postgres = try TestPostgres()
@@ -81,6 +82,21 @@ struct ClusterTests {
       ])
     }
 
+    /// Starts agents 1 to `count`, agent N dialing the hubs from hub (N - 1) mod hubs on, and
+    /// waits until each is connected.
+    func startAgents(_ count: Int) async throws -> [PeerProcess] {
+      var started: [PeerProcess] = []
+      for number in 1 ... count {
+        let agent = try self.startAgent(number, first: (number - 1) % self.hubNames.count)
+        self.agents.set(number, agent)
+        started.append(agent)
+      }
+      for (index, agent) in started.enumerated() {
+        #expect(await agent.event("connected", timeout: .seconds(60)) != nil, "agent-\(index + 1): \(agent.log)")
+      }
+      return started
+    }
+
     /// The agents the registry says are connected to `hub`.
     func leases(of hub: String) throws -> Set<String> {
       let out = try self.postgres.psql("SELECT agent FROM peer_agent_leases WHERE hub = '\(hub)' AND expires_at > now()")
@@ -88,6 +104,7 @@ struct ClusterTests {
     }
 
     func tearDown() {
+      for agent in self.agents.all { agent.terminate() }
       for hub in self.hubs.all { hub.kill() }
       self.postgres.stop()
       try? FileManager.default.removeItem(atPath: self.root)
@@ -121,14 +138,7 @@ struct ClusterTests {
     defer { cluster.tearDown() }
     let hub1 = try await cluster.startHub(0)
     let hub2 = try await cluster.startHub(1)
-    var agents: [PeerProcess] = []
-    defer { for agent in agents { agent.terminate() } }
-    for number in 1 ... 20 {
-      agents.append(try cluster.startAgent(number, first: (number - 1) % 2))
-    }
-    for (index, agent) in agents.enumerated() {
-      #expect(await agent.event("connected", timeout: .seconds(60)) != nil, "agent-\(index + 1): \(agent.log)")
-    }
+    let agents = try await cluster.startAgents(20)
     let registered = try await Self.eventually {
       try cluster.leases(of: "hub-1").count == 10 && cluster.leases(of: "hub-2").count == 10
     }
@@ -178,14 +188,7 @@ struct ClusterTests {
     defer { cluster.tearDown() }
     let hub1 = try await cluster.startHub(0)
     let hub2 = try await cluster.startHub(1)
-    var agents: [PeerProcess] = []
-    defer { for agent in agents { agent.terminate() } }
-    for number in 1 ... 20 {
-      agents.append(try cluster.startAgent(number, first: (number - 1) % 2))
-    }
-    for agent in agents {
-      #expect(await agent.event("connected", timeout: .seconds(60)) != nil, "\(agent.log)")
-    }
+    let agents = try await cluster.startAgents(20)
     #expect(try await Self.eventually { try cluster.leases(of: "hub-1").count == 10 })
 
     let perAgent = 600
@@ -257,14 +260,7 @@ struct ClusterTests {
     let cluster = try Cluster(hubs: 3, agents: 20)
     defer { cluster.tearDown() }
     for index in 0 ..< 3 { try await cluster.startHub(index) }
-    var agents: [PeerProcess] = []
-    defer { for agent in agents { agent.terminate() } }
-    for number in 1 ... 20 {
-      agents.append(try cluster.startAgent(number, first: (number - 1) % 3))
-    }
-    for agent in agents {
-      #expect(await agent.event("connected", timeout: .seconds(60)) != nil, "\(agent.log)")
-    }
+    let agents = try await cluster.startAgents(20)
     var sent = 0
     var previous: [PeerProcess] = []
     for index in 0 ..< 3 {

@@ -268,13 +268,9 @@ public enum PeerCluster {
       logger[metadataKey: "peer"] = "\(hub)"
       return logger
     }()
+    let database = cluster.database
     var configuration = PostgresClient.Configuration(
-      host: cluster.database.host,
-      port: cluster.database.port,
-      username: cluster.database.user,
-      password: cluster.database.password,
-      database: cluster.database.name,
-      tls: .disable
+      host: database.host, port: database.port, username: database.user, password: database.password, database: database.name, tls: .disable
     )
     configuration.options.maximumConnections = 8
     configuration.options.connectTimeout = .seconds(5)
@@ -290,12 +286,7 @@ public enum PeerCluster {
           let connection = try await PostgresConnection.connect(
             on: PostgresClient.defaultEventLoopGroup.next(),
             configuration: .init(
-              host: cluster.database.host,
-              port: cluster.database.port,
-              username: cluster.database.user,
-              password: cluster.database.password,
-              database: cluster.database.name,
-              tls: .disable
+              host: database.host, port: database.port, username: database.user, password: database.password, database: database.name, tls: .disable
             ),
             id: 0,
             logger: logger

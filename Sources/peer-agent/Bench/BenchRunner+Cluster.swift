@@ -125,7 +125,6 @@ final class LineProcess: Sendable {
   private let input: Pipe
   private final class Collected: Sendable {
     let events = Mutex<[[String: String]]>([])
-    let partial = Mutex("")
   }
   private let collected = Collected()
 
@@ -139,18 +138,7 @@ final class LineProcess: Sendable {
     self.process.standardOutput = output
     self.process.standardError = FileHandle.nullDevice
     let collected = self.collected
-    output.fileHandleForReading.readabilityHandler = { handle in
-      let data = handle.availableData
-      if data.isEmpty {
-        handle.readabilityHandler = nil
-        return
-      }
-      let lines: [String] = collected.partial.withLock { buffer in
-        buffer += String(decoding: data, as: UTF8.self)
-        var parts = buffer.components(separatedBy: "\n")
-        buffer = parts.removeLast()
-        return parts
-      }
+    LineReader.read(output.fileHandleForReading) { lines in
       let parsed = lines.compactMap { line -> [String: String]? in
         (try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?.mapValues { "\($0)" }
       }

@@ -1,4 +1,4 @@
-private import Foundation
+internal import Foundation
 private import Synchronization
 
 /// A `bench-worker` child process: commands in, events out.
@@ -39,18 +39,7 @@ final class WorkerProcess: Sendable {
     self.process.standardOutput = out
     self.process.standardError = FileHandle.nullDevice
     let collected = self.collected
-    out.fileHandleForReading.readabilityHandler = { handle in
-      let data = handle.availableData
-      if data.isEmpty {
-        handle.readabilityHandler = nil
-        return
-      }
-      let lines: [String] = collected.partial.withLock { buffer in
-        buffer += String(decoding: data, as: UTF8.self)
-        var parts = buffer.components(separatedBy: "\n")
-        buffer = parts.removeLast()
-        return parts
-      }
+    LineReader.read(out.fileHandleForReading) { lines in
       let events = lines.compactMap { try? JSONDecoder().decode(BenchProtocol.Event.self, from: Data($0.utf8)) }
       collected.events.withLock { $0 += events }
     }
@@ -128,5 +117,30 @@ final class WorkerProcess: Sendable {
   func kill() {
     if self.process.isRunning { Foundation.kill(self.process.processIdentifier, SIGKILL) }
     self.process.waitUntilExit()
+  }
+}
+
+/// Hands the complete lines a child process writes to `deliver`, as they come.
+enum LineReader {
+  private final class Partial: Sendable {
+    let buffer = Mutex("")
+  }
+
+  static func read(_ handle: FileHandle, _ deliver: @escaping @Sendable ([String]) -> Void) {
+    let partial = Partial()
+    handle.readabilityHandler = { handle in
+      let data = handle.availableData
+      if data.isEmpty {
+        handle.readabilityHandler = nil
+        return
+      }
+      let lines: [String] = partial.buffer.withLock { buffer in
+        buffer += String(decoding: data, as: UTF8.self)
+        var parts = buffer.components(separatedBy: "\n")
+        buffer = parts.removeLast()
+        return parts
+      }
+      deliver(lines)
+    }
   }
 }
