@@ -33,34 +33,28 @@ struct DeliveryStoreTests {
       defer { try? store.close() }
       try await body(store)
     case .postgres:
-      try await Self.withPostgresStore { store, _ in try await body(store) }
+      try await Self.withPostgresStore { store in try await body(store) }
     }
   }
 
-  /// Runs `body` on a PostgreSQL store on a new server, with a way to open the store again
-  /// (as a hub that restarts does: it reads its unanswered requests when it opens).
-  static func withPostgresStore(
-    _ body: (PostgresDeliveryStore, _ reopen: () async throws -> PostgresDeliveryStore) async throws -> Void
-  ) async throws {
+  /// Runs `body` on a PostgreSQL store on a new server.
+  static func withPostgresStore(_ body: (PostgresDeliveryStore) async throws -> Void) async throws {
     let server = try ScratchPostgres()
     defer { server.stop() }
     let client = PostgresClient(
       configuration: .init(host: "127.0.0.1", port: server.port, username: "postgres", password: nil, database: "postgres", tls: .disable)
     )
-    let logger = Logger(label: "test")
     try await withThrowingTaskGroup(of: Void.self) { group in
       group.addTask { await client.run() }
       defer { group.cancelAll() }
-      let store = try await PostgresDeliveryStore.open(hub: "hub", client: client, logger: logger)
-      group.addTask { await store.runWriter() }
-      try await body(store) {
-        await store.flush()
-        return try await PostgresDeliveryStore.open(hub: "hub", client: client, logger: logger)
-      }
-      await store.flush()
-      store.close()
+      let store = try await PostgresDeliveryStore.open(hub: "hub", client: client, logger: Logger(label: "test"))
+      group.addTask { await store.writer.run() }
+      try await body(store)
+      await store.writer.flush()
+      store.writer.close()
     }
   }
+
 
   @Test("A state folder in use by an open store is refused; once closed, it opens at once")
   func folderLock() throws {
@@ -346,5 +340,14 @@ struct WindowFilterTests {
     defer { try? store.close() }
     #expect(try await store.windowEntry(for: "r", from: "edge") == .answered(Answer(id: "r", text: "kept")))
     #expect(try await store.windowEntry(for: "s", from: "edge") == nil)
+  }
+}
+
+extension PostgresDeliveryStore {
+  /// Writes what is pending and opens the store again, as the hub's next run does: it reads
+  /// its unanswered requests as they are now.
+  func flushAndReopen() async throws -> PostgresDeliveryStore {
+    await self.writer.flush()
+    return try await Self.open(hub: self.hub, client: self.client, logger: self.logger)
   }
 }

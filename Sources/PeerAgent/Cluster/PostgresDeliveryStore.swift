@@ -14,9 +14,9 @@ private import Synchronization
 /// - The **window** is keyed by the agent's verified name and the request id: a request an
 ///   agent sends again after failing over to another hub is answered from it, not handled again.
 ///
-/// Writes are applied in the order they are made, by one writer (``runWriter()``), which
-/// commits whatever is pending in one transaction (group commit). Reads run beside it on the
-/// client's pool.
+/// Writes are applied in the order they are made, by one ``PostgresWriter``, which commits
+/// whatever is pending in one transaction (group commit). Reads run beside it on the client's
+/// pool.
 package final class PostgresDeliveryStore: DeliveryStore {
   /// The hub this store records for: its requests' `origin`.
   package let hub: String
@@ -24,40 +24,19 @@ package final class PostgresDeliveryStore: DeliveryStore {
   /// window is in progress only while the run that recorded it is alive.
   package let run = UUID().uuidString
   let client: PostgresClient
-  private let logger: Logger
-  private let pending = Mutex(Pending())
-  private let wake = Doorbell()
-  private let failures = Atomic<Int>(0)
+  let logger: Logger
+  /// Applies the writes, in order; its ``PostgresWriter/run()`` must run while the store is used.
+  let writer: PostgresWriter
   private let evictions = Atomic<Int>(0)
-  private let batches = Atomic<Int>(0)
   /// This hub's unanswered requests when the store was opened (``unansweredOutgoing()``).
   private let recovered: [OutgoingRecord]
-
-  /// The most writes in one transaction (a few statements over arrays: a large batch costs
-  /// little more than a small one).
-  static let maximumBatch = 4096
-
-  /// One write and whom to tell how it went: `true`, except for an acceptance another hub
-  /// recorded first.
-  struct Write: Sendable {
-    let operation: PostgresWriteBatch.Operation
-    let done: (@Sendable (Result<Bool, any Error>) -> Void)?
-  }
-
-  private struct Pending {
-    var writes: [Write] = []
-    var closed = false
-    /// Callers of ``flush()``, woken once everything before them is written.
-    var flushed: [(count: Int, promise: Promise<Void>)] = []
-    var submitted = 0
-    var written = 0
-  }
 
   private init(hub: String, client: PostgresClient, logger: Logger, recovered: [OutgoingRecord]) {
     self.hub = hub
     self.client = client
     self.logger = logger
     self.recovered = recovered
+    self.writer = PostgresWriter(hub: hub, run: self.run, client: client, logger: logger)
   }
 
   /// Creates or migrates the schema, and reads this hub's unanswered requests. `client` must be
@@ -87,151 +66,24 @@ package final class PostgresDeliveryStore: DeliveryStore {
     return PostgresDeliveryStore(hub: hub, client: client, logger: logger, recovered: records)
   }
 
-  // MARK: - The writer
-
-  /// Applies the writes in order, in batches, until ``close()`` and every write before it is
-  /// done; then returns. A batch that fails is retried one write per transaction, so that only
-  /// the failing write reports its error.
-  package func runWriter() async {
-    while true {
-      let (batch, closed): ([Write], Bool) = self.pending.withLock { pending in
-        let count = min(pending.writes.count, Self.maximumBatch)
-        let batch = Array(pending.writes.prefix(count))
-        pending.writes.removeFirst(count)
-        return (batch, pending.closed)
-      }
-      if batch.isEmpty {
-        if closed { return }
-        await self.wake.wait(atMost: .seconds(1))
-        continue
-      }
-      await self.commit(batch)
-      let woken: [Promise<Void>] = self.pending.withLock { pending in
-        pending.written += batch.count
-        let done = pending.flushed.filter { $0.count <= pending.written }.map(\.promise)
-        pending.flushed.removeAll { $0.count <= pending.written }
-        return done
-      }
-      for promise in woken { promise.complete(.success(())) }
-    }
-  }
-
-  /// Commits `batch` in one transaction, as a few statements over arrays
-  /// (``PostgresWriteBatch``) rather than one round trip per write.
-  private func commit(_ batch: [Write]) async {
-    do {
-      let results = try await self.client.withTransaction(logger: self.logger) { connection in
-        try await PostgresWriteBatch(hub: self.hub, run: self.run, writes: batch.map(\.operation)).apply(on: connection, logger: self.logger)
-      }
-      self.batches.add(1, ordering: .relaxed)
-      for (write, result) in zip(batch, results) { write.done?(.success(result)) }
-    } catch {
-      guard batch.count > 1 else {
-        self.failed(batch[0], error)
-        return
-      }
-      // One of them failed, and the transaction rolled back: each on its own, so that only
-      // the failing one fails.
-      for write in batch {
-        do {
-          let results = try await self.client.withTransaction(logger: self.logger) { connection in
-            try await PostgresWriteBatch(hub: self.hub, run: self.run, writes: [write.operation]).apply(on: connection, logger: self.logger)
-          }
-          write.done?(.success(results[0]))
-        } catch {
-          self.failed(write, error)
-        }
-      }
-    }
-  }
-
-  private func failed(_ write: Write, _ error: any Error) {
-    self.failures.add(1, ordering: .relaxed)
-    self.logger.error("a write to the cluster database failed", metadata: ["error": "\(String(reflecting: error))"])
-    write.done?(.failure(error))
-  }
-
-  private func submit(_ write: Write) {
-    let accepted = self.pending.withLock { pending -> Bool in
-      guard !pending.closed else { return false }
-      pending.writes.append(write)
-      pending.submitted += 1
-      return true
-    }
-    guard accepted else {
-      write.done?(.failure(Closed()))
-      return
-    }
-    self.wake.ring()
-  }
-
-  private func enqueue(_ operation: PostgresWriteBatch.Operation, then done: (@Sendable (Result<Void, any Error>) -> Void)? = nil) {
-    guard let done else {
-      self.submit(Write(operation: operation, done: nil))
-      return
-    }
-    self.submit(Write(operation: operation) { (result: Result<Bool, any Error>) in done(result.map { _ in () }) })
-  }
-
-  /// Writes `operation` in the next batch and returns once it is committed — also when the
-  /// caller's task is cancelled meanwhile (its stream went away): the write is queued and will
-  /// be made, so the caller must know how it went (a recorded acceptance or reply decides what
-  /// a repeat of the request is answered).
-  @discardableResult
-  private func write(_ operation: PostgresWriteBatch.Operation) async throws -> Bool {
-    try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Bool, any Error>) in
-      self.submit(Write(operation: operation) { continuation.resume(with: $0) })
-    }
-  }
-
-  /// Waits until every write submitted so far is done.
-  package func flush() async {
-    let promise: Promise<Void>? = self.pending.withLock { pending in
-      guard pending.written < pending.submitted else { return nil }
-      let promise = Promise<Void>()
-      pending.flushed.append((pending.submitted, promise))
-      return promise
-    }
-    self.wake.ring()
-    try? await promise?.wait()
-  }
-
-  /// Writes what is pending and opens the store again, as the hub's next run does: with the
-  /// unanswered requests as they are now.
-  func flushAndReopen() async throws -> PostgresDeliveryStore {
-    await self.flush()
-    return try await Self.open(hub: self.hub, client: self.client, logger: self.logger)
-  }
-
-  /// Refuses new writes; ``runWriter()`` returns once the pending ones are written.
-  package func close() {
-    self.pending.withLock { $0.closed = true }
-    self.wake.ring()
-  }
-
-  /// The store was closed before the write was made.
-  struct Closed: Error, CustomStringConvertible {
-    var description: String { "the cluster delivery store is closed" }
-  }
-
   // MARK: - DeliveryStore
 
   package var isDurable: Bool { true }
 
   package func recordOutgoing(_ record: OutgoingRecord, then recorded: @escaping @Sendable (Result<Void, any Error>) -> Void) {
-    self.enqueue(.outgoing(record), then: recorded)
+    self.writer.enqueue(.outgoing(record), then: recorded)
   }
 
   package func recordAnswer(_ answer: Answer) {
-    self.enqueue(.answer(answer))
+    self.writer.enqueue(.answer(answer))
   }
 
   package func removeOutgoing(id: String) {
-    self.enqueue(.remove(id))
+    self.writer.enqueue(.remove(id))
   }
 
   package func renamePeer(_ peer: String, to name: String) {
-    self.enqueue(.rename(peer, to: name))
+    self.writer.enqueue(.rename(peer, to: name))
   }
 
   /// This hub's unanswered requests as they were when the store was opened: a peer reads them
@@ -270,26 +122,23 @@ package final class PostgresDeliveryStore: DeliveryStore {
   static let acceptanceWait: Duration = .seconds(60)
 
   package func recordReply(_ answer: Answer, from sender: String, at date: Double) async throws {
-    try await self.write(.reply(sender: sender, answer: answer, date: date))
+    try await self.writer.write(.reply(sender: sender, answer: answer, date: date))
   }
 
   package func recordAcceptance(of id: String, from sender: String, at date: Double) async throws {
-    try await self.write(.acceptance(sender: sender, id: id, date: date))
+    _ = try await self.claimAcceptance(of: id, from: sender, at: date)
   }
 
   /// Inserts the acceptance unless the window holds the request: the insert waits for a hub
   /// that is inserting the same key in a transaction not yet committed, so of two hubs that
   /// both found nothing in the window, exactly one records it.
   package func claimAcceptance(of id: String, from sender: String, at date: Double) async throws -> Bool {
-    try await self.write(.acceptance(sender: sender, id: id, date: date))
+    try await self.writer.write(.acceptance(sender: sender, id: id, date: date))
   }
 
   package var windowEvictions: Int { self.evictions.load(ordering: .relaxed) }
 
-  package var failedWrites: Int { self.failures.load(ordering: .relaxed) }
-
-  /// Transactions committed since the store opened.
-  package var committedBatches: Int { self.batches.load(ordering: .relaxed) }
+  package var failedWrites: Int { self.writer.failedWrites }
 
   package func pruneReplies(before date: Double, bounds: WindowBounds) async throws {
     let cost = "(\(WindowBounds.entryOverhead) + octet_length(id) + octet_length(text) + coalesce(octet_length(error), 0))"
@@ -354,83 +203,5 @@ package final class PostgresDeliveryStore: DeliveryStore {
       return evicted
     }
     self.evictions.add(evicted, ordering: .relaxed)
-  }
-}
-
-/// The cluster's tables, created and migrated by PeerAgent itself: each version is applied once,
-/// under an advisory lock, so hubs that start together do not race.
-enum ClusterSchema {
-  /// The migrations, in order; the database records how many it has.
-  static let migrations: [String] = [
-    """
-    CREATE TABLE peer_agent_outbox (
-      sequence bigserial NOT NULL,
-      id text PRIMARY KEY,
-      origin text NOT NULL,
-      peer text NOT NULL,
-      text text NOT NULL,
-      expires_at double precision NOT NULL,
-      claimed_by text,
-      answered_by text,
-      answered_verified boolean,
-      answer text,
-      answer_error text,
-      answer_code text,
-      answered_at_hub text
-    );
-    CREATE INDEX peer_agent_outbox_unanswered ON peer_agent_outbox (peer, sequence) WHERE answered_by IS NULL;
-    CREATE INDEX peer_agent_outbox_origin ON peer_agent_outbox (origin, sequence);
-    CREATE TABLE peer_agent_window (
-      sender text NOT NULL,
-      id text NOT NULL,
-      text text NOT NULL,
-      error text,
-      recorded_at double precision NOT NULL,
-      pending boolean NOT NULL DEFAULT false,
-      accepted_by text,
-      accepted_run text,
-      PRIMARY KEY (sender, id)
-    );
-    CREATE INDEX peer_agent_window_age ON peer_agent_window (recorded_at);
-    CREATE TABLE peer_agent_leases (
-      agent text PRIMARY KEY,
-      hub text NOT NULL,
-      expires_at timestamptz NOT NULL
-    );
-    CREATE INDEX peer_agent_leases_hub ON peer_agent_leases (hub);
-    CREATE TABLE peer_agent_hubs (
-      hub text PRIMARY KEY,
-      run text NOT NULL,
-      expires_at timestamptz NOT NULL
-    );
-    """
-  ]
-
-  static func migrate(_ client: PostgresClient, logger: Logger) async throws {
-    try await client.withTransaction(logger: logger) { connection in
-      // One hub at a time: the key is "peer-agent" in ASCII.
-      try await connection.query("SELECT pg_advisory_xact_lock(7070065110116)", logger: logger)
-      try await connection.query("CREATE TABLE IF NOT EXISTS peer_agent_schema (version integer NOT NULL)", logger: logger)
-      var version = 0
-      for try await value in try await connection.query("SELECT version FROM peer_agent_schema", logger: logger).decode(Int.self) {
-        version = value
-      }
-      if version > migrations.count {
-        throw PeerAgentError(
-          code: .invalidConfiguration,
-          message: "the cluster database has schema version \(version), newer than this peer-agent knows (\(migrations.count)): upgrade peer-agent"
-        )
-      }
-      for migration in migrations[version...] {
-        for statement in migration.split(separator: ";").map({ $0.trimmingCharacters(in: .whitespacesAndNewlines) }) where !statement.isEmpty {
-          try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
-        }
-      }
-      if version == 0 {
-        try await connection.query("INSERT INTO peer_agent_schema (version) VALUES (\(migrations.count))", logger: logger)
-      } else if version < migrations.count {
-        try await connection.query("UPDATE peer_agent_schema SET version = \(migrations.count)", logger: logger)
-      }
-    }
   }
 }

@@ -98,15 +98,16 @@ struct Dialer {
       }
 
       if let refusal = diagnostics.failure ?? self.plaintextRefusal(outcome) {
-        let permanent = DialDiagnostics.isPermanent(refusal)
-        if permanent && endpoints.count == 1 {
-          // A redial cannot change this: wait the longest between tries.
+        // A redial cannot change this (and there is no other hub to try): wait the longest
+        // between tries.
+        let permanent = DialDiagnostics.isPermanent(refusal) && endpoints.count == 1
+        if permanent {
           attempt = Peer.Config.Reconnect.attemptAtMaximum
         }
         if refusal != lastReport {
           let maximum = self.context.config.reconnect.maximumBackoff.seconds
           let every = maximum == maximum.rounded() && maximum < 1e9 ? "\(Int(maximum))" : "\(maximum)"
-          let said = permanent && endpoints.count == 1
+          let said = permanent
             ? refusal + "; a redial cannot fix this, so retrying only every \(every) s until the certificates or the remote change"
             : refusal
           logger.error("connection refused", metadata: ["reason": "\(said)", "event": "refused", "hub": "\(endpoint)"])
