@@ -237,9 +237,12 @@ struct ClusterTests {
       let errors = agent.parsedEvents.filter { $0["event"] == "error" }
       unknown += errors.count
       #expect(errors.allSatisfy { $0["reason"] == "outcomeUnknown" }, "\(errors.prefix(3))")
-      if index % 2 == 1 {
-        let links = agent.parsedEvents.filter { $0["event"] == "connected" || $0["event"] == "disconnected" }
-        #expect(errors.isEmpty, "agent-\(index + 1) was on hub-2: \(errors.count) errors, e.g. \(errors.prefix(1)); its links: \(links); log: \(agent.log.suffix(1500))")
+      // An agent of hub-2 whose link never moved owes nothing to hub-1's death. (Under load a
+      // link can stall past the heartbeat timeout: the agent then fails over to hub-1, and
+      // what hub-1 accepted from it is answered outcomeUnknown like its own agents'.)
+      let links = agent.parsedEvents.filter { $0["event"] == "connected" || $0["event"] == "disconnected" }
+      if index % 2 == 1, links.count == 1 {
+        #expect(errors.isEmpty, "agent-\(index + 1) stayed on hub-2: \(errors.count) errors, e.g. \(errors.prefix(1)); log: \(agent.log.suffix(1500))")
       }
       #expect(Set(agent.parsedEvents.filter { $0["event"] == "reply" }.compactMap { $0["id"] }).count == agent.count { $0["event"] == "reply" })
     }
