@@ -14,6 +14,13 @@ extension Peer.Config {
     public var firstStreamTimeout: Duration
     /// How long a connection whose streams have all ended is kept; `nil` keeps it.
     public var idleTimeout: Duration?
+    /// The longest any connection lives, busy or not; `nil` for no limit. At this age the
+    /// listener sends `GOAWAY`; streams still open get ``connectionAgeGrace`` to finish, then
+    /// the connection closes and the dialer reconnects — with a full handshake, checked against
+    /// the material current then (unanswered requests are sent again on the new link).
+    public var maximumConnectionAge: Duration?
+    /// How long the streams of a connection past ``maximumConnectionAge`` may go on.
+    public var connectionAgeGrace: Duration
     /// The most connections the listener holds at once. At the cap, a new connection replaces
     /// the oldest one that has not finished its handshake or opened a stream, if any; else it
     /// is refused. Clamped at start to the open-files limit, less a reserve.
@@ -35,6 +42,8 @@ extension Peer.Config {
       handshakeTimeout: Duration = .seconds(10),
       firstStreamTimeout: Duration = .seconds(10),
       idleTimeout: Duration? = .seconds(300),
+      maximumConnectionAge: Duration? = nil,
+      connectionAgeGrace: Duration = .seconds(10),
       maximumConnections: Int = 4096,
       maximumConnectionsPerAddress: Int = 64,
       maximumConcurrentStreams: Int = 128,
@@ -44,6 +53,8 @@ extension Peer.Config {
       self.handshakeTimeout = handshakeTimeout
       self.firstStreamTimeout = firstStreamTimeout
       self.idleTimeout = idleTimeout
+      self.maximumConnectionAge = maximumConnectionAge
+      self.connectionAgeGrace = connectionAgeGrace
       self.maximumConnections = maximumConnections
       self.maximumConnectionsPerAddress = maximumConnectionsPerAddress
       self.maximumConcurrentStreams = maximumConcurrentStreams
@@ -52,7 +63,7 @@ extension Peer.Config {
     }
 
     /// Handshakes within 10 s, a first stream within 10 s, idle connections closed after
-    /// 5 minutes, 4,096 connections (64 per address), 128 streams per connection, 256 replies
+    /// 5 minutes, no maximum age, 4,096 connections (64 per address), 128 streams per connection, 256 replies
     /// or 4 MiB of replies pending per stream.
     public static var defaults: Self { Self() }
   }

@@ -185,6 +185,100 @@ struct TrustProcessTests {
     #expect(hub.log.contains("TLS reload refused"), "hub log: \(hub.log)")
   }
 
+  @Test("A revoked peer's idle connection is closed by the reload: no stream opens on it again, in either mode's calls")
+  func revocationReachesIdleConnection() async throws {
+    let certs = try Self.certificates("hub,edge,keeper,spare")
+    defer { try? FileManager.default.removeItem(atPath: certs) }
+    // A list to start with (the hub re-reads it on SIGHUP); edge is not on it yet.
+    #expect(try await PeerProcess.runToCompletion(["certs", "--from", certs, "--revoke", "spare"]).status == 0)
+    let (hub, address) = try await self.startHub(certs, ["--revoked", "\(certs)/revoked.pem", "--log-level", "notice"])
+    defer { hub.terminate() }
+    let hubAddress = try PeerAddress(parsing: address)
+    let folder = CertificateDirectory(certs)
+    let transport = try HTTP2ClientTransport.Posix(
+      target: .ipv4(address: hubAddress.host, port: hubAddress.port),
+      transportSecurity: .mTLS(
+        certificateChain: [.file(path: folder.certificate(for: "edge"), format: .pem)],
+        privateKey: .file(path: folder.privateKey(for: "edge"), format: .pem)
+      ) { tls in
+        tls.trustRoots = .certificates([.file(path: folder.authorityCertificate, format: .pem)])
+        tls.serverCertificateVerification = .noHostnameVerification
+      }
+    )
+    // What the article's client does: one call, then the connection sits idle.
+    @Sendable func call(_ contact: Contact_Contact.Client<HTTP2ClientTransport.Posix>, _ text: String) async throws -> [String] {
+      try await contact.sendStatus(
+        options: .defaults { $0.waitForReady = false },
+        requestProducer: { writer in
+          var message = Contact_ClientMsg()
+          message.msg = text
+          try await writer.write(message)
+        }
+      ) { response in
+        var replies: [String] = []
+        for try await message in response.messages { replies.append(message.ret) }
+        return replies
+      }
+    }
+    // A peer that stays linked throughout: only the revoked one is ended.
+    let keeper = try self.edge("keeper", certs: certs, to: address)
+    defer { keeper.terminate() }
+    #expect(await hub.event("connected", where: { $0["peer"] as? String == "keeper" }) != nil, "hub log: \(hub.log)")
+
+    try await withGRPCClient(transport: transport) { client in
+      let contact = Contact_Contact.Client(wrapping: client)
+      let first = try await call(contact, "before")
+      #expect(first.first?.contains("before") == true, "\(first)")
+
+      // Revoke edge while its connection is idle (no stream open) and tell the hub.
+      #expect(try await PeerProcess.runToCompletion(["certs", "--from", certs, "--revoke", "edge"]).status == 0)
+      hub.hangUp()
+      let ended = await hub.event("error") {
+        ($0["message"] as? String)?.contains("no longer authorized: certificate 'edge' is revoked") == true
+      }
+      #expect(ended != nil, "the idle connection was not ended; hub log: \(hub.log)")
+
+      // The same client: its connection is gone, and a new handshake is refused. Bounded by
+      // a deadline: a hub that still served it would keep getTask open.
+      let bounded = CallOptions.defaults {
+        $0.waitForReady = false
+        $0.timeout = .seconds(10)
+      }
+      var codes: [String] = []
+      do {
+        _ = try await contact.sendStatus(
+          options: bounded,
+          requestProducer: { writer in
+            var message = Contact_ClientMsg()
+            message.msg = "after"
+            try await writer.write(message)
+          }
+        ) { response in
+          for try await _ in response.messages {}
+        }
+        codes.append("sendStatus answered")
+      } catch {
+        codes.append("sendStatus \((error as? RPCError)?.code.description ?? "\(error)")")
+      }
+      do {
+        try await contact.getTask(Contact_Empty(), options: bounded) { response in
+          for try await _ in response.messages {}
+        }
+        codes.append("getTask served")
+      } catch {
+        codes.append("getTask \((error as? RPCError)?.code.description ?? "\(error)")")
+      }
+      // Refused (unavailable: the handshake fails; permission denied: a stream on it), never
+      // served until the deadline.
+      #expect(codes.allSatisfy { $0.contains("unavailable") || $0.contains("permission") }, "\(codes)")
+      client.beginGracefulShutdown()
+    }
+    #expect(hub.count { $0["event"] == "request" && ($0["text"] ?? "").contains("after") } == 0, "hub log: \(hub.log)")
+    #expect(hub.count { $0["event"] == "connected" && $0["peer"] == "edge" } == 0, "a revoked peer was linked: \(hub.log)")
+    hub.send("@keeper still here")
+    #expect(await hub.event("reply", where: { ($0["text"] as? String)?.contains("still here") == true }) != nil, "hub: \(hub.log)")
+  }
+
   @Test("A resumed TLS session (openssl s_client -sess_in) is refused: nothing rides a ticket")
   func resumption() async throws {
     let certs = try Self.certificates("hub,edge")

@@ -17,7 +17,7 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
     request: StreamingServerRequest<Contact_ClientMsg>,
     context: ServerContext
   ) async throws -> StreamingServerResponse<Contact_Result> {
-    let remote = try self.context.authenticate(context)
+    let remote = try await self.context.authenticate(context)
     let identity = remote.identity
     let peer = self.context
     peer.checkMode(of: identity, announced: Announcement(request.metadata))
@@ -58,7 +58,7 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
     request: StreamingServerRequest<Contact_Empty>,
     context: ServerContext
   ) async throws -> StreamingServerResponse<Contact_ServerMsg> {
-    let remote = try self.context.authenticate(context)
+    let remote = try await self.context.authenticate(context)
     let identity = remote.identity
     let peer = self.context
     let announcement = Announcement(request.metadata)
@@ -105,7 +105,7 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
     request: StreamingServerRequest<Contact_Result>,
     context: ServerContext
   ) async throws -> StreamingServerResponse<Contact_Empty> {
-    let remote = try self.context.authenticate(context)
+    let remote = try await self.context.authenticate(context)
     let identity = remote.identity
     let peer = self.context
     return StreamingServerResponse { writer in

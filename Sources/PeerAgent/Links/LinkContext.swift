@@ -40,6 +40,8 @@ struct LinkContext: Sendable {
   let announcement: Metadata
   /// The key each connected remote identity presented: one name, one key.
   let keys = IdentityKeys()
+  /// Every accepted connection with a verified chain, idle or not, for a reload to check.
+  let verifiedConnections = VerifiedConnections()
   /// This peer's own name (``Peer/name``), for messages to remotes.
   let ownName: String
   /// The remotes a mode mismatch was reported for.
@@ -125,11 +127,15 @@ struct LinkContext: Sendable {
   /// The remote end of a server-side RPC: its verified certificate's identity and key, or in
   /// plaintext its address.
   ///
+  /// Every stream is checked against the material that is current, not the material of its
+  /// connection's handshake: a certificate revoked, expired or taken off the allowlist since
+  /// opens no stream, even on a connection that was idle when the reload came.
+  ///
   /// - Throws: `RPCError`: `unauthenticated` when the connection's chain was not verified in
   ///   this handshake (a resumed TLS session is never trusted on its ticket), and
-  ///   `permissionDenied` when the allowlist refuses the remote or its name is connected with
-  ///   another key.
-  func authenticate(_ context: ServerContext) throws -> RemotePeer {
+  ///   `permissionDenied` when the current material refuses the chain, or its name is
+  ///   connected with another key.
+  func authenticate(_ context: ServerContext) async throws -> RemotePeer {
     guard let material = self.material else {
       return RemotePeer(identity: .unverified(address: Self.address(fromPeer: context.remotePeer)), key: nil)
     }
@@ -140,11 +146,12 @@ struct LinkContext: Sendable {
       throw RPCError(code: .unauthenticated, message: "no client certificate verified in this TLS handshake")
     }
     let key = KeyFingerprint(of: chain.leaf)
-    let logger = self.logger.forLink(.verified(name))
-    if let refusal = material.current.allowlist?.refusal(of: name, key: key) {
-      logger.warning("refused a stream: not allowed", metadata: ["reason": "\(refusal)", "key": "\(key)", "event": "refused"])
-      self.metrics?.refused(.notAllowed)
-      self.events.emit(.refused(remote: name.logSafe, reason: refusal))
+    let certificates = Array(chain)
+    if let refusal = await material.current.refusal(ofVerified: certificates, key: key, presentedBy: .dialer) {
+      let logger = self.logger.forLink(.verified(name))
+      logger.warning("refused a stream: not authorized", metadata: ["reason": "\(refusal)", "key": "\(key)", "event": "refused"])
+      self.metrics?.refused(refusal.metric)
+      self.events.emit(.refused(remote: name.logSafe, reason: refusal.description))
       throw RPCError(code: .permissionDenied, message: "'\(self.ownName.logSafe)' refused this peer: \(refusal)")
     }
     do {
@@ -153,7 +160,7 @@ struct LinkContext: Sendable {
       self.refusedKey(error)
       throw error.rpcError
     }
-    return RemotePeer(identity: .verified(name), key: key, chain: Array(chain), presentedBy: .dialer)
+    return RemotePeer(identity: .verified(name), key: key, chain: certificates, presentedBy: .dialer)
   }
 
   /// Logs and publishes a connection refused because its name is connected with another key.

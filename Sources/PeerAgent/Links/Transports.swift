@@ -45,6 +45,7 @@ extension LinkContext {
     }
 
     let failures = self.verificationFailures
+    let verifiedConnections = self.verifiedConnections
     let isTLS = self.material != nil
     let report: @Sendable (String, String) -> Void = { remote, reason in
       self.logger.warning("refused connection", metadata: ["remote": "\(remote)", "reason": "\(reason)", "event": "refused"])
@@ -87,6 +88,10 @@ extension LinkContext {
     let config = HTTP2ServerTransport.Posix.Config.defaults { config in
       config.rpc.maxRequestPayloadSize = maximumMessageBytes
       config.connection.maxIdleTime = limits.idleTimeout
+      if let age = limits.maximumConnectionAge {
+        config.connection.maxAge = age
+        config.connection.maxGraceTime = limits.connectionAgeGrace
+      }
       // swift-nio-http2 answers a stream beyond this with GOAWAY: the remote is told the
       // real limit, and StreamGuard refuses each stream beyond it alone.
       config.http2.maxConcurrentStreams = ConnectionGuard.internalStreamLimit(advertised: limits.maximumConcurrentStreams)
@@ -124,7 +129,7 @@ extension LinkContext {
             metrics?.refused(handshake ? .handshakeTimeout : .firstStreamTimeout)
             throttled(handshake ? "handshake timeout" : "first stream timeout", remote, reason)
           }
-          let observer = ListenerConnectionObserver(failures: failures, report: refused)
+          let observer = ListenerConnectionObserver(failures: failures, verified: verifiedConnections, report: refused)
           let pipeline = channel.pipeline.syncOperations
           if isTLS, let ssl = try? pipeline.handler(type: NIOSSLServerHandler.self) {
             try pipeline.addHandler(connectionGuard, position: .after(ssl))
@@ -200,7 +205,7 @@ extension LinkContext {
                 throw CertificateVerifier.Failure(refusal)
               }
               diagnostics.verified(
-                RemotePeer(identity: verified.identity, key: verified.key, chain: chain, presentedBy: .listener)
+                RemotePeer(identity: verified.identity, key: verified.key, chain: verified.chain, presentedBy: .listener)
               )
               return .certificateVerified(VerificationMetadata(try Self.validatedChain(verified)))
             } catch {

@@ -11,14 +11,17 @@ final class ListenerConnectionObserver: ChannelDuplexHandler, RemovableChannelHa
   typealias OutboundOut = Any
 
   private let failures: VerificationFailures
+  private let verified: VerifiedConnections
   private let report: @Sendable (_ remote: String, _ reason: String) -> Void
   private var reported = false
 
   init(
     failures: VerificationFailures,
+    verified: VerifiedConnections,
     report: @escaping @Sendable (_ remote: String, _ reason: String) -> Void
   ) {
     self.failures = failures
+    self.verified = verified
     self.report = report
   }
 
@@ -40,7 +43,10 @@ final class ListenerConnectionObserver: ChannelDuplexHandler, RemovableChannelHa
         context.close(promise: nil)
         return
       }
-      // Verified: nothing more to watch.
+      // Verified: recorded until it closes, for reloads to check again; nothing more to watch.
+      if let chain = ssl?.peerValidatedCertificateChain {
+        self.verified.add(context.channel, chain: chain)
+      }
       context.fireUserInboundEventTriggered(event)
       context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
       return

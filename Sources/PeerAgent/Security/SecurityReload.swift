@@ -1,5 +1,6 @@
 internal import Foundation
 internal import Logging
+internal import NIOCore
 internal import X509
 
 /// Re-reads a peer's TLS files on request (SIGHUP) and when they change, checks them as at
@@ -55,25 +56,53 @@ struct SecurityReload {
     }
   }
 
-  /// Verifies every live connection's chain again with `snapshot` — its CA, revocation lists
-  /// and allowlist — and ends those that no longer pass: a revoked or expired certificate, or
-  /// a peer taken off the allowlist, does not keep the link it opened before.
+  /// Checks every connection again with `snapshot` — its CAs, revocation lists and allowlist,
+  /// and the time — and ends those that no longer pass: a revoked or expired certificate, or a
+  /// peer taken off the allowlist, does not keep the connection it opened before, whether it
+  /// has a stream open or sits idle between calls.
+  ///
+  /// Streams held open (``IdentityKeys``) end first, with `permissionDenied` and the reason;
+  /// their connections close a moment later, once that status is written. A connection with
+  /// no stream open closes at once.
   func reverifyConnections(with snapshot: TLSMaterial.Snapshot) async {
+    var endedStreams = Set<String>()
     for connection in self.context.keys.connections {
       let remote = connection.remote
-      guard !remote.chain.isEmpty else { continue }
-      var refusal: String?
-      do {
-        let verified = try await snapshot.verifier.check(chain: remote.chain, presentedBy: remote.presentedBy)
-        refusal = snapshot.allowlist?.refusal(of: verified.identity.name, key: verified.key)
-      } catch {
-        refusal = error.description
+      guard let key = remote.key, !remote.chain.isEmpty else { continue }
+      guard let refusal = await snapshot.refusal(ofVerified: remote.chain, key: key, presentedBy: remote.presentedBy) else {
+        continue
       }
-      guard let refusal else { continue }
-      self.context.logger.forLink(remote.identity).warning("ended a link: no longer authorized", metadata: ["reason": "\(refusal)", "event": "refused"])
-      self.context.events.emit(.refused(remote: remote.identity.name.logSafe, reason: "no longer authorized: \(refusal)"))
-      connection.end(because: refusal)
+      if endedStreams.insert("\(remote.identity.name) \(key)").inserted {
+        self.reportEnded(remote.identity.name, refusal)
+      }
+      connection.end(because: refusal.description)
     }
+    for entry in self.context.verifiedConnections.all {
+      guard let chain = entry.certificates, let leaf = chain.first, let name = CertificateNames.identity(of: leaf) else {
+        continue
+      }
+      let key = KeyFingerprint(of: leaf)
+      guard let refusal = await snapshot.refusal(ofVerified: chain, key: key, presentedBy: .dialer) else { continue }
+      if endedStreams.contains("\(name) \(key)") {
+        entry.channel.eventLoop.scheduleTask(in: Self.statusGrace) { entry.channel.close(promise: nil) }
+      } else {
+        self.reportEnded(name, refusal)
+        entry.channel.close(promise: nil)
+      }
+    }
+  }
+
+  /// How long a connection whose streams were just ended stays open, for their statuses to be
+  /// written. New streams on it are refused meanwhile (``LinkContext/authenticate(_:)``).
+  static let statusGrace = TimeAmount.milliseconds(500)
+
+  private func reportEnded(_ name: String, _ refusal: TLSMaterial.Snapshot.Refusal) {
+    self.context.logger.forLink(.verified(name)).warning(
+      "ended a link: no longer authorized",
+      metadata: ["reason": "\(refusal)", "event": "refused"]
+    )
+    self.context.metrics?.refused(refusal.metric)
+    self.context.events.emit(.refused(remote: name.logSafe, reason: "no longer authorized: \(refusal)"))
   }
 
   /// Checks the files every ``Peer/Config/MutualTLS/watchInterval`` and reloads when one

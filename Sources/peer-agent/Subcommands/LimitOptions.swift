@@ -19,6 +19,15 @@ struct LimitOptions: ParsableArguments {
   @Option(
     name: .long,
     help: ArgumentHelp(
+      "Close any connection this old (GOAWAY, then 10 s for its streams): its dialer reconnects with a full handshake against the current CA, revocation list and allowlist; 0 never.",
+      valueName: "SECONDS"
+    )
+  )
+  var maxConnectionAge: Double = 0
+
+  @Option(
+    name: .long,
+    help: ArgumentHelp(
       "The most connections the listener holds (at most the open-files limit less 64); beyond it, a connection that has not opened a stream yet gives way, else the new one is refused.",
       valueName: "N"
     )
@@ -76,8 +85,9 @@ struct LimitOptions: ParsableArguments {
     ] where !(value > 0 && value.isFinite) {
       throw ValidationError("\(flag) must be a number of seconds above 0 (got \(value))")
     }
-    guard self.idleTimeout >= 0, self.idleTimeout.isFinite else {
-      throw ValidationError("--idle-timeout must be 0 (never) or a number of seconds (got \(self.idleTimeout))")
+    for (flag, value) in [("--idle-timeout", self.idleTimeout), ("--max-connection-age", self.maxConnectionAge)]
+    where !(value >= 0 && value.isFinite) {
+      throw ValidationError("\(flag) must be 0 (never) or a number of seconds (got \(value))")
     }
     for (flag, value) in [
       ("--max-connections", self.maxConnections), ("--max-connections-per-address", self.maxConnectionsPerAddress),
@@ -98,6 +108,7 @@ struct LimitOptions: ParsableArguments {
       handshakeTimeout: .fromSeconds(self.handshakeTimeout),
       firstStreamTimeout: .fromSeconds(self.firstStreamTimeout),
       idleTimeout: self.idleTimeout > 0 ? .fromSeconds(self.idleTimeout) : nil,
+      maximumConnectionAge: self.maxConnectionAge > 0 ? .fromSeconds(self.maxConnectionAge) : nil,
       maximumConnections: self.maxConnections,
       maximumConnectionsPerAddress: self.maxConnectionsPerAddress,
       maximumConcurrentStreams: self.maxConcurrentStreams,
