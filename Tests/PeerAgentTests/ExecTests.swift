@@ -12,7 +12,7 @@ struct ExecTests {
   static func exchange(
     exec: [String],
     lines: [String]
-  ) async throws -> (replies: [[String: any Sendable]], errors: [[String: any Sendable]], status: Int32?, seconds: Double) {
+  ) async throws -> (replies: [[String: any Sendable]], errors: [[String: any Sendable]], status: Int32?, seconds: Double, hubLog: String) {
     let port = try freePort()
     let hub = try PeerProcess(
       ["run", "--name", "hub", "--mode", "single", "--listen", "127.0.0.1:\(port)", "--insecure", "--in-memory", "--output", "json"] + exec
@@ -54,7 +54,7 @@ struct ExecTests {
     if replies.count + errors.count < lines.count {
       Issue.record("edge events: \(edge.parsedEvents.map { ($0["event"] ?? "?") + " " + String(($0["reply"] ?? $0["message"] ?? "").prefix(80)) }) log: \(edge.log.suffix(500))")
     }
-    return (replies, errors, status, seconds)
+    return (replies, errors, status, seconds, hub.log)
   }
 
   @Test("The program's output, trimmed, is the reply; the sender's name and the request id are in its environment")
@@ -73,13 +73,62 @@ struct ExecTests {
     #expect(texts.contains { $0.hasSuffix("|HELLO") } && texts.contains { $0.hasSuffix("|TWICE AS LOUD") })
   }
 
-  @Test("A non-zero exit is an error reply with what the program said on standard error")
+  @Test("A non-zero exit is an error reply with its status and a short reason: the command line and standard error stay in the hub's log")
   func failure() async throws {
-    let result = try await Self.exchange(exec: ["--exec", "echo broken pipe dream >&2; exit 3"], lines: ["x"])
+    let result = try await Self.exchange(
+      exec: ["--exec", "echo broken pipe dream >&2; exit 3 # --api-key=SECRET-KEY-42"],
+      lines: ["x"]
+    )
     #expect(result.status != 0, "--exit-on-eof reports the failed request")
     let message = result.errors.first?["message"] as? String ?? ""
     #expect(message.contains("exited with status 3"), "\(result.errors)")
-    #expect(message.contains("broken pipe dream"), "\(result.errors)")
+    #expect(!message.contains("broken pipe dream"), "standard error crossed the link: \(message)")
+    #expect(!message.contains("SECRET-KEY-42") && !message.contains("api-key"), "the command line crossed the link: \(message)")
+    #expect(result.hubLog.contains("broken pipe dream") && result.hubLog.contains("exited with status 3"), "\(result.hubLog)")
+  }
+
+  @Test("A program that leaves a child in the background is answered when it exits; the child is killed at the timeout")
+  func backgroundChild() async throws {
+    // A marker only this run's children carry on their command line.
+    let seconds = "71.\(Int.random(in: 100_000 ... 999_999))"
+    let port = try freePort()
+    // One slot: a run that held its slot past its exit would hold up the second request.
+    let hub = try PeerProcess([
+      "run", "--name", "hub", "--mode", "single", "--listen", "127.0.0.1:\(port)", "--insecure", "--in-memory", "--output", "json",
+      "--exec", "sleep \(seconds) & nohup sleep \(seconds) >/dev/null 2>&1 </dev/null & echo started",
+      "--exec-timeout", "3", "--exec-concurrency", "1",
+    ])
+    defer { hub.terminate() }
+    #expect(await hub.event("listening") != nil, "\(hub.log)")
+    let edge = try PeerProcess([
+      "run", "--name", "edge", "--mode", "single", "--connect", "127.0.0.1:\(port)", "--insecure", "--in-memory", "--output", "json",
+    ])
+    defer { edge.terminate() }
+    #expect(await edge.event("connected") != nil, "\(edge.log)")
+    edge.send(lines: ["a", "b"])
+    let first = await edge.event("reply")
+    let second = await edge.event("reply", where: { $0["id"] as? String != first?["id"] as? String })
+    #expect(first?["reply"] as? String == "started" && second?["reply"] as? String == "started", "\(edge.log)")
+    #expect(edge.count { $0["event"] == "error" } == 0, "\(edge.log)")
+    #expect(!Self.processes(matching: "sleep \(seconds)").isEmpty, "the background children run on after the reply")
+    // Killed at the timeout, with the hub still running: none of them is left.
+    let deadline = ContinuousClock.now.advanced(by: .seconds(30))
+    var left = Self.processes(matching: "sleep \(seconds)")
+    while !left.isEmpty, ContinuousClock.now < deadline {
+      try await Task.sleep(for: .milliseconds(200))
+      left = Self.processes(matching: "sleep \(seconds)")
+    }
+    #expect(left.isEmpty, "orphans left running: \(left); hub log: \(hub.log.suffix(2000))")
+  }
+
+  /// The pids of processes whose command line contains `text`.
+  static func processes(matching text: String) -> [String] {
+    let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+    return entries.filter { entry in
+      guard Int(entry) != nil, let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { return false }
+      let line = String(decoding: data.map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
+      return line.contains(text) && !line.contains("peer-agent")
+    }
   }
 
   @Test("A program that runs past --exec-timeout is killed, and the request answered with an error")

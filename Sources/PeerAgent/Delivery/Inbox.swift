@@ -203,7 +203,8 @@ final class Inbox: Sendable {
         "cannot record the acceptance of a request: not handled (at-most-once)",
         metadata: ["id": "\(key.id)", "error": "\(error)"]
       )
-      return .refused(.refusal(of: key.id, .storageFailed, "the receiver cannot record the request before handling it: \(error)"))
+      // The store's error (SQL, paths) stays in this log: no internal detail crosses a link.
+      return .refused(.refusal(of: key.id, .storageFailed, "the receiver cannot record the request before handling it (its store failed; see its log)"))
     }
   }
 

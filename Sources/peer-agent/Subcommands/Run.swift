@@ -152,7 +152,8 @@ struct Run: AsyncParsableCommand {
         command: $0,
         timeout: .fromSeconds(self.execTimeout),
         concurrency: self.execConcurrency,
-        maximumOutputBytes: config.transport.maximumMessageBytes / 2
+        maximumOutputBytes: config.transport.maximumMessageBytes / 2,
+        logger: logger
       )
     }
     let handler: Peer.Handler = { request in
@@ -168,6 +169,8 @@ struct Run: AsyncParsableCommand {
       metrics: self.metrics,
       exitOnEOF: self.exitOnEof
     )
+    // What --exec programs left running in the background does not outlive the peer.
+    defer { exec?.killLeftovers() }
     if config.cluster != nil {
       try await PeerCluster.run(config: config, logger: logger, handler: handler) { peer in
         try await serving.serve(peer)
