@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import SwiftASN1
 import Testing
 import X509
 
@@ -171,6 +172,76 @@ struct OpenSSLDifferentialTests {
       }
     }
     print(rows.joined(separator: "\n"))
+  }
+
+  @Test("Revocation lists RFC 5280 says not to use are refused, as OpenSSL refuses them; a file with no valid list fails closed")
+  func revocationListShapes() throws {
+    let ca = try DevelopmentCertificates.makeAuthority()
+    let root = try Certificate(pemEncoded: ca.authority.certificatePEM)
+    let edge = try ca.issue(name: "edge")
+    let folder = FileManager.default.temporaryDirectory.appendingPathComponent("crl-shapes-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: folder) }
+    let caPath = folder.appendingPathComponent("ca.pem").path
+    let leafPath = folder.appendingPathComponent("leaf.pem").path
+    try ca.authority.certificatePEM.write(toFile: caPath, atomically: true, encoding: .utf8)
+    try edge.certificatePEM.write(toFile: leafPath, atomically: true, encoding: .utf8)
+    let octets = { (bytes: [UInt8]) in ArraySlice(bytes) }
+    // `usable`: OpenSSL's verdict, and PeerAgent's unless `stricter`: where OpenSSL 3.0 uses a
+    // list as the CA's complete list although RFC 5280 says it is not one (a delta, a partition)
+    // or must not be used (§5.1.1.2: the two algorithm identifiers must be the same),
+    // PeerAgent refuses the file: a list it cannot apply completely fails closed.
+    var cases: [(name: String, shape: DevelopmentCertificates.RevocationListShape, usable: Bool, stricter: Bool)] = [
+      ("a plain list", .init(), true, false)
+    ]
+    func shape(_ change: (inout DevelopmentCertificates.RevocationListShape) -> Void) -> DevelopmentCertificates.RevocationListShape {
+      var shape = DevelopmentCertificates.RevocationListShape()
+      change(&shape)
+      return shape
+    }
+    // An unknown extension marked critical; the same not critical is ignored.
+    cases.append(("an unknown critical extension", shape { $0.extensions = [.init(oid: [1, 3, 6, 1, 4, 1, 99999, 1], critical: true, value: octets([5, 0]))] }, false, false))
+    cases.append(("an unknown non-critical extension", shape { $0.extensions = [.init(oid: [1, 3, 6, 1, 4, 1, 99999, 1], critical: false, value: octets([5, 0]))] }, true, false))
+    // deltaCRLIndicator (critical, BaseCRLNumber 1).
+    cases.append(("a delta CRL", shape { $0.extensions = [.init(oid: [2, 5, 29, 27], critical: true, value: octets([2, 1, 1]))] }, true, true))
+    // issuingDistributionPoint with onlyContainsUserCerts (a partition).
+    cases.append(("an issuing distribution point", shape { $0.extensions = [.init(oid: [2, 5, 29, 28], critical: true, value: octets([0x30, 0x03, 0x81, 0x01, 0xFF]))] }, true, true))
+    cases.append(("inner and outer algorithms that differ", shape { $0.innerAlgorithm = [1, 2, 840, 10045, 4, 3, 3] }, true, true))
+    cases.append(("a thisUpdate in the future", shape { $0.thisUpdateOffset = 3_600 }, false, false))
+    cases.append(("an unknown critical entry extension", shape { $0.entryExtensions = [.init(oid: [1, 3, 6, 1, 4, 1, 99999, 2], critical: true, value: octets([5, 0]))] }, false, false))
+
+    var rows: [String] = []
+    for item in cases {
+      // The list revokes a serial that is not edge's: only its shape decides.
+      let pem = try ca.revocationListPEM(revoking: [Certificate.SerialNumber(bytes: [0x7f, 0x01])], shape: item.shape)
+      let crlPath = folder.appendingPathComponent("crl.pem").path
+      try pem.write(toFile: crlPath, atomically: true, encoding: .utf8)
+      let (status, output) = try Tool.run(
+        "/usr/bin/openssl",
+        ["verify", "-crl_check", "-purpose", "sslclient", "-CAfile", caPath, "-CRLfile", crlPath, leafPath]
+      )
+      var ours = "read"
+      do {
+        _ = try RevocationList.read(Array(pem.utf8), signedBy: [root])
+      } catch {
+        ours = error.description
+      }
+      rows.append("\(item.name): openssl \(status == 0 ? "uses it" : "refuses (\(output.replacingOccurrences(of: "\n", with: " ")))"), PeerAgent \(ours)")
+      #expect((status == 0) == item.usable, "\(item.name): openssl: \(output)")
+      #expect((ours == "read") == (item.usable && !item.stricter), "\(item.name): PeerAgent: \(ours)")
+    }
+    print(rows.joined(separator: "\n"))
+
+    // Fails closed: a block with another label, even beside a comment that names the right
+    // one, yields no list and is refused; so is an empty file.
+    let plain = try ca.revocationListPEM(revoking: [])
+    let relabelled = "# -----BEGIN X509 CRL----- is the label this file should have\n"
+      + plain.replacingOccurrences(of: "X509 CRL", with: "CRL")
+    #expect(throws: RevocationList.Failure.self) { try RevocationList.read(Array(relabelled.utf8), signedBy: [root]) }
+    #expect(throws: RevocationList.Failure.self) { try RevocationList.read([], signedBy: [root]) }
+    #expect(throws: RevocationList.Failure.self) {
+      try RevocationList.read(Array((plain + edge.certificatePEM).utf8), signedBy: [root])
+    }
   }
 
   private static func openSSLAccepts(_ item: Case, in folder: URL) throws -> (accepted: Bool, output: String) {

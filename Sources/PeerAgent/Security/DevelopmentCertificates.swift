@@ -109,15 +109,38 @@ public struct DevelopmentCertificates: Sendable {
     revoking serials: [Certificate.SerialNumber],
     validity: TimeInterval = 30 * 24 * 3600
   ) throws -> String {
+    try self.revocationListPEM(revoking: serials, validity: validity, shape: RevocationListShape())
+  }
+
+  /// What a revocation list may carry beyond what ``revocationListPEM(revoking:validity:)``
+  /// writes: for tests of lists RFC 5280 says to refuse.
+  package struct RevocationListShape: Sendable {
+    /// More list extensions.
+    package var extensions: [Certificate.Extension] = []
+    /// Extensions on every entry.
+    package var entryExtensions: [Certificate.Extension] = []
+    /// The algorithm named inside tbsCertList, if not the one that signed it.
+    package var innerAlgorithm: [UInt]?
+    /// How far from now `thisUpdate` is (it is a minute ago by default).
+    package var thisUpdateOffset: TimeInterval = -60
+
+    package init() {}
+  }
+
+  package func revocationListPEM(
+    revoking serials: [Certificate.SerialNumber],
+    validity: TimeInterval = 30 * 24 * 3600,
+    shape: RevocationListShape
+  ) throws -> String {
     let now = Date()
     var tbs = DER.Serializer()
     try tbs.appendConstructedNode(identifier: .sequence) { list in
       try list.serialize(1)  // v2
       try list.appendConstructedNode(identifier: .sequence) { algorithm in
-        try algorithm.serialize(ASN1ObjectIdentifier(arrayLiteral: 1, 2, 840, 10045, 4, 3, 2))
+        try algorithm.serialize(try ASN1ObjectIdentifier(elements: shape.innerAlgorithm ?? [1, 2, 840, 10045, 4, 3, 2]))
       }
       try list.serialize(self.authorityCertificate.subject)
-      try list.serialize(try UTCTime(now.addingTimeInterval(-60)))
+      try list.serialize(try UTCTime(now.addingTimeInterval(shape.thisUpdateOffset)))
       try list.serialize(try UTCTime(now.addingTimeInterval(validity)))
       if !serials.isEmpty {
         try list.appendConstructedNode(identifier: .sequence) { entries in
@@ -125,6 +148,11 @@ public struct DevelopmentCertificates: Sendable {
             try entries.appendConstructedNode(identifier: .sequence) { entry in
               try entry.serialize(serial.bytes)
               try entry.serialize(try UTCTime(now.addingTimeInterval(-60)))
+              if !shape.entryExtensions.isEmpty {
+                try entry.appendConstructedNode(identifier: .sequence) { extensions in
+                  for item in shape.entryExtensions { try extensions.serialize(item) }
+                }
+              }
             }
           }
         }
@@ -139,6 +167,7 @@ public struct DevelopmentCertificates: Sendable {
           try sequence.serialize(
             Certificate.Extension(oid: [2, 5, 29, 20], critical: false, value: number.serializedBytes[...])
           )
+          for item in shape.extensions { try sequence.serialize(item) }
         }
       }
     }

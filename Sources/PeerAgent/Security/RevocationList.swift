@@ -26,30 +26,42 @@ public struct RevocationList: Sendable, Hashable {
 
   /// Reads a list from `bytes` (PEM `X509 CRL` blocks, or DER) and checks that one of
   /// `authorities` signed it. Several PEM blocks are merged.
-  public static func read(_ bytes: [UInt8], signedBy authorities: [Certificate]) throws(Failure) -> [RevocationList] {
+  ///
+  /// Fails closed: a file that yields no valid list (no block, a block with another label, a
+  /// block that does not parse or verify) is refused as a whole, and so is a list RFC 5280
+  /// says not to use as a complete list here — a delta CRL, a partitioned or indirect one (an
+  /// issuing distribution point, a certificate issuer on an entry), one with a critical
+  /// extension PeerAgent does not process, one whose inner and outer signature algorithms
+  /// differ, or one issued after `now` (`thisUpdate` in the future), as OpenSSL refuses them.
+  public static func read(_ bytes: [UInt8], signedBy authorities: [Certificate], now: Date = Date()) throws(Failure) -> [RevocationList] {
     let text = String(decoding: bytes, as: UTF8.self)
     var documents: [[UInt8]] = []
-    if text.contains("-----BEGIN X509 CRL-----") {
+    if text.contains("-----BEGIN ") {
+      let blocks: [PEMDocument]
       do {
-        documents = try PEMDocument.parseMultiple(pemString: text)
-          .filter { $0.discriminator == "X509 CRL" }
-          .map { Array($0.derBytes) }
+        blocks = try PEMDocument.parseMultiple(pemString: text)
       } catch {
         throw Failure("the revocation list is not valid PEM: \(error)")
       }
-    } else if text.contains("-----BEGIN ") {
-      throw Failure("the file is PEM but holds no X509 CRL block (is it a certificate?)")
+      if let other = blocks.first(where: { $0.discriminator != "X509 CRL" }) {
+        throw Failure(
+          "the file holds a PEM block labelled '\(other.discriminator.logSafe)', not 'X509 CRL' (is it a certificate, or a list written with another label?)"
+        )
+      }
+      documents = blocks.map { Array($0.derBytes) }
+      guard !documents.isEmpty else { throw Failure("the file holds no X509 CRL block") }
     } else {
+      guard !bytes.isEmpty else { throw Failure("the file is empty: it holds no revocation list") }
       documents = [bytes]
     }
     var lists: [RevocationList] = []
     for document in documents {
-      lists.append(try Self(der: document, signedBy: authorities))
+      lists.append(try Self(der: document, signedBy: authorities, now: now))
     }
     return lists
   }
 
-  init(der: [UInt8], signedBy authorities: [Certificate]) throws(Failure) {
+  init(der: [UInt8], signedBy authorities: [Certificate], now: Date = Date()) throws(Failure) {
     let parsed: Parsed
     do {
       parsed = try Parsed(derEncoded: try DER.parse(der))
@@ -59,15 +71,64 @@ public struct RevocationList: Sendable, Hashable {
     guard let authority = authorities.first(where: { $0.subject == parsed.issuer }) else {
       throw Failure("the revocation list was issued by '\(parsed.issuer)', which is not a configured CA")
     }
+    guard parsed.innerAlgorithm == parsed.outerAlgorithm else {
+      throw Failure("the revocation list names one signature algorithm inside and another outside (RFC 5280 §5.1.1.2): refused")
+    }
     guard let algorithm = parsed.signatureAlgorithm,
       authority.publicKey.isValidSignature(parsed.signature, for: parsed.tbsBytes, signatureAlgorithm: algorithm)
     else {
       throw Failure("the revocation list's signature does not verify with the key of '\(authority.subject)'")
     }
+    if let refusal = Self.refusal(ofExtensions: parsed.extensions, entryExtensions: parsed.entryExtensions) {
+      throw Failure(refusal)
+    }
+    guard parsed.thisUpdate <= now else {
+      throw Failure(
+        "the revocation list is not valid yet: issued \(ISO8601DateFormatter().string(from: parsed.thisUpdate)), after this machine's clock (check the clocks)"
+      )
+    }
     self.issuer = parsed.issuer
     self.thisUpdate = parsed.thisUpdate
     self.nextUpdate = parsed.nextUpdate
     self.revokedSerials = parsed.serials
+  }
+
+  /// The list extensions PeerAgent processes (RFC 5280 §5.2): authority key identifier, CRL
+  /// number, freshest CRL (a pointer to delta CRLs, which are not fetched), authority
+  /// information access.
+  static let processedExtensions: Set<ASN1ObjectIdentifier> = [
+    [2, 5, 29, 35], [2, 5, 29, 20], [2, 5, 29, 46], [1, 3, 6, 1, 5, 5, 7, 1, 1],
+  ]
+  /// The entry extensions PeerAgent processes (§5.3): reason code, invalidity date, hold
+  /// instruction code.
+  static let processedEntryExtensions: Set<ASN1ObjectIdentifier> = [[2, 5, 29, 21], [2, 5, 29, 24], [2, 5, 29, 23]]
+
+  /// Why a list with these extensions cannot be used as this CA's complete list, if it cannot.
+  private static func refusal(
+    ofExtensions extensions: [Certificate.Extension],
+    entryExtensions: [Certificate.Extension]
+  ) -> String? {
+    for item in extensions {
+      switch item.oid {
+      case [2, 5, 29, 27]:
+        return "the revocation list is a delta CRL (deltaCRLIndicator): give the complete list"
+      case [2, 5, 29, 28]:
+        return "the revocation list has an issuing distribution point: a partitioned or indirect list is not a complete list for its CA"
+      default:
+        if item.critical, !Self.processedExtensions.contains(item.oid) {
+          return "the revocation list has a critical extension PeerAgent does not process (\(item.oid))"
+        }
+      }
+    }
+    for item in entryExtensions {
+      if item.oid == [2, 5, 29, 29] {
+        return "the revocation list is indirect (an entry names a certificate issuer): give each CA's own list"
+      }
+      if item.critical, !Self.processedEntryExtensions.contains(item.oid) {
+        return "an entry of the revocation list has a critical extension PeerAgent does not process (\(item.oid))"
+      }
+    }
+    return nil
   }
 
   /// Whether `certificate` (issued by this list's CA) is revoked.
@@ -86,6 +147,12 @@ extension RevocationList {
     var serials: Set<Certificate.SerialNumber>
     var signatureAlgorithm: Certificate.SignatureAlgorithm?
     var signature: [UInt8]
+    /// The algorithm identifier inside tbsCertList and outside it, as encoded.
+    var innerAlgorithm: [UInt8]
+    var outerAlgorithm: [UInt8]
+    /// The list's extensions (`crlExtensions`) and those of every entry.
+    var extensions: [Certificate.Extension]
+    var entryExtensions: [Certificate.Extension]
 
     init(derEncoded root: ASN1Node) throws {
       var issuer: DistinguishedName?
@@ -95,13 +162,20 @@ extension RevocationList {
       var tbsBytes: [UInt8] = []
       var algorithm: ASN1ObjectIdentifier?
       var signature: [UInt8] = []
+      var innerAlgorithm: [UInt8] = []
+      var outerAlgorithm: [UInt8] = []
+      var extensions: [Certificate.Extension] = []
+      var entryExtensions: [Certificate.Extension] = []
       try DER.sequence(root, identifier: .sequence) { nodes in
         guard let tbs = nodes.next() else { throw ASN1Error.invalidASN1Object(reason: "no tbsCertList") }
         tbsBytes = Array(tbs.encodedBytes)
         try DER.sequence(tbs, identifier: .sequence) { fields in
           var field = fields.next()
           if let node = field, node.identifier == .integer { field = fields.next() }  // version
-          field = fields.next()  // the signature algorithm, repeated inside
+          // The signature algorithm, repeated inside: it must be the outer one.
+          guard let inner = field else { throw ASN1Error.invalidASN1Object(reason: "no signature algorithm") }
+          innerAlgorithm = Array(inner.encodedBytes)
+          field = fields.next()
           guard let issuerNode = field else { throw ASN1Error.invalidASN1Object(reason: "no issuer") }
           issuer = try DistinguishedName(derEncoded: issuerNode)
           guard let thisNode = fields.next() else { throw ASN1Error.invalidASN1Object(reason: "no thisUpdate") }
@@ -118,15 +192,29 @@ extension RevocationList {
                 guard let serial = parts.next() else { throw ASN1Error.invalidASN1Object(reason: "no serial") }
                 let bytes = try ArraySlice<UInt8>(derEncoded: serial)
                 serials.insert(Certificate.SerialNumber(bytes: bytes))
+                _ = parts.next()  // revocationDate
+                if let list = parts.next() {
+                  entryExtensions += try Self.extensions(in: list)
+                }
                 while parts.next() != nil {}
               }
               }
             }
             next = fields.next()
           }
-          while fields.next() != nil {}
+          // crlExtensions [0] EXPLICIT Extensions.
+          if let node = next, node.identifier == ASN1Identifier(tagWithNumber: 0, tagClass: .contextSpecific) {
+            try DER.explicitlyTagged(node, tagNumber: 0, tagClass: .contextSpecific) { inner in
+              extensions = try Self.extensions(in: inner)
+            }
+            next = fields.next()
+          }
+          if next != nil {
+            throw ASN1Error.invalidASN1Object(reason: "unexpected fields after crlExtensions")
+          }
         }
         guard let algorithmNode = nodes.next() else { throw ASN1Error.invalidASN1Object(reason: "no algorithm") }
+        outerAlgorithm = Array(algorithmNode.encodedBytes)
         try DER.sequence(algorithmNode, identifier: .sequence) { parts in
           guard let oid = parts.next() else { throw ASN1Error.invalidASN1Object(reason: "no algorithm") }
           algorithm = try ASN1ObjectIdentifier(derEncoded: oid)
@@ -143,6 +231,21 @@ extension RevocationList {
       self.serials = serials
       self.signature = signature
       self.signatureAlgorithm = algorithm.flatMap(Self.algorithm(for:))
+      self.innerAlgorithm = innerAlgorithm
+      self.outerAlgorithm = outerAlgorithm
+      self.extensions = extensions
+      self.entryExtensions = entryExtensions
+    }
+
+    /// `Extensions ::= SEQUENCE SIZE (1..MAX) OF Extension`.
+    private static func extensions(in node: ASN1Node) throws -> [Certificate.Extension] {
+      var result: [Certificate.Extension] = []
+      try DER.sequence(node, identifier: .sequence) { items in
+        while let item = items.next() {
+          result.append(try Certificate.Extension(derEncoded: item))
+        }
+      }
+      return result
     }
 
     private static func time(_ node: ASN1Node) throws -> Date {
