@@ -279,6 +279,44 @@ struct TrustProcessTests {
     #expect(await hub.event("reply", where: { ($0["text"] as? String)?.contains("still here") == true }) != nil, "hub: \(hub.log)")
   }
 
+  @Test("A Kubernetes-style secret update (the ..data link swapped to a new folder) is seen without a signal: the revoked peer's link ends")
+  func symlinkSwapReload() async throws {
+    let certs = try Self.certificates("hub,edge,spare")
+    defer { try? FileManager.default.removeItem(atPath: certs) }
+    #expect(try await PeerProcess.runToCompletion(["certs", "--from", certs, "--revoke", "spare"]).status == 0)
+    // The secret as a kubelet mounts it: the files are links through ..data to a folder.
+    let secret = certs + "-secret"
+    defer { try? FileManager.default.removeItem(atPath: secret) }
+    let files = ["ca.pem", "hub.pem", "hub-key.pem", "revoked.pem"]
+    func publish(_ version: String) throws {
+      let folder = "\(secret)/..\(version)"
+      try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+      for file in files {
+        try FileManager.default.copyItem(atPath: "\(certs)/\(file)", toPath: "\(folder)/\(file)")
+      }
+      // Swapped atomically, as the kubelet does: a new link renamed over the old.
+      let swap = try Tool.shell("ln -sfn '..\(version)' '\(secret)/..data_tmp' && mv -T '\(secret)/..data_tmp' '\(secret)/..data'")
+      #expect(swap.status == 0, "\(swap.output)")
+    }
+    try publish("v1")
+    for file in files {
+      try FileManager.default.createSymbolicLink(atPath: "\(secret)/\(file)", withDestinationPath: "..data/\(file)")
+    }
+    let (hub, address) = try await self.startHub(secret, ["--revoked", "\(secret)/revoked.pem", "--log-level", "notice"])
+    defer { hub.terminate() }
+    let edge = try self.edge("edge", certs: certs, to: address)
+    defer { edge.terminate() }
+    #expect(await hub.event("connected", where: { $0["peer"] as? String == "edge" }) != nil, "hub log: \(hub.log)")
+
+    #expect(try await PeerProcess.runToCompletion(["certs", "--from", certs, "--revoke", "edge"]).status == 0)
+    try publish("v2")
+    let ended = await hub.event("error", timeout: .seconds(30)) {
+      ($0["message"] as? String)?.contains("no longer authorized: certificate 'edge' is revoked") == true
+    }
+    #expect(ended != nil, "hub log: \(hub.log)")
+    #expect(hub.log.contains("trigger=a file changed"), "hub log: \(hub.log)")
+  }
+
   @Test("A resumed TLS session (openssl s_client -sess_in) is refused: nothing rides a ticket")
   func resumption() async throws {
     let certs = try Self.certificates("hub,edge")

@@ -53,8 +53,13 @@ struct StartupChecks {
     }
   }
 
+  /// The permissions of the file `path` names, through any symbolic links (a link's own mode
+  /// is always 0777; a Kubernetes secret's files are links to the real ones).
   private static func permissions(of path: String) -> Int? {
-    guard let attributes = try? FileManager.default.attributesOfItem(atPath: path),
+    let target = (try? FileManager.default.destinationOfSymbolicLink(atPath: path)) != nil
+      ? URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+      : path
+    guard let attributes = try? FileManager.default.attributesOfItem(atPath: target),
       let mode = attributes[.posixPermissions] as? NSNumber
     else { return nil }
     return mode.intValue & 0o777

@@ -69,14 +69,12 @@ final class TLSMaterial: Sendable {
     return snapshot
   }
 
-  /// The modification times and sizes of ``watchedFiles``: a change means a reload is due.
+  /// What identifies the content of each of ``watchedFiles`` now: a change means a reload is
+  /// due. Symbolic links are followed — the file reached (its resolved path, device, inode,
+  /// size and modification time) and every link on the way — so that a Kubernetes secret
+  /// update (the `..data` link swapped to a new folder) or an edit of a link's target is seen.
   var fileStamps: [String] {
-    self.watchedFiles.map { path in
-      let attributes = try? FileManager.default.attributesOfItem(atPath: path)
-      let modified = (attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
-      let size = (attributes?[.size] as? NSNumber)?.intValue ?? -1
-      return "\(path)|\(modified)|\(size)"
-    }
+    self.watchedFiles.map(FileStamp.of)
   }
 
   /// Why a verified remote is not authorized by the allowlist, if it is not.
@@ -205,5 +203,43 @@ final class TLSMaterial: Sendable {
 
   private static func invalid(_ message: String, _ cause: (any Error)?) -> PeerAgentError {
     PeerAgentError(code: .invalidCertificate, message: message, cause: cause)
+  }
+}
+
+/// The stamp of one watched file (``TLSMaterial/fileStamps``).
+enum FileStamp {
+  static func of(_ path: String) -> String {
+    // The target, through every link.
+    var target = "missing"
+    if let resolved = realpath(path, nil) {
+      defer { free(resolved) }
+      let real = String(cString: resolved)
+      target = "\(real)|\(Self.stat(real))"
+    }
+    // The links on the way: their own change times (a swapped link is a new inode).
+    var links: [String] = []
+    var current = path
+    for _ in 0 ..< 16 {
+      guard let destination = try? FileManager.default.destinationOfSymbolicLink(atPath: current) else { break }
+      links.append("\(current)->\(destination)|\(Self.stat(current))")
+      current = destination.hasPrefix("/") ? destination : (current as NSString).deletingLastPathComponent + "/" + destination
+    }
+    // Kubernetes swaps a link in the file's folder (`..data`), not the file's own link.
+    let folder = (path as NSString).deletingLastPathComponent
+    let data = folder + "/..data"
+    if let destination = try? FileManager.default.destinationOfSymbolicLink(atPath: data) {
+      links.append("..data->\(destination)")
+    }
+    return ([path, target] + links).joined(separator: " ")
+  }
+
+  /// The device, inode, size and modification time of `path` itself (a link is not followed).
+  private static func stat(_ path: String) -> String {
+    guard let attributes = try? FileManager.default.attributesOfItem(atPath: path) else { return "unreadable" }
+    let modified = (attributes[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
+    let size = (attributes[.size] as? NSNumber)?.intValue ?? -1
+    let inode = (attributes[.systemFileNumber] as? NSNumber)?.intValue ?? -1
+    let device = (attributes[.systemNumber] as? NSNumber)?.intValue ?? -1
+    return "\(device):\(inode):\(size):\(modified)"
   }
 }
