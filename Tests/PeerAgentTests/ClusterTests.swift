@@ -183,6 +183,46 @@ struct ClusterTests {
     #expect(Self.handledTwice([hub1, hub2]).isEmpty)
   }
 
+  @Test("One name, one key across hubs: a second key for a connected agent is refused by every hub, and gets none of their requests")
+  func oneKeyAcrossHubs() async throws {
+    let cluster = try Cluster(hubs: 2, agents: 1)
+    defer { cluster.tearDown() }
+    let hub1 = try await cluster.startHub(0)
+    let hub2 = try await cluster.startHub(1)
+    // The real agent-1, on hub-1.
+    let real = try await cluster.startAgents(1)[0]
+    #expect(try await Self.eventually { try cluster.leases(of: "hub-1") == ["agent-1"] })
+    // A second certificate for agent-1: same CA, another key, dialing hub-2 only.
+    let other = "\(cluster.root)/impostor"
+    try FileManager.default.createDirectory(atPath: other, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+    for file in ["ca.pem", "ca-key.pem"] {
+      try FileManager.default.copyItem(atPath: "\(cluster.certs)/\(file)", toPath: "\(other)/\(file)")
+    }
+    #expect(try await PeerProcess.runToCompletion(["certs", "--out", other, "--names", "agent-1"]).status == 0)
+    let impostor = try PeerProcess([
+      "run", "--name", "agent-1", "--mode", "single", "--connect", "hub-2@127.0.0.1:\(cluster.hubPorts[1])",
+      "--certs", other, "--in-memory", "--output", "json", "--log-level", "warning",
+      "--backoff-initial", "0.2", "--backoff-max", "1",
+    ])
+    defer { impostor.terminate() }
+    let refused = await hub2.event("error", timeout: .seconds(30)) {
+      ($0["message"] as? String)?.contains("is connected to the cluster with key") == true
+    }
+    #expect(refused != nil, "hub-2: \(hub2.log.suffix(2000))")
+    #expect(hub2.log.contains("connected.key=sha256:") && hub2.log.contains("presented.key=sha256:"), "both fingerprints: \(hub2.log.suffix(2000))")
+    #expect(try cluster.leases(of: "hub-2").isEmpty, "the lease moved to the impostor's hub")
+
+    hub1.send("@agent-1 secret-from-hub-1")
+    hub2.send("@agent-1 secret-from-hub-2")
+    for hub in [hub1, hub2] {
+      #expect(await hub.event("reply", timeout: .seconds(30)) != nil, "\(hub.log.suffix(2000))")
+    }
+    #expect(real.count { $0["event"] == "request" } == 2, "\(real.parsedEvents)")
+    #expect(impostor.count { $0["event"] == "request" } == 0, "the impostor received: \(impostor.parsedEvents)")
+    #expect(hub2.count { $0["event"] == "connected" && $0["peer"] == "agent-1" } == 0, "hub-2 linked the impostor: \(hub2.parsedEvents)")
+    #expect(await impostor.event("error") { ($0["message"] as? String)?.contains("the listener refused this peer") == true } != nil, "\(impostor.log)")
+  }
+
   @Test("kill -9 of a hub under load: its agents fail over, every request is answered, none handled twice")
   func killHubUnderLoad() async throws {
     let cluster = try Cluster(hubs: 2, agents: 20)

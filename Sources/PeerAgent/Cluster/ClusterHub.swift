@@ -16,7 +16,7 @@ private import Synchronization
 ///
 /// Each loop is woken by `NOTIFY` and also looks every ``Peer/Config/Cluster/pollInterval``:
 /// a notification lost (a listener reconnecting) delays work, never loses it.
-final class ClusterHub: Sendable {
+final class ClusterHub: SharedKeyRegistry {
   let peer: Peer
   let store: PostgresDeliveryStore
   let cluster: Peer.Config.Cluster
@@ -74,6 +74,20 @@ final class ClusterHub: Sendable {
 
   // MARK: - Registry
 
+  /// The key another hub holds `name`'s live lease with, if any: one name, one key across the
+  /// cluster (``SharedKeyRegistry``).
+  func boundKey(of name: String) async throws -> String? {
+    let rows = try await self.client.query(
+      """
+      SELECT key FROM peer_agent_leases
+      WHERE agent = \(name) AND hub <> \(self.hub) AND expires_at > now() AND key IS NOT NULL
+      """,
+      logger: self.logger
+    )
+    for try await key in rows.decode(String.self) { return key }
+    return nil
+  }
+
   private func keepLeases() async {
     let renewal = self.cluster.leaseDuration / 3
     var lastRenewal = ContinuousClock.now - renewal
@@ -100,15 +114,29 @@ final class ClusterHub: Sendable {
             logger: self.logger
           )
           if !connected.isEmpty {
-            // The agent is connected here now: this hub holds it, whoever held it before.
-            try await self.client.query(
+            // The agent is connected here now: this hub holds it, whoever held it before —
+            // with the same key, or once the other key's lease has lapsed. A name another hub
+            // holds with another key is not taken over: its connection here is ended.
+            let keys = self.peer.context.keys.boundKeys
+            let names = Array(connected)
+            let fingerprints = names.map { keys[$0]?.description ?? "" }
+            var taken: Set<String> = []
+            let rows = try await self.client.query(
               """
-              INSERT INTO peer_agent_leases (agent, hub, expires_at)
-              SELECT agent, \(self.hub), now() + \(milliseconds) * interval '1 millisecond' FROM unnest(\(Array(connected))::text[]) AS agent
-              ON CONFLICT (agent) DO UPDATE SET hub = excluded.hub, expires_at = excluded.expires_at
+              INSERT INTO peer_agent_leases (agent, hub, key, expires_at)
+              SELECT agent, \(self.hub), NULLIF(key, ''), now() + \(milliseconds) * interval '1 millisecond'
+              FROM unnest(\(names)::text[], \(fingerprints)::text[]) AS t(agent, key)
+              ON CONFLICT (agent) DO UPDATE SET hub = excluded.hub, key = excluded.key, expires_at = excluded.expires_at
+              WHERE peer_agent_leases.key IS NULL OR excluded.key IS NULL OR peer_agent_leases.key = excluded.key
+                OR peer_agent_leases.expires_at <= now()
+              RETURNING agent
               """,
               logger: self.logger
             )
+            for try await agent in rows.decode(String.self) { taken.insert(agent) }
+            for name in connected.subtracting(taken) {
+              await self.refuseTakeover(of: name, presented: keys[name])
+            }
           }
           let arrived = !connected.subtracting(written).isEmpty
           written = connected
@@ -121,6 +149,21 @@ final class ClusterHub: Sendable {
       }
       await self.leases.wait(atMost: .milliseconds(100))
     }
+  }
+
+  /// Ends this hub's links of `name`: another hub holds its lease with another key (both
+  /// connected at the same moment, before either lease was written).
+  private func refuseTakeover(of name: String, presented: KeyFingerprint?) async {
+    let bound = (try? await self.boundKey(of: name)) ?? nil
+    let conflict = SharedKeyConflict(name: name, bound: bound ?? "?", presented: presented?.description ?? "?")
+    let context = self.peer.context
+    context.metrics?.refused(.keyConflict)
+    context.logger.forLink(.verified(name)).warning(
+      "ended a link: its name is connected to another hub of the cluster with another key",
+      metadata: ["connected.key": "\(conflict.bound)", "presented.key": "\(conflict.presented)", "event": "refused"]
+    )
+    context.events.emit(.refused(remote: name.logSafe, reason: conflict.description))
+    context.keys.end(name, because: conflict.description)
   }
 
   // MARK: - Delivery

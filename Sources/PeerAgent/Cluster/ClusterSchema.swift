@@ -48,7 +48,11 @@ enum ClusterSchema {
       run text NOT NULL,
       expires_at timestamptz NOT NULL
     );
+    """,
+    // One name, one key across the cluster: the lease records the key that holds it.
     """
+    ALTER TABLE peer_agent_leases ADD COLUMN key text
+    """,
   ]
 
   static func migrate(_ client: PostgresClient, logger: Logger) async throws {

@@ -79,6 +79,9 @@ public enum PeerCluster {
       }
       let peer = try Peer(config: config, store: store, logger: logger, handler: handler)
       let clusterHub = ClusterHub(peer: peer, store: store, cluster: cluster, logger: logger)
+      // One name, one key across the hubs: a stream is refused when another hub holds its
+      // name with another key.
+      peer.context.sharedKeys.withLock { $0 = clusterHub }
       group.addTask { await store.writer.run() }
       group.addTask { await clusterHub.run() }
       let result: Result

@@ -40,6 +40,8 @@ struct LinkContext: Sendable {
   let announcement: Metadata
   /// The key each connected remote identity presented: one name, one key.
   let keys = IdentityKeys()
+  /// The cluster's registry of names and keys, when this peer is a hub of one.
+  let sharedKeys = LockedBox<(any SharedKeyRegistry)?>(nil)
   /// Every accepted connection with a verified chain, idle or not, for a reload to check.
   let verifiedConnections = VerifiedConnections()
   /// This peer's own name (``Peer/name``), for messages to remotes.
@@ -160,7 +162,31 @@ struct LinkContext: Sendable {
       self.refusedKey(error)
       throw error.rpcError
     }
+    try await self.checkSharedKey(of: name, key: key)
     return RemotePeer(identity: .verified(name), key: key, chain: certificates, presentedBy: .dialer)
+  }
+
+  /// Refuses `name` with `key` when the cluster binds the name to another key (another hub
+  /// holds its lease). A registry that cannot be read does not refuse: the lease write that
+  /// follows the connection refuses to take over another key's lease, and ends the link.
+  private func checkSharedKey(of name: String, key: KeyFingerprint) async throws {
+    guard let registry = self.sharedKeys.current else { return }
+    let bound: String?
+    do {
+      bound = try await registry.boundKey(of: name)
+    } catch {
+      self.logger.debug("cannot read the cluster's key for a name", metadata: ["name": "\(name.logSafe)", "error": "\(error)"])
+      return
+    }
+    guard let bound, bound != key.description else { return }
+    let conflict = SharedKeyConflict(name: name, bound: bound, presented: key.description)
+    self.metrics?.refused(.keyConflict)
+    self.logger.forLink(.verified(name)).warning(
+      "refused a connection: its name is connected to another hub of the cluster with another key",
+      metadata: ["connected.key": "\(bound)", "presented.key": "\(key)", "event": "refused"]
+    )
+    self.events.emit(.refused(remote: name.logSafe, reason: conflict.description))
+    throw RPCError(code: .permissionDenied, message: conflict.description)
   }
 
   /// Logs and publishes a connection refused because its name is connected with another key.
@@ -194,5 +220,16 @@ struct LinkContext: Sendable {
       return String(peer.dropFirst(prefix.count))
     }
     return peer
+  }
+}
+
+/// A name the cluster binds to another key than the one presented.
+struct SharedKeyConflict: Error, CustomStringConvertible {
+  var name: String
+  var bound: String
+  var presented: String
+
+  var description: String {
+    "peer '\(self.name.logSafe)' is connected to the cluster with key \(self.bound); this connection presented \(self.presented) (one name, one key: refused)"
   }
 }

@@ -78,6 +78,17 @@ final class IdentityKeys: Sendable {
     }
   }
 
+  /// The key each connected name holds now.
+  var boundKeys: [String: KeyFingerprint] {
+    self.claims.withLock { $0.mapValues(\.key) }
+  }
+
+  /// Ends every connection of `name` (another hub of the cluster holds it with another key).
+  func end(_ name: String, because reason: String) {
+    let connections = self.claims.withLock { $0[name].map { Array($0.connections.values) } ?? [] }
+    for connection in connections { connection.end(because: reason) }
+  }
+
   /// The connections that live now, for a reload to check again.
   var connections: [LiveConnection] {
     self.claims.withLock { $0.values.flatMap(\.connections.values) }
@@ -141,4 +152,12 @@ struct RemotePeer: Sendable, Hashable {
   /// reload verifies it again.
   var chain: [Certificate] = []
   var presentedBy: CertificateVerifier.PresentedBy = .dialer
+}
+
+/// Where "one name, one key" is kept beyond this peer: the cluster's registry, which binds each
+/// agent's name to the key of the connection that holds its lease, on whichever hub.
+protocol SharedKeyRegistry: Sendable {
+  /// The key `name` is bound to on another hub by a lease that lives, if any (its
+  /// ``KeyFingerprint/description``).
+  func boundKey(of name: String) async throws -> String?
 }
