@@ -87,6 +87,35 @@ struct TrustProcessTests {
     #expect(hub.count { $0["event"] == "connected" && $0["peer"] == "edge" } == 1, "the real edge's link was displaced")
   }
 
+  @Test("A dialer refused for one name, one key backs off like any other refusal: a few redials, not hundreds")
+  func refusedDialerBacksOff() async throws {
+    let certs = try Self.certificates("hub,edge")
+    let impostorCerts = try Self.secondIdentity("edge", from: certs)
+    defer {
+      try? FileManager.default.removeItem(atPath: certs)
+      try? FileManager.default.removeItem(atPath: impostorCerts)
+    }
+    let (hub, address) = try await self.startHub(certs)
+    defer { hub.terminate() }
+    let edge = try self.edge("edge", certs: certs, to: address)
+    defer { edge.terminate() }
+    #expect(await hub.event("connected", where: { $0["peer"] as? String == "edge" }) != nil, "hub log: \(hub.log)")
+    // The impostor dials through a proxy that counts its connections.
+    let proxy = try TCPProxy(upstream: try PeerAddress(parsing: address))
+    let port = try await proxy.start()
+    let impostor = try self.edge("edge", certs: impostorCerts, to: "127.0.0.1:\(port)", ["--backoff-initial", "0.05", "--backoff-max", "1"])
+    defer { impostor.terminate() }
+    #expect(await impostor.event("error") { ($0["message"] as? String)?.contains("one name, one key") == true } != nil, "\(impostor.log)")
+    // 0.05 s doubling up to 1 s: about ten tries in 6 s, however slow the machine. Without
+    // the backoff, each try followed the last at the initial delay: dozens.
+    try await Task.sleep(for: .seconds(6))
+    let tries = proxy.accepted
+    impostor.terminate()
+    await proxy.stop()
+    print("refused dialer: \(tries) connections in 6 s")
+    #expect(tries <= 16, "the refused dialer connected \(tries) times in 6 s")
+  }
+
   @Test("--allow serves only the listed peers; a pinned key must match; refusals are clear on both sides")
   func allowlist() async throws {
     let certs = try Self.certificates("hub,edge,edge2,edge3")

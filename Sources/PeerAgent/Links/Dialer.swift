@@ -92,12 +92,15 @@ struct Dialer {
       let outcome = await self.runSession(to: endpoint, diagnostics: diagnostics, remote: remote, stop: stop)
       if stopping.contains(where: \.isSet) { return }
 
-      if outcome.wasConnected {
+      let refused = diagnostics.failure ?? self.plaintextRefusal(outcome)
+      // A session the listener refused (its streams answered permissionDenied) was not a
+      // link: the backoff grows on every refusal, whatever its reason.
+      if outcome.wasConnected, refused == nil {
         attempt = 0
         lastReport = nil
       }
 
-      if let refusal = diagnostics.failure ?? self.plaintextRefusal(outcome) {
+      if let refusal = refused {
         // A redial cannot change this (and there is no other hub to try): wait the longest
         // between tries.
         let permanent = DialDiagnostics.isPermanent(refusal) && endpoints.count == 1

@@ -11,6 +11,10 @@ final class TCPProxy: Sendable {
   private let connections = Mutex<[any Channel]>([])
   private let stalled = Atomic<Bool>(false)
   private let server = Mutex<(any Channel)?>(nil)
+  private let acceptedCount = Atomic<Int>(0)
+
+  /// How many connections the proxy accepted.
+  var accepted: Int { self.acceptedCount.load(ordering: .relaxed) }
 
   init(upstream: PeerAddress) throws {
     self.upstream = try SocketAddress(ipAddress: upstream.host, port: upstream.port)
@@ -23,6 +27,7 @@ final class TCPProxy: Sendable {
       .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
       .childChannelOption(.autoRead, value: false)
       .childChannelInitializer { inbound in
+        self.acceptedCount.add(1, ordering: .relaxed)
         let connect = ClientBootstrap(group: inbound.eventLoop)
           .channelOption(.autoRead, value: false)
           .connect(to: upstream)
