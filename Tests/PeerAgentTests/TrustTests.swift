@@ -122,6 +122,69 @@ struct TrustTests {
     }
   }
 
+  @Test("Names compare byte for byte: a non-ASCII allowlist entry is refused, and a certificate named cafe\u{301} is no identity")
+  func namesAreASCII() async throws {
+    #expect(throws: Allowlist.Failure.self) { try Allowlist(parsing: "caf\u{E9}") }
+    #expect(throws: Allowlist.Failure.self) { try Allowlist(parsing: "cafe\u{301}") }
+    #expect(try Allowlist(parsing: "xn--caf-dma, edge").entries.count == 2)
+    let root = try ChainMint.root(.ca("Trust Root"))
+    // A DNS name in a certificate is ASCII (IA5String); a common name is UTF-8, and counts
+    // when there are no alternative names.
+    var spec = ChainMint.Spec.peer("x")
+    spec.subjectAlternativeNames = false
+    spec.commonName = "cafe\u{301}"
+    let decomposed = try ChainMint.leaf(spec, issuer: root)
+    #expect(CertificateNames.identity(of: decomposed) == nil)
+    let verifier = CertificateVerifier(trustRoots: [root.certificate])
+    await #expect(throws: CertificateVerifier.Failure.self) {
+      _ = try await verifier.verify(chain: [decomposed], presentedBy: .dialer)
+    }
+  }
+
+  @Test("A chain verified at its handshake is checked again as the time and the material change: expiry at an injected now, revocation, allowlist")
+  func standingOfAVerifiedChain() throws {
+    let ca = try DevelopmentCertificates.makeAuthority()
+    let folder = FileManager.default.temporaryDirectory.appendingPathComponent("standing-\(UUID().uuidString)").path
+    try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: folder) }
+    let hub = try ca.issue(name: "hub")
+    let edge = try Certificate(pemEncoded: try ca.issue(name: "edge", notValidAfter: Date().addingTimeInterval(3_600)).certificatePEM)
+    let root = try Certificate(pemEncoded: ca.authority.certificatePEM)
+    func material(revoking: [Certificate.SerialNumber], allow: String?) throws -> TLSMaterial.Snapshot {
+      var tls = Peer.Config.MutualTLS(
+        trustRoots: .pem(ca.authority.certificatePEM),
+        certificateChain: .pem(hub.certificatePEM),
+        privateKey: .pem(hub.privateKeyPEM)
+      )
+      tls.authorization.revocationList = .pem(try ca.revocationListPEM(revoking: revoking))
+      if let allow { tls.authorization.allowlist = Peer.Config.AllowlistSource.entries(try Allowlist(parsing: allow)) }
+      return try TLSMaterial(tls).current
+    }
+    let key = KeyFingerprint(of: edge)
+    let chain = [edge, root]
+    #expect(try material(revoking: [], allow: nil).standing(of: chain, key: key) == .stands)
+    // Time is an input: an hour and a minute from now, the same chain has expired.
+    let later = Date().addingTimeInterval(3_660)
+    guard case .refused(let expired) = try material(revoking: [], allow: nil).standing(of: chain, key: key, now: later) else {
+      Issue.record("an expired chain still stands")
+      return
+    }
+    #expect(expired.description.contains("expired"))
+    guard case .refused(let revoked) = try material(revoking: [edge.serialNumber], allow: nil).standing(of: chain, key: key) else {
+      Issue.record("a revoked chain still stands")
+      return
+    }
+    #expect(revoked.description.contains("is revoked") && !revoked.byAllowlist)
+    guard case .refused(let notAllowed) = try material(revoking: [], allow: "hub").standing(of: chain, key: key) else {
+      Issue.record("a chain off the allowlist still stands")
+      return
+    }
+    #expect(notAllowed.byAllowlist)
+    // Another CA file: only a full verification can tell.
+    let other = try DevelopmentCertificates.makeAuthority()
+    #expect(try material(revoking: [], allow: nil).standing(of: [edge, try Certificate(pemEncoded: other.authority.certificatePEM)], key: key) == .rootReplaced)
+  }
+
   @Test("Key fingerprints are OpenSSL's: SHA-256 of the DER SubjectPublicKeyInfo")
   func fingerprintsMatchOpenSSL() throws {
     let folder = FileManager.default.temporaryDirectory.appendingPathComponent("fingerprint-\(UUID().uuidString)").path

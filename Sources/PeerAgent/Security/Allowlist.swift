@@ -29,8 +29,13 @@ public struct Allowlist: Sendable, Hashable {
         if entry.isEmpty { continue }
         let parts = entry.split(separator: "=", maxSplits: 1).map { String($0) }
         let name = parts[0].trimmingCharacters(in: .whitespaces)
-        guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
-          throw Failure("'\(entry.logSafe)' is not NAME or NAME=sha256:KEY (a name has letters, digits, '-', '_' and '.')")
+        // ASCII only, compared byte for byte: Swift's `==` would take `café` (NFC) and
+        // `cafe\u{301}` (NFD) for one name. Certificates carry DNS names in ASCII (an
+        // internationalized name as its A-label, `xn--…`).
+        guard !name.isEmpty, name.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0" ... "9").contains($0) || "-_.".unicodeScalars.contains($0)) }) else {
+          throw Failure(
+            "'\(entry.logSafe)' is not NAME or NAME=sha256:KEY (a name has ASCII letters, digits, '-', '_' and '.'; write an internationalized name as its A-label, xn--…)"
+          )
         }
         var pin: KeyFingerprint?
         if parts.count == 2 {

@@ -11,9 +11,19 @@ private import SwiftASN1
 /// says `hub` but whose DNS name says `edge2` is `edge2`, and a pin on `hub` refuses it.
 public enum CertificateNames {
   /// The identity of `certificate`, or `nil` when it carries no usable name.
+  ///
+  /// An identity is printable ASCII, so that names compare byte for byte: a common name (a
+  /// UTF-8 string) with other characters is no identity — `café` in NFC and in NFD would
+  /// otherwise be one name to Swift's `==` and two to the certificate.
   public static func identity(of certificate: Certificate) -> String? {
-    guard let dnsNames = Self.dnsNames(of: certificate) else { return Self.commonName(of: certificate) }
-    return dnsNames.first(where: { $0 != "localhost" }) ?? dnsNames.first
+    let name: String?
+    if let dnsNames = Self.dnsNames(of: certificate) {
+      name = dnsNames.first(where: { $0 != "localhost" }) ?? dnsNames.first
+    } else {
+      name = Self.commonName(of: certificate)
+    }
+    guard let name, !name.isEmpty, name.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7f }) else { return nil }
+    return name
   }
 
   /// Every DNS name a certificate carries, and its common name when it has no alternative

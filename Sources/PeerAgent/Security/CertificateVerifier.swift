@@ -82,7 +82,7 @@ public struct CertificateVerifier: Sendable {
     }
     guard let name = CertificateNames.identity(of: leaf) else {
       throw Failure(
-        "certificate '\(leaf.subject)' carries no name: it has subject alternative names but no DNS name"
+        "certificate '\(leaf.subject)' carries no usable name: its identity (its first DNS name, else its common name) must be printable ASCII (an internationalized name as its A-label, xn--…)"
       )
     }
     let policy = PeerAgentPolicy(presentedBy: presentedBy, now: now)

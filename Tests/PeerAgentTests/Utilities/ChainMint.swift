@@ -45,6 +45,8 @@ struct ChainMint {
     /// DNS names (default: the name).
     var dnsNames: [String]? = nil
     var commonName: String? = nil
+    /// Whether a peer's certificate carries subject alternative names at all.
+    var subjectAlternativeNames = true
 
     static func ca(_ name: String) -> Self {
       Spec(name: name, isCA: true, keyUsage: KeyUsage(keyCertSign: true, cRLSign: true))
@@ -96,7 +98,7 @@ struct ChainMint {
     if let usages = spec.extendedKeyUsage {
       try extensions.append(Certificate.Extension(try ExtendedKeyUsage(usages), critical: false))
     }
-    if !spec.isCA || spec.dnsNames != nil {
+    if (!spec.isCA && spec.subjectAlternativeNames) || spec.dnsNames != nil {
       let names = (spec.dnsNames ?? [spec.name]).map { GeneralName.dnsName($0) }
       try extensions.append(Certificate.Extension(SubjectAlternativeNames(names), critical: false))
     }
