@@ -55,6 +55,7 @@ extension PeerAgentError {
       case storageFailed
       case messageTooLarge
       case outcomeUnknown
+      case invalidRequest
     }
 
     private var value: Value
@@ -102,6 +103,9 @@ extension PeerAgentError {
     /// finished: with ``Peer/Config/Delivery/Handling/atMostOnce`` it does not run the handler
     /// again. The request may or may not have taken effect.
     public static var outcomeUnknown: Self { Self(.outcomeUnknown) }
+    /// The remote refused the request as malformed without handling it: its id is longer
+    /// than ``RequestID/maximumLength`` bytes or holds characters other than printable ASCII.
+    public static var invalidRequest: Self { Self(.invalidRequest) }
   }
 }
 

@@ -346,6 +346,52 @@ struct TrustProcessTests {
     #expect(hub.log.contains("trigger=a file changed"), "hub log: \(hub.log)")
   }
 
+  @Test("Request ids are checked where they enter: a NUL or an id over 128 bytes is refused alone with invalidRequest, never handled")
+  func requestIDsValidated() async throws {
+    let certs = try Self.certificates("hub,edge")
+    defer { try? FileManager.default.removeItem(atPath: certs) }
+    let (hub, address) = try await self.startHub(certs, ["--log-level", "warning"])
+    defer { hub.terminate() }
+    let hubAddress = try PeerAddress(parsing: address)
+    let folder = CertificateDirectory(certs)
+    let transport = try HTTP2ClientTransport.Posix(
+      target: .ipv4(address: hubAddress.host, port: hubAddress.port),
+      transportSecurity: .mTLS(
+        certificateChain: [.file(path: folder.certificate(for: "edge"), format: .pem)],
+        privateKey: .file(path: folder.privateKey(for: "edge"), format: .pem)
+      ) { tls in
+        tls.trustRoots = .certificates([.file(path: folder.authorityCertificate, format: .pem)])
+        tls.serverCertificateVerification = .noHostnameVerification
+      }
+    )
+    let ids = ["bad\u{0}id", String(repeating: "a", count: 200), "good-id-1"]
+    let results = try await withGRPCClient(transport: transport) { client in
+      try await Contact_Contact.Client(wrapping: client).sendStatus(
+        options: .defaults {
+          $0.waitForReady = false
+          $0.timeout = .seconds(20)
+        },
+        requestProducer: { writer in
+          for id in ids {
+            var message = Contact_ClientMsg()
+            message.msg = "text of \(id.prefix(8))"
+            message.id = id
+            try await writer.write(message)
+          }
+        }
+      ) { response in
+        var results: [Contact_Result] = []
+        for try await message in response.messages { results.append(message) }
+        return results
+      }
+    }
+    let byID = Dictionary(results.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+    #expect(byID[ids[0]]?.code == "invalidRequest", "\(results)")
+    #expect(byID[ids[1]]?.code == "invalidRequest", "\(results)")
+    #expect(byID[ids[2]]?.code == "" && byID[ids[2]]?.ret.contains("ack from hub") == true, "\(results)")
+    #expect(hub.count { $0["event"] == "request" } == 1, "a malformed request was handled: \(hub.parsedEvents)")
+  }
+
   @Test("A resumed TLS session (openssl s_client -sess_in) is refused: nothing rides a ticket")
   func resumption() async throws {
     let certs = try Self.certificates("hub,edge")

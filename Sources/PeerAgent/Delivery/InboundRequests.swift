@@ -48,6 +48,12 @@ struct InboundRequests: Sendable {
       link: self.link,
       traceContext: message.traceContext
     )
+    if let problem = RequestID.problem(with: message.id) {
+      // Refused where it enters: never written to a store (PostgreSQL refuses a NUL in text,
+      // and one such write failed the whole batch it was in), never handled.
+      self.send(Contact_Result(.refusal(of: message.id, .invalidRequest, "request refused: \(problem)")))
+      return
+    }
     if message.id.isEmpty {
       await self.answer(request)
       return
@@ -154,5 +160,24 @@ final class ReplyBudget: Sendable {
   /// What a reply counts for: its strings, as written.
   static func cost(of result: Contact_Result) -> Int {
     16 + result.id.utf8.count + result.ret.utf8.count + result.error.utf8.count + result.code.utf8.count
+  }
+}
+
+/// What a request id may be: the sender's to choose (PeerAgent writes 32 hex digits), within
+/// bounds every store takes — at most ``maximumLength`` bytes of printable ASCII.
+enum RequestID {
+  static let maximumLength = 128
+
+  /// Why `id` is not a usable request id, or `nil` when it is (empty: an older peer's, matched
+  /// in order).
+  static func problem(with id: String) -> String? {
+    let bytes = id.utf8
+    if bytes.count > Self.maximumLength {
+      return "its id is \(bytes.count) bytes long; at most \(Self.maximumLength) are accepted"
+    }
+    if !bytes.allSatisfy({ $0 > 0x20 && $0 < 0x7f }) {
+      return "its id holds characters other than printable ASCII"
+    }
+    return nil
   }
 }
