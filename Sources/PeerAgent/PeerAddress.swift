@@ -56,6 +56,12 @@ public struct PeerAddress: Sendable, Hashable, CustomStringConvertible {
     return parts.count == 4 && parts.allSatisfy { UInt8($0) != nil }
   }
 
+  /// Whether the host is a loopback address or name: `127.x.x.x`, `::1`, `localhost`.
+  public var isLoopback: Bool {
+    let host = self.host.lowercased()
+    return host == "localhost" || host == "::1" || host == "0:0:0:0:0:0:0:1" || (self.isIPv4 && host.hasPrefix("127."))
+  }
+
   /// As written on the command line: `HOST:PORT` (an IPv6 host in brackets), or `NAME@HOST:PORT` for a pinned target.
   public var description: String {
     self.isIPv6 ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)"

@@ -188,4 +188,25 @@ struct ConfigurationTests {
       }
     }
   }
+
+  @Test("A cluster URL's password is never echoed, even from a malformed URL; --cluster-password-file gives it out of ps")
+  func clusterPasswordRedacted() async throws {
+    for url in [
+      "postgresql://user:SECRET-PW", "postgres//user:SECRET-PW@host/db", "postgresql://user:SECRET-PW@host:notaport/db",
+      "postgresql://user:SECRET-PW@host", "mysql://user:SECRET-PW@host/db",
+    ] {
+      #expect(throws: PeerAgentError.self) { try Peer.Config.Cluster.Database(parsing: url) }
+      do {
+        _ = try Peer.Config.Cluster.Database(parsing: url)
+      } catch {
+        #expect(!"\(error)".contains("SECRET-PW"), "\(url): \(error)")
+      }
+      #expect(Peer.Config.Cluster.Database.carriesPassword(url), "\(url)")
+    }
+    #expect(!Peer.Config.Cluster.Database.carriesPassword("postgresql://user@host:5432/db"))
+    let run = try await PeerProcess.runToCompletion([
+      "run", "--name", "hub", "--mode", "single", "--listen", "127.0.0.1:0", "--insecure", "--cluster", "postgresql://user:SECRET-PW@host:x/db",
+    ])
+    #expect(run.status != 0 && !run.error.contains("SECRET-PW") && run.error.contains("--cluster"), "\(run.error)")
+  }
 }

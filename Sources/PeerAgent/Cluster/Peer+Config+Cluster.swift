@@ -104,11 +104,19 @@ extension Peer.Config {
         return "postgresql://\(self.user)\(self.password == nil ? "" : ":***")@\(host):\(self.port)/\(self.name)"
       }
 
-      private static func redacted(_ text: String) -> String {
-        guard let scheme = text.firstRange(of: "://"), let at = text.lastIndex(of: "@"), scheme.upperBound < at else { return text }
-        let credentials = text[scheme.upperBound ..< at]
-        guard let colon = credentials.firstIndex(of: ":") else { return text }
-        return String(text[..<colon]) + ":***" + String(text[at...])
+      /// `text` with its password, if any, replaced by `***` — also when `text` is not a
+      /// valid URL: everything after the first `:` of the part that may hold credentials (up to
+      /// the last `@`, or to the end when there is none) is hidden.
+      package static func redacted(_ text: String) -> String {
+        let start = text.firstRange(of: "://")?.upperBound ?? text.startIndex
+        let end = text.lastIndex(of: "@") ?? text.endIndex
+        guard start <= end, let colon = text[start ..< end].firstIndex(of: ":") else { return text }
+        return String(text[...colon]) + "***" + String(text[end...])
+      }
+
+      /// Whether `text` carries a password (visible to every local user in `ps`).
+      package static func carriesPassword(_ text: String) -> Bool {
+        Self.redacted(text) != text
       }
     }
   }

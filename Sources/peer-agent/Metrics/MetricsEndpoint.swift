@@ -8,9 +8,12 @@ private import Synchronization
 /// Prometheus — `GET /metrics` (Prometheus text), `GET /status` (``PeerStatus`` as JSON),
 /// `GET /healthz` (`ok`).
 ///
-/// Plain HTTP, no authentication: bind it to loopback or a private interface. Bounded: at most
-/// ``maximumConnections`` at once, one request per connection (then closed), 10 s to send it,
-/// request bodies are not kept.
+/// Plain HTTP, no authentication: bind it to loopback or a private interface. Bounded: one
+/// request per connection (then closed), ``requestTimeout`` for the whole request however
+/// slowly its bytes come, at most ``maximumConnectionsPerAddress`` from one address, and at most
+/// ``maximumConnections`` in all — beyond which the oldest connection still waiting for its
+/// request gives way, so that a liveness probe (`/healthz`) is answered while slow clients hold
+/// the rest. Request bodies are not kept.
 struct MetricsEndpoint: Sendable {
   /// One response.
   struct Response: Sendable {
@@ -51,7 +54,8 @@ struct MetricsEndpoint: Sendable {
   }
 
   static let maximumConnections = 64
-  static let requestTimeout = TimeAmount.seconds(10)
+  static let maximumConnectionsPerAddress = 8
+  static let requestTimeout = TimeAmount.seconds(5)
 
   let address: PeerAddress
   let routes: Routes
@@ -65,22 +69,24 @@ struct MetricsEndpoint: Sendable {
 
   /// Binds the listener; returns the channel (its `localAddress` has the port chosen for 0).
   func bind() async throws -> any Channel {
-    let open = Atomic<Int>(0)
+    let open = MetricsConnections()
     let routes = self.routes
     let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
       .serverChannelOption(.backlog, value: 64)
       .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
       .childChannelInitializer { channel in
-        guard open.add(1, ordering: .relaxed).newValue <= Self.maximumConnections else {
-          open.subtract(1, ordering: .relaxed)
-          return channel.close()
+        guard open.admit(channel) else { return channel.close() }
+        // The whole request within the timeout, not per byte: a client that trickles one
+        // byte at a time is closed all the same.
+        let deadline = channel.eventLoop.scheduleTask(in: Self.requestTimeout) { channel.close(promise: nil) }
+        channel.closeFuture.whenComplete { _ in
+          deadline.cancel()
+          open.remove(channel)
         }
-        channel.closeFuture.whenComplete { _ in open.subtract(1, ordering: .relaxed) }
         return channel.eventLoop.makeCompletedFuture {
           let pipeline = channel.pipeline.syncOperations
-          try pipeline.addHandler(IdleStateHandler(readTimeout: Self.requestTimeout))
           try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: true)
-          try pipeline.addHandler(MetricsHTTPHandler(routes: routes))
+          try pipeline.addHandler(MetricsHTTPHandler(routes: routes) { open.answered(channel) })
         }
       }
     do {
@@ -91,17 +97,87 @@ struct MetricsEndpoint: Sendable {
   }
 }
 
+/// The metrics endpoint's open connections: at most ``MetricsEndpoint/maximumConnectionsPerAddress``
+/// per address; at ``MetricsEndpoint/maximumConnections`` the oldest one still waiting for its
+/// request is closed to make room.
+final class MetricsConnections: Sendable {
+  private struct Entry {
+    var channel: any Channel
+    var address: String
+    var order: Int
+    var answering = false
+  }
+
+  private struct State {
+    var entries: [ObjectIdentifier: Entry] = [:]
+    var perAddress: [String: Int] = [:]
+    var next = 0
+  }
+
+  private let state = Mutex(State())
+
+  private enum Admission {
+    case refused
+    case admitted(evicting: (any Channel)?)
+  }
+
+  /// Records `channel`, or refuses it: its address holds its share, or every connection is
+  /// being answered.
+  func admit(_ channel: any Channel) -> Bool {
+    let address = channel.remoteAddress?.ipAddress ?? "?"
+    let admission = self.state.withLock { state -> Admission in
+      guard state.perAddress[address, default: 0] < MetricsEndpoint.maximumConnectionsPerAddress else { return .refused }
+      var evicted: (any Channel)?
+      if state.entries.count >= MetricsEndpoint.maximumConnections {
+        guard let oldest = state.entries.filter({ !$0.value.answering }).min(by: { $0.value.order < $1.value.order }) else {
+          return .refused
+        }
+        evicted = oldest.value.channel
+        Self.drop(oldest.key, from: &state)
+      }
+      state.next += 1
+      state.entries[ObjectIdentifier(channel)] = Entry(channel: channel, address: address, order: state.next)
+      state.perAddress[address, default: 0] += 1
+      return .admitted(evicting: evicted)
+    }
+    switch admission {
+    case .refused:
+      return false
+    case .admitted(let evicted):
+      evicted?.close(promise: nil)
+      return true
+    }
+  }
+
+  /// `channel` has its request and is being answered: it is not evicted.
+  func answered(_ channel: any Channel) {
+    self.state.withLock { state in state.entries[ObjectIdentifier(channel)]?.answering = true }
+  }
+
+  func remove(_ channel: any Channel) {
+    self.state.withLock { Self.drop(ObjectIdentifier(channel), from: &$0) }
+  }
+
+  private static func drop(_ id: ObjectIdentifier, from state: inout State) {
+    guard let entry = state.entries.removeValue(forKey: id) else { return }
+    state.perAddress[entry.address, default: 1] -= 1
+    if state.perAddress[entry.address] == 0 { state.perAddress[entry.address] = nil }
+  }
+}
+
 /// Answers one request on a connection, then closes it.
 final class MetricsHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
   typealias InboundIn = HTTPServerRequestPart
   typealias OutboundOut = HTTPServerResponsePart
 
   private let routes: MetricsEndpoint.Routes
+  private let onRequest: () -> Void
   private var head: HTTPRequestHead?
   private var answered = false
 
-  init(routes: MetricsEndpoint.Routes) {
+  init(routes: MetricsEndpoint.Routes, onRequest: @escaping () -> Void = {}) {
     self.routes = routes
+    self.onRequest = onRequest
   }
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -113,15 +189,8 @@ final class MetricsHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     case .end:
       guard let head = self.head, !self.answered else { return }
       self.answered = true
+      self.onRequest()
       self.respond(context: context, to: head)
-    }
-  }
-
-  func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-    if event is IdleStateHandler.IdleStateEvent {
-      context.close(promise: nil)
-    } else {
-      context.fireUserInboundEventTriggered(event)
     }
   }
 

@@ -140,6 +140,16 @@ struct Run: AsyncParsableCommand {
     }
     config.observability.tracer = traceExport?.tracer
 
+    if let cluster = self.options.cluster, Peer.Config.Cluster.Database.carriesPassword(cluster) {
+      console.note(
+        "WARNING: the password in --cluster is visible to every user of this machine (ps): give it in PGPASSWORD or --cluster-password-file instead."
+      )
+    }
+    if let metrics = self.metrics, let address = try? PeerAddress(parsing: metrics), !address.isLoopback {
+      console.note(
+        "WARNING: --metrics \(metrics) serves /metrics and /status without authentication beyond this machine: bind it to 127.0.0.1, or keep the port behind a firewall."
+      )
+    }
     if self.options.insecure {
       console.note(
         "WARNING: --insecure: plaintext, no TLS. Nothing is encrypted or verified; links are named by their address."

@@ -112,11 +112,17 @@ struct RunOptions: ParsableArguments {
   @Option(
     name: .long,
     help: ArgumentHelp(
-      "Run as one hub of a cluster whose hubs share this PostgreSQL database: who is connected where (leases), the outbox and the de-duplication window. Any hub can send to an agent connected to any other; agents fail over with --connect hub-1@A,hub-2@B. Needs --mode single --listen; replaces --state-dir. The schema is created on first use. A password can come from PGPASSWORD.",
+      "Run as one hub of a cluster whose hubs share this PostgreSQL database: who is connected where (leases), the outbox and the de-duplication window. Any hub can send to an agent connected to any other; agents fail over with --connect hub-1@A,hub-2@B. Needs --mode single --listen; replaces --state-dir. The schema is created on first use. The password comes from PGPASSWORD or --cluster-password-file (one in the URL is visible to every local user in ps).",
       valueName: "postgresql://USER@HOST:PORT/DB"
     )
   )
   var cluster: String?
+
+  @Option(
+    name: .long,
+    help: ArgumentHelp("With --cluster: read the database password from this file (its first line), e.g. a mounted secret.", valueName: "FILE")
+  )
+  var clusterPasswordFile: String?
 
   @Option(
     name: .long,
@@ -277,6 +283,12 @@ struct RunOptions: ParsableArguments {
         throw ValidationError("--cluster is for hubs: they listen in single-channel mode (--mode single --listen HOST:PORT), and their agents dial them")
       }
     }
+    if let file = self.clusterPasswordFile {
+      guard self.cluster != nil else { throw ValidationError("--cluster-password-file goes with --cluster") }
+      guard FileManager.default.isReadableFile(atPath: file) else {
+        throw ValidationError("--cluster-password-file: cannot read \(file)")
+      }
+    }
     guard self.leaseDuration >= 1, self.leaseDuration <= 3600 else {
       throw ValidationError("--lease-duration is a number of seconds from 1 to 3600")
     }
@@ -345,7 +357,10 @@ struct RunOptions: ParsableArguments {
       config.health.keepaliveInterval = self.keepalive > 0 ? .fromSeconds(self.keepalive) : nil
       self.limits.apply(to: &config)
       if let cluster = self.cluster, var database = try? Peer.Config.Cluster.Database(parsing: cluster) {
-        if database.password == nil, let password = ProcessInfo.processInfo.environment["PGPASSWORD"], !password.isEmpty {
+        if let file = self.clusterPasswordFile, let text = try? String(contentsOfFile: file, encoding: .utf8) {
+          database.password = String(text.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        } else if database.password == nil, let password = ProcessInfo.processInfo.environment["PGPASSWORD"], !password.isEmpty {
           database.password = password
         }
         config.cluster = Peer.Config.Cluster(database: database, leaseDuration: .fromSeconds(self.leaseDuration))
