@@ -2,6 +2,7 @@ import CoreMetrics
 import Foundation
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import Prometheus
 import Testing
 
@@ -177,6 +178,57 @@ struct MetricsTests {
     #expect(bad.status != 0 && bad.error.contains("--metrics"), "\(bad.error)")
   }
 
+  @Test("Slow clients cannot keep /healthz down: 64 held connections from 8 addresses, a probe from a ninth is answered; one address holds at most 8; a trickle does not extend the request time")
+  func slowClients() async throws {
+    let routes = MetricsEndpoint.Routes(metrics: { Array("m 1\n".utf8) }, status: { Array("{}".utf8) })
+    let channel = try await MetricsEndpoint(address: PeerAddress(host: "127.0.0.1", port: 0), routes: routes).bind()
+    defer { channel.close(promise: nil) }
+    let port = try #require(channel.localAddress?.port)
+    let group = MultiThreadedEventLoopGroup.singleton
+    /// A connection from `source` that sends the start of a request and never finishes it.
+    func hold(from source: String) async throws -> any Channel {
+      let client = try await ClientBootstrap(group: group)
+        .bind(to: try SocketAddress(ipAddress: source, port: 0))
+        .connect(host: "127.0.0.1", port: port)
+        .get()
+      try await client.writeAndFlush(client.allocator.buffer(string: "GET /metr")).get()
+      return client
+    }
+    var held: [any Channel] = []
+    defer { for client in held { client.close(promise: nil) } }
+    for address in 2 ... 9 {
+      for _ in 0 ..< 8 { held.append(try await hold(from: "127.0.0.\(address)")) }
+    }
+    // A ninth from one address is closed by the endpoint at once.
+    let extra = try await hold(from: "127.0.0.2")
+    let closed = try await Self.closes(extra, within: .seconds(10))
+    #expect(closed, "a ninth connection from one address was kept")
+    // The probe, from another address: the oldest waiting connection gives way.
+    let probe = try await HTTPGet.fetch(host: "127.0.0.1", port: port, path: "/healthz", timeout: .seconds(5))
+    #expect(probe.status == 200)
+
+    // One byte every 200 ms: the request's time is counted from its first byte, not reset.
+    let trickle = try await ClientBootstrap(group: group).connect(host: "127.0.0.1", port: port).get()
+    let request = Array("GET /metrics HTTP/1.1\r\nhost: x\r\nx-padding: \(String(repeating: "a", count: 200))\r\n\r\n".utf8)
+    var sent = 0
+    while sent < request.count, trickle.isActive {
+      trickle.writeAndFlush(trickle.allocator.buffer(bytes: [request[sent]]), promise: nil)
+      sent += 1
+      try await Task.sleep(for: .milliseconds(200))
+    }
+    #expect(sent < request.count, "a request trickled over \(request.count / 5) s was served to its end")
+    trickle.close(promise: nil)
+  }
+
+  /// Whether `channel` is closed by its remote within `limit`.
+  static func closes(_ channel: any Channel, within limit: Duration) async throws -> Bool {
+    let deadline = ContinuousClock.now.advanced(by: limit)
+    while channel.isActive, ContinuousClock.now < deadline {
+      try await Task.sleep(for: .milliseconds(20))
+    }
+    return !channel.isActive
+  }
+
   @Test("A hub with many peers keeps a bounded number of series: names past the cap share peer=\"other\"")
   func boundedLabels() throws {
     let registry = PrometheusCollectorRegistry()
@@ -186,11 +238,30 @@ struct MetricsTests {
       metrics.handled(from: "edge-\(index)", .ok)
     }
     let samples = Self.samples(registry.emitToString())
-    let series = samples.keys.filter { $0.hasPrefix("peer_agent_requests_sent_total{") }
+    let series = samples.keys.filter { $0.hasPrefix("peer_agent_requests_sent_total{") && $0.contains(#"outcome="replied""#) }
     #expect(series.count == 4, "\(series.sorted())")
     #expect(samples[#"peer_agent_requests_sent_total{peer="other",outcome="replied"}"#] == 47)
     #expect(samples[#"peer_agent_requests_handled_total{peer="edge-0",outcome="ok"}"#] == 1)
     #expect(samples[#"peer_agent_round_trip_seconds_count{peer="other"}"#] == 47)
+  }
+
+  @Test("Every family is there from the first scrape, with fixed-label series at 0")
+  func familiesFromTheStart() throws {
+    let registry = PrometheusCollectorRegistry()
+    _ = PeerMetrics(factory: PrometheusMetricsFactory(registry: registry), maximumPeerLabels: 3)
+    let text = registry.emitToString()
+    for family in [
+      "peer_agent_requests_sent_total", "peer_agent_requests_handled_total", "peer_agent_round_trip_seconds",
+      "peer_agent_resends_total", "peer_agent_repeats_total", "peer_agent_refused_connections_total",
+      "peer_agent_links", "peer_agent_outbox_depth",
+    ] {
+      #expect(text.contains("# TYPE \(family)"), "\(family) is missing:\n\(text)")
+    }
+    let samples = Self.samples(text)
+    for reason in PeerMetrics.RefusalReason.allCases {
+      #expect(samples["peer_agent_refused_connections_total{reason=\"\(reason.rawValue)\"}"] == 0, "\(reason)")
+    }
+    #expect(samples[#"peer_agent_requests_sent_total{peer="other",outcome="replied"}"#] == 0)
   }
 
   @Test("Refusal reasons: each of the listener's sentences has its label")

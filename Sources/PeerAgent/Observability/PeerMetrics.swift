@@ -124,6 +124,26 @@ final class PeerMetrics: Sendable {
     self.storeWrite = CoreMetrics.Timer(label: Name.storeWrite, dimensions: [], factory: factory)
     for state in gauges.values { state.record(0) }
     self.outboxDepth.record(0)
+    self.prime()
+  }
+
+  /// Makes every family exist from the first scrape, so that `rate(...)` and `absent(...)`
+  /// work before anything happens: the series with fixed labels (refusal reasons, outcomes)
+  /// at 0, and the `peer`-labelled families with their `peer="other"` series at 0.
+  private func prime() {
+    for reason in RefusalReason.allCases {
+      _ = self.counter(Name.refused, ("reason", reason.rawValue))
+    }
+    let other = PeerLabels.overflow
+    for outcome in SentOutcome.allCases {
+      _ = self.counter(Name.sent, ("peer", other), ("outcome", outcome.rawValue))
+    }
+    for outcome in HandledOutcome.allCases {
+      _ = self.counter(Name.handled, ("peer", other), ("outcome", outcome.rawValue))
+    }
+    _ = self.counter(Name.resends, ("peer", other))
+    _ = self.counter(Name.repeats, ("peer", other))
+    _ = self.timer(Name.roundTrip, ("peer", other))
   }
 
   // MARK: - Recording
