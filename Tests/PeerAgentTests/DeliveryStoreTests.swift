@@ -56,6 +56,32 @@ struct DeliveryStoreTests {
   }
 
 
+  @Test("PostgreSQL: a write it cannot store (a NUL in a text) fails alone, before the batch; the writes queued with it are committed", .enabled(if: clusterTestsCanRun))
+  func unstorableWriteFailsAlone() async throws {
+    try await Self.withPostgresStore { store in
+      let expires = Date().timeIntervalSince1970 + 600
+      let results = await withTaskGroup(of: (Int, Bool).self) { group in
+        for n in 0 ..< 200 {
+          group.addTask {
+            let text = n == 77 ? "bad\u{0}text" : "text \(n)"
+            do {
+              _ = try await store.writer.write(.outgoing(OutgoingRecord(id: "id-\(n)", peer: "edge", text: text, expiresAt: expires)))
+              return (n, true)
+            } catch {
+              return (n, error is PostgresWriteBatch.Unstorable)
+            }
+          }
+        }
+        var results: [Int: Bool] = [:]
+        for await (n, ok) in group { results[n] = ok }
+        return results
+      }
+      #expect(results.count == 200 && results.values.allSatisfy { $0 }, "\(results.filter { !$0.value })")
+      let stored = try await store.flushAndReopen().unansweredOutgoing()
+      #expect(stored.count == 199 && !stored.contains { $0.id == "id-77" })
+    }
+  }
+
   @Test("A state folder in use by an open store is refused; once closed, it opens at once")
   func folderLock() throws {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("peer-agent-lock-\(UUID().uuidString)").path

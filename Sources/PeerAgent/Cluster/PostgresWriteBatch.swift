@@ -18,6 +18,30 @@ struct PostgresWriteBatch {
     case rename(String, to: String)
     case acceptance(sender: String, id: String, date: Double)
     case reply(sender: String, answer: Answer, date: Double)
+
+    /// The strings it writes as PostgreSQL `text`.
+    var texts: [String] {
+      switch self {
+      case .outgoing(let record): [record.id, record.peer, record.text] + (record.answer.map(Self.texts(of:)) ?? [])
+      case .answer(let answer): Self.texts(of: answer)
+      case .remove(let id): [id]
+      case .rename(let peer, let name): [peer, name]
+      case .acceptance(let sender, let id, _): [sender, id]
+      case .reply(let sender, let answer, _): [sender] + Self.texts(of: answer)
+      }
+    }
+
+    private static func texts(of answer: Answer) -> [String] {
+      [answer.id, answer.text, answer.error ?? "", answer.code ?? ""]
+    }
+
+    /// Whether PostgreSQL refuses it: its `text` cannot hold the character NUL.
+    var isUnstorable: Bool { self.texts.contains { $0.utf8.contains(0) } }
+  }
+
+  /// A write PostgreSQL cannot store (a NUL in a text): failed alone, before the batch.
+  struct Unstorable: Error, CustomStringConvertible {
+    var description: String { "the cluster database cannot store a text holding the character NUL" }
   }
 
   let hub: String
