@@ -30,7 +30,7 @@ import contact_pb2
 import contact_pb2_grpc
 from hostile_lib import (ACK, CONTINUATION, DATA, END_HEADERS, END_STREAM, GOAWAY, HEADERS, PING, PREFACE,
                          REFUSED_STREAM, RST_STREAM, SETTINGS, WINDOW_UPDATE, Certs, GoodPeer, PeerAgentProcess,
-                         RSSSampler, Wire, client_msg, frame, goaway, grpc_message, grpc_status, request_headers,
+                         RSSSampler, Wire, client_msg, decode_headers, frame, goaway, grpc_message, grpc_status, request_headers,
                          server_settings, settings, tls_context)
 
 RSS_BOUND_MIB = 400
@@ -579,6 +579,46 @@ class Suite:
         during()
         return ", ".join(outcomes)
 
+    def grpc_held_streams_past_deadline(self, during):
+        """128 sendStatus calls with grpc-timeout 1n, each sends a request and holds its side
+        open: every one must end at its deadline (DEADLINE_EXCEEDED, or a reset), freeing its
+        slot of the connection's streams (before: none of the 128 ended)."""
+        w = self.wire()
+        w.frames(timeout=1, until=lambda f: f[0] == SETTINGS)
+        encoder = hpack.Encoder()
+        streams = [1 + 2 * i for i in range(128)]
+        try:
+            for sid in streams:
+                w.send(frame(HEADERS, END_HEADERS, sid, encoder.encode(request_headers(extra=[("grpc-timeout", "1n")]))))
+                w.send(frame(DATA, 0, sid, grpc_message(client_msg("held", "held-%d" % sid))))
+            decoder = hpack.Decoder()
+            ended = {}
+            seen = []
+            deadline = time.time() + 15
+            while time.time() < deadline and len(ended) < len(streams):
+                try:
+                    f = w.read_frame(deadline - time.time())
+                except TimeoutError:
+                    break
+                if f is None:
+                    break
+                kind, flags, sid, payload = f
+                seen.append((kind, sid, payload[:8].hex() if kind == GOAWAY else ""))
+                if kind == HEADERS:
+                    headers = decode_headers(decoder, payload, flags)
+                    if "grpc-status" in headers:
+                        ended[sid] = int(headers["grpc-status"])
+                elif kind == RST_STREAM and sid not in ended:
+                    ended[sid] = "RST:%d" % struct.unpack(">I", payload)[0]
+        finally:
+            w.close()
+        during()
+        open_streams = [sid for sid in streams if sid not in ended]
+        assert not open_streams, f"{len(open_streams)} of 128 streams never ended: {open_streams[:5]}… (frames: {seen[:12]}, closed: {w.closed})"
+        statuses = sorted(set(map(str, ended.values())))
+        assert all(v in (4, 0) or str(v).startswith("RST") for v in ended.values()), f"statuses {statuses}"
+        return f"all 128 ended: {statuses}"
+
     def grpc_never_read_send_status(self, during):
         """A client that sends on sendStatus as fast as flow control lets it, and never reads a
         reply: it grants no window for them (h2 keeps the books). The listener must stop
@@ -907,6 +947,7 @@ CASES = [
     ("grpc: oversized task pushed to a dialer", "grpc_oversized_task_to_dialer"),
     ("grpc: compression bomb", "grpc_compression_bomb"),
     ("grpc: tiny and malformed timeouts", "grpc_timeouts"),
+    ("grpc: 128 held streams past their deadline", "grpc_held_streams_past_deadline"),
     ("grpc: never-read sendStatus", "grpc_never_read_send_status"),
     ("grpc: never-read getTask", "grpc_never_read_get_task"),
     ("grpc: abrupt close", "grpc_abrupt_close"),

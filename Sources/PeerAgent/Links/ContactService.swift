@@ -21,7 +21,9 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
     let identity = remote.identity
     let peer = self.context
     peer.checkMode(of: identity, announced: Announcement(request.metadata))
+    let started = ContinuousClock.now
     return StreamingServerResponse(metadata: peer.announcement) { writer in
+      try await RPCLifetime.run(context, metadata: request.metadata, started: started) {
       try await peer.serving(remote) {
         try await withTaskExecutorPreference(peer.executor(for: context)) {
           let replies = WriteQueue<Contact_Result>()
@@ -51,6 +53,7 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
         }
       }
       return peer.closing.isSet ? LinkEnding.Goodbye.metadata : [:]
+      }
     }
   }
 
@@ -108,16 +111,19 @@ struct ContactService: Contact_Contact.StreamingServiceProtocol {
     let remote = try await self.context.authenticate(context)
     let identity = remote.identity
     let peer = self.context
+    let started = ContinuousClock.now
     return StreamingServerResponse { writer in
-      try await peer.serving(remote) {
-        try await withTaskExecutorPreference(peer.executor(for: context)) {
-          for try await result in request.messages {
-            peer.table.receivedOnTellResult(result.reply, from: identity)
+      try await RPCLifetime.run(context, metadata: request.metadata, started: started) {
+        try await peer.serving(remote) {
+          try await withTaskExecutorPreference(peer.executor(for: context)) {
+            for try await result in request.messages {
+              peer.table.receivedOnTellResult(result.reply, from: identity)
+            }
+            try await writer.write(Contact_Empty())
           }
-          try await writer.write(Contact_Empty())
         }
+        return [:]
       }
-      return [:]
     }
   }
 }
