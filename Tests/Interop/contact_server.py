@@ -41,6 +41,13 @@ class ContactServicer(contact_pb2_grpc.ContactServicer):
             )
 
     def getTask(self, request_iterator, context):
+        if self.args.end_every_get_task:
+            # Every getTask pushes every task again, then ends (OK): the acknowledgements of
+            # the first must all arrive on its tellResult before the dialer opens another.
+            for n in range(self.args.tasks):
+                yield contact_pb2.ServerMsg(task=f"任务:{n}")
+                self.summary.count("tasks_sent")
+            return
         if self.args.end_get_task:
             yield from self.push_once_then_end(context)
             return
@@ -76,11 +83,20 @@ class ContactServicer(contact_pb2_grpc.ContactServicer):
             time.sleep(0.05)
 
     def tellResult(self, request_iterator, context):
-        for response in request_iterator:
-            if not self.args.quiet:
-                print(f"我已经知道客户端接收到我发过去的任务:{response.ret}")
-            self.summary.append("acks", response.ret)
-            self.check_done()
+        call = []
+        try:
+            for response in request_iterator:
+                if not self.args.quiet:
+                    print(f"我已经知道客户端接收到我发过去的任务:{response.ret}")
+                call.append(response.ret)
+                self.summary.append("acks", response.ret)
+                self.check_done()
+                if self.args.ack_delay:
+                    time.sleep(self.args.ack_delay)
+        finally:
+            # Each call's acknowledgements: with --end-every-get-task, each call must carry a
+            # whole round, in order (a call cut short shows here).
+            self.summary.append("calls", (len(call), all(f"任务:{n}" in ack for n, ack in enumerate(call))))
         return contact_pb2.Empty()
 
     def check_done(self):
@@ -103,9 +119,18 @@ def serve(args):
     acks = summary.items("acks")
     # Each acknowledgement must name its own task, in order (they carry no id).
     in_order = all(f"任务:{n}" in ack for n, ack in enumerate(acks))
-    ok = finished and in_order and len(acks) == args.tasks and summary.counter("status_answered") == args.status
+    if args.end_every_get_task:
+        # Every getTask pushes the tasks again: what must hold is that the first tellResult
+        # carried every acknowledgement of the first round, in order, and that every sendStatus
+        # line was answered once.
+        calls = summary.items("calls")
+        first_round = len(acks) >= args.tasks and all(f"任务:{n}" in ack for n, ack in enumerate(acks[:args.tasks]))
+        in_order = first_round and (not calls or calls[0] == (args.tasks, True))
+        ok = finished and in_order and summary.counter("status_answered") == args.status
+    else:
+        ok = finished and in_order and len(acks) == args.tasks and summary.counter("status_answered") == args.status
     summary.finish(ok, tasks_sent=summary.counter("tasks_sent"), acks=len(acks), acks_in_order=in_order,
-                   status_answered=summary.counter("status_answered"))
+                   status_answered=summary.counter("status_answered"), calls=summary.items("calls")[:6])
 
 
 if __name__ == '__main__':
@@ -117,5 +142,8 @@ if __name__ == '__main__':
     parser.add_argument("--quiet", action="store_true", help="print only the summary")
     parser.add_argument("--end-get-task", action="store_true",
                         help="end the first getTask normally once every task is pushed; push nothing on later ones")
+    parser.add_argument("--ack-delay", type=float, default=0, help="seconds spent on each acknowledgement (a slow reader)")
+    parser.add_argument("--end-every-get-task", action="store_true",
+                        help="on every getTask, push every task, then end the stream normally")
     add_tls_arguments(parser)
     serve(parser.parse_args())

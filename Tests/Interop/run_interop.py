@@ -217,6 +217,30 @@ class Run:
         self.check("grpcio server ends getTask after its tasks", ok,
                    f"{len(requests)}/{n} tasks handled once, in order={in_order}; server: {server.summary()}")
 
+    # 2c. a grpcio server that pushes every task again on every getTask and then ends it, and
+    # reads acknowledgements slowly (20 ms each: 10 s for 500), while the dialer sends on
+    # sendStatus: every acknowledgement of the first getTask arrives on its tellResult, in
+    # order, and every sendStatus line is answered once
+    def server_ends_every_get_task(self):
+        n, m = 500, 200
+        port = free_port()
+        server = Python(self.args.python, "contact_server.py",
+                        ["--address", f"127.0.0.1:{port}", "--tasks", str(n), "--status", str(m),
+                         "--end-every-get-task", "--ack-delay", "0.02", "--quiet", "--timeout", "90"]
+                        + self.py_tls("article-server"),
+                        self.log("server-ends-every-gettask"))
+        target = f"article-server@127.0.0.1:{port}" if self.tls else f"127.0.0.1:{port}"
+        edge = PeerAgent(self.args.peer_agent, ["--name", "edge", "--mode", "single", "--connect", target,
+                                                "--request-timeout", "120"] + self.peer_tls("edge"),
+                         self.log("edge-vs-server-ends-every-gettask"))
+        edge.send_lines([f"status {i}" for i in range(m)])
+        server_status = server.wait(timeout=120)
+        edge.stop()
+        summary = server.summary()
+        ok = server_status == 0
+        self.check("grpcio server ends every getTask, sendStatus beside it", ok,
+                   f"server: {summary}; edge resent {len(edge.of('resent'))}")
+
     # 3. dual-channel: a grpcio peer (server + client) and peer-agent --mode dual
     def dual(self):
         n = self.args.tasks
@@ -416,14 +440,23 @@ def main():
     parser.add_argument("--logs", required=True)
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--security", choices=["mtls", "plaintext"], action="append")
+    parser.add_argument("--only", default="", help="run only this scenario (a method of Run), e.g. server_ends_every_get_task")
+    parser.add_argument("--repeat", type=int, default=1, help="with --only: run it this many times")
     args = parser.parse_args()
     passed = failed = 0
     for security in args.security or ["mtls", "plaintext"]:
         args.security = security
         run = Run(args)
+        if args.only:
+            for _ in range(args.repeat):
+                getattr(run, args.only)()
+            passed += run.passed
+            failed += run.failed
+            continue
         run.article_client()
         run.article_server()
         run.server_ends_get_task()
+        run.server_ends_every_get_task()
         run.dual()
         run.health()
         if run.tls:
