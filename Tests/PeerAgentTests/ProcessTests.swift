@@ -22,6 +22,26 @@ struct ProcessTests {
     return directory
   }
 
+  @Test("A typo'd --name is refused before anything is created, naming the peers the folder holds; adding a peer to a folder suggests --names for the new one only")
+  func typoedName() async throws {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("peer-agent-typo-\(UUID().uuidString)").path
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    let made = try await PeerProcess.runToCompletion(["certs", "--out", "\(directory)/certs", "--names", "hub,edge"])
+    #expect(made.status == 0, "\(made.error)")
+    let state = "\(directory)/state"
+    let run = try await PeerProcess.runToCompletion([
+      "run", "--name", "hbu", "--mode", "single", "--listen", "127.0.0.1:0", "--certs", "\(directory)/certs", "--state-dir", state,
+    ])
+    #expect(run.status != 0)
+    #expect(run.error.contains("no certificate for 'hbu'") && run.error.contains("it holds edge, hub"), "\(run.error)")
+    #expect(!FileManager.default.fileExists(atPath: state), "a state folder was created for a name that does not exist")
+
+    let again = try await PeerProcess.runToCompletion(["certs", "--out", "\(directory)/certs", "--names", "hub,edge,edge2"])
+    #expect(again.status != 0)
+    #expect(again.error.contains("--names edge2") && again.error.contains("never overwritten"), "\(again.error)")
+    #expect(!FileManager.default.fileExists(atPath: "\(directory)/certs/edge2.pem"), "nothing is written when it refuses")
+  }
+
   @Test("Two processes exchange messages both ways", arguments: ["single", "dual"])
   func exchange(mode: String) async throws {
     let certs = try self.makeCertificates()

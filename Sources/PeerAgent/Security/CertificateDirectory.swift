@@ -33,6 +33,15 @@ public struct CertificateDirectory: Sendable, Hashable {
   /// The CA's revocation list: `revoked.pem` (`peer-agent certs --revoke` writes it).
   public var revocationList: String { self.file("revoked.pem") }
 
+  /// The peer names the folder holds a certificate and key for, sorted.
+  public var names: [String] {
+    let files = (try? FileManager.default.contentsOfDirectory(atPath: self.path)) ?? []
+    return files.filter { $0.hasSuffix("-key.pem") && $0 != "ca-key.pem" }
+      .map { String($0.dropLast("-key.pem".count)) }
+      .filter { files.contains("\($0).pem") }
+      .sorted()
+  }
+
   /// The fingerprint of the key in `NAME.pem`: an allowlist entry's pin.
   public func keyFingerprint(for name: String) throws -> KeyFingerprint {
     let path = self.certificate(for: name)

@@ -262,10 +262,14 @@ extension DevelopmentCertificates {
   public static func write(names: [String], to directory: String, force: Bool = false) throws -> [String] {
     let files = FileManager.default
     let folder = CertificateDirectory(directory)
-    if !force, let existing = names.map({ folder.privateKey(for: $0) }).first(where: { files.fileExists(atPath: $0) }) {
+    let existing = names.filter { files.fileExists(atPath: folder.privateKey(for: $0)) }
+    if !force, !existing.isEmpty {
+      let new = names.filter { !existing.contains($0) }
+      let keys = existing.map { folder.privateKey(for: $0) }.joined(separator: ", ")
+      let add = new.isEmpty ? "" : "to add only the new ones, run with --names \(new.joined(separator: ",")); "
       throw PeerAgentError(
         code: .invalidConfiguration,
-        message: "\(existing) exists: a key is never overwritten; add --force to issue a new certificate and key (peers that pin the old key must then be updated)"
+        message: "\(keys) \(existing.count == 1 ? "exists" : "exist"): a key is never overwritten. \(add)add --force to issue new certificates and keys for \(existing.joined(separator: ", ")) (peers that pin the old keys must then be updated)"
       )
     }
     try PrivateFiles.makeFolder(directory)

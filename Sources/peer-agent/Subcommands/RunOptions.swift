@@ -269,6 +269,18 @@ struct RunOptions: ParsableArguments {
     guard self.requestTimeout > 0, self.shutdownGrace >= 0 else {
       throw ValidationError("--request-timeout must be positive and --shutdown-grace not negative")
     }
+    // Before anything is created (the state folder among them): a typo'd name is named, with
+    // the names the folder does hold.
+    if let dir = self.certs, !self.insecure, FileManager.default.fileExists(atPath: dir) {
+      let folder = CertificateDirectory(dir)
+      if !FileManager.default.fileExists(atPath: folder.certificate(for: self.name)) {
+        let found = folder.names
+        let holds = found.isEmpty ? "it holds no peer's certificate and key" : "it holds \(found.joined(separator: ", "))"
+        throw ValidationError(
+          "--certs \(dir) has no certificate for '\(self.name)' (\(folder.certificate(for: self.name))): \(holds). Check --name, or make one: peer-agent certs --out \(dir) --names \(self.name)"
+        )
+      }
+    }
     if self.inMemory && self.stateDir != nil {
       throw ValidationError("--in-memory keeps nothing on disk: drop --state-dir, or drop --in-memory")
     }
