@@ -38,6 +38,23 @@ struct TrustProcessTests {
 
   private let common = ["--mode", "single", "--output", "json", "--in-memory"]
 
+  /// A plain grpc-swift client transport to the listener at `address`, presenting `name`'s
+  /// certificate from `certs`: what a hostile or older peer of the CA dials with.
+  static func client(of name: String, certs: String, to address: String) throws -> HTTP2ClientTransport.Posix {
+    let hub = try PeerAddress(parsing: address)
+    let folder = CertificateDirectory(certs)
+    return try HTTP2ClientTransport.Posix(
+      target: .ipv4(address: hub.host, port: hub.port),
+      transportSecurity: .mTLS(
+        certificateChain: [.file(path: folder.certificate(for: name), format: .pem)],
+        privateKey: .file(path: folder.privateKey(for: name), format: .pem)
+      ) { tls in
+        tls.trustRoots = .certificates([.file(path: folder.authorityCertificate, format: .pem)])
+        tls.serverCertificateVerification = .noHostnameVerification
+      }
+    )
+  }
+
   private func startHub(_ certs: String, _ extra: [String] = []) async throws -> (PeerProcess, String) {
     let hub = try PeerProcess(["run", "--name", "hub", "--listen", "127.0.0.1:0", "--certs", certs] + self.common + extra)
     let listening = try #require(await hub.event("listening"), "hub log: \(hub.log)")
@@ -222,18 +239,7 @@ struct TrustProcessTests {
     #expect(try await PeerProcess.runToCompletion(["certs", "--from", certs, "--revoke", "spare"]).status == 0)
     let (hub, address) = try await self.startHub(certs, ["--revoked", "\(certs)/revoked.pem", "--log-level", "notice"])
     defer { hub.terminate() }
-    let hubAddress = try PeerAddress(parsing: address)
-    let folder = CertificateDirectory(certs)
-    let transport = try HTTP2ClientTransport.Posix(
-      target: .ipv4(address: hubAddress.host, port: hubAddress.port),
-      transportSecurity: .mTLS(
-        certificateChain: [.file(path: folder.certificate(for: "edge"), format: .pem)],
-        privateKey: .file(path: folder.privateKey(for: "edge"), format: .pem)
-      ) { tls in
-        tls.trustRoots = .certificates([.file(path: folder.authorityCertificate, format: .pem)])
-        tls.serverCertificateVerification = .noHostnameVerification
-      }
-    )
+    let transport = try Self.client(of: "edge", certs: certs, to: address)
     // What the article's client does: one call, then the connection sits idle.
     @Sendable func call(_ contact: Contact_Contact.Client<HTTP2ClientTransport.Posix>, _ text: String) async throws -> [String] {
       try await contact.sendStatus(
@@ -352,18 +358,7 @@ struct TrustProcessTests {
     defer { try? FileManager.default.removeItem(atPath: certs) }
     let (hub, address) = try await self.startHub(certs, ["--log-level", "warning"])
     defer { hub.terminate() }
-    let hubAddress = try PeerAddress(parsing: address)
-    let folder = CertificateDirectory(certs)
-    let transport = try HTTP2ClientTransport.Posix(
-      target: .ipv4(address: hubAddress.host, port: hubAddress.port),
-      transportSecurity: .mTLS(
-        certificateChain: [.file(path: folder.certificate(for: "edge"), format: .pem)],
-        privateKey: .file(path: folder.privateKey(for: "edge"), format: .pem)
-      ) { tls in
-        tls.trustRoots = .certificates([.file(path: folder.authorityCertificate, format: .pem)])
-        tls.serverCertificateVerification = .noHostnameVerification
-      }
-    )
+    let transport = try Self.client(of: "edge", certs: certs, to: address)
     let ids = ["bad\u{0}id", String(repeating: "a", count: 200), "good-id-1"]
     let results = try await withGRPCClient(transport: transport) { client in
       try await Contact_Contact.Client(wrapping: client).sendStatus(
@@ -473,17 +468,7 @@ struct TrustProcessTests {
       }
 
       // edge2 — a valid certificate of the same CA — answers the hub's request by its id.
-      let folder = CertificateDirectory(certs)
-      let transport = try HTTP2ClientTransport.Posix(
-        target: .ipv4(address: hubAddress.host, port: hubAddress.port),
-        transportSecurity: .mTLS(
-          certificateChain: [.file(path: folder.certificate(for: "edge2"), format: .pem)],
-          privateKey: .file(path: folder.privateKey(for: "edge2"), format: .pem)
-        ) { tls in
-          tls.trustRoots = .certificates([.file(path: folder.authorityCertificate, format: .pem)])
-          tls.serverCertificateVerification = .noHostnameVerification
-        }
-      )
+      let transport = try Self.client(of: "edge2", certs: certs, to: address)
       try await withGRPCClient(transport: transport) { client in
         let forged = {
           var result = Contact_Result()
