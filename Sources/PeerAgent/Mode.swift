@@ -1,4 +1,4 @@
-/// How two peers carry calls in both directions (see the design notes in the README).
+/// How two peers carry calls in both directions (see docs/design.md).
 public enum Mode: String, Sendable, Hashable, CaseIterable, CustomStringConvertible {
   /// One connection, dialed by one side. The dialer opens `getTask` (the listener pushes its
   /// requests down it) and a long-lived `tellResult` (the dialer's replies); the dialer's own

@@ -3,7 +3,7 @@ internal import Foundation
 private import Synchronization
 
 /// The peer's metrics, recorded through swift-metrics. Names and labels (the contract with
-/// dashboards; see the README's "Operating it"):
+/// dashboards; see docs/operating.md):
 ///
 /// | name | type | labels |
 /// |---|---|---|
