@@ -7,6 +7,7 @@ import PackageDescription
 
 let products: [Product] = [
   .library(name: "PeerAgent", targets: ["PeerAgent"]),
+  .library(name: "PeerAgentCluster", targets: ["PeerAgentCluster"]),
   .executable(name: "peer-agent", targets: ["peer-agent"]),
 ]
 
@@ -86,7 +87,18 @@ let targets: [Target] = [
       .product(name: "CoreMetrics", package: "swift-metrics"),
       .product(name: "Tracing", package: "swift-distributed-tracing"),
       .product(name: "Instrumentation", package: "swift-distributed-tracing"),
-      // The cluster store: registry, outbox and window shared by hubs.
+    ],
+    swiftSettings: defaultSwiftSettings
+  ),
+
+  // Hubs that share one PostgreSQL database: the registry, outbox and window, on the core's
+  // package seam (`HubSeam`, `DeliveryStore`). Only what runs a cluster links PostgresNIO.
+  .target(
+    name: "PeerAgentCluster",
+    dependencies: [
+      .target(name: "PeerAgent"),
+      .product(name: "Logging", package: "swift-log"),
+      .product(name: "NIOCore", package: "swift-nio"),
       .product(name: "PostgresNIO", package: "postgres-nio"),
     ],
     swiftSettings: defaultSwiftSettings
@@ -97,12 +109,9 @@ let targets: [Target] = [
     name: "peer-agent",
     dependencies: [
       .target(name: "PeerAgent"),
-      // The bench's raw baseline: plain grpc-swift-2 on the generated stubs.
-      .target(name: "ContactProto"),
-      .product(name: "GRPCCore", package: "grpc-swift-2"),
-      .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+      .target(name: "PeerAgentCluster"),
+      .target(name: "PeerAgentBench"),
       .product(name: "NIOPosix", package: "swift-nio"),
-      .product(name: "SwiftProtobuf", package: "swift-protobuf"),
       .product(name: "ArgumentParser", package: "swift-argument-parser"),
       .product(name: "Logging", package: "swift-log"),
       .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -119,10 +128,38 @@ let targets: [Target] = [
     swiftSettings: defaultSwiftSettings
   ),
 
+  // `peer-agent bench`: the workloads, their worker processes, the raw grpc-swift-2 baseline
+  // and the report, behind the command's thin `bench` and `bench-worker` subcommands.
+  .target(
+    name: "PeerAgentBench",
+    dependencies: [
+      .target(name: "PeerAgent"),
+      .target(name: "PeerAgentTestSupport"),
+      // The raw baseline: plain grpc-swift-2 on the generated stubs.
+      .target(name: "ContactProto"),
+      .product(name: "GRPCCore", package: "grpc-swift-2"),
+      .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+      .product(name: "NIOPosix", package: "swift-nio"),
+      .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+      .product(name: "Logging", package: "swift-log"),
+    ],
+    swiftSettings: defaultSwiftSettings
+  ),
+
+  // What the tests and the bench share: free ports, a scratch PostgreSQL server, child
+  // processes' lines, command-line oracles. Not a product.
+  .target(
+    name: "PeerAgentTestSupport",
+    swiftSettings: defaultSwiftSettings
+  ),
+
   .testTarget(
     name: "PeerAgentTests",
     dependencies: [
       .target(name: "PeerAgent"),
+      .target(name: "PeerAgentCluster"),
+      .target(name: "PeerAgentBench"),
+      .target(name: "PeerAgentTestSupport"),
       .target(name: "ContactProto"),
       .target(name: "peer-agent"),
       .product(name: "ArgumentParser", package: "swift-argument-parser"),

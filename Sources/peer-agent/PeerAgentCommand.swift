@@ -1,6 +1,7 @@
 internal import ArgumentParser
 private import Foundation
 internal import PeerAgent
+internal import PeerAgentBench
 
 @main
 struct PeerAgentCommand: AsyncParsableCommand {
@@ -27,6 +28,9 @@ struct PeerAgentCommand: AsyncParsableCommand {
         try command.run()
       }
     } catch let error as PeerAgentError {
+      Self.printError(error.message)
+      Foundation.exit(1)
+    } catch let error as BenchFailure {
       Self.printError(error.message)
       Foundation.exit(1)
     } catch let error as CommandFailure {

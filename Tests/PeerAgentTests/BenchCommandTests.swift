@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 
+@testable import PeerAgentBench
 @testable import peer_agent
 
 /// `peer-agent bench`'s input checks and heap figure. What a bench run produces is checked by

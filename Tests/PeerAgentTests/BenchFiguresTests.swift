@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 
+@testable import PeerAgentBench
 @testable import peer_agent
 
 @Suite("Bench figures")

@@ -1,4 +1,5 @@
 import Foundation
+import PeerAgentTestSupport
 import Synchronization
 import Testing
 

@@ -1,10 +1,12 @@
 import Foundation
+import PeerAgentTestSupport
 import GRDB
 import Logging
 import PostgresNIO
 import Testing
 
 @testable import PeerAgent
+@testable import PeerAgentCluster
 @testable import peer_agent
 
 /// The built-in stores, through the same protocol and the same checks: what one promises, the

@@ -1,5 +1,6 @@
 import CoreMetrics
 import Foundation
+import PeerAgentTestSupport
 import NIOCore
 import NIOHTTP1
 import NIOPosix

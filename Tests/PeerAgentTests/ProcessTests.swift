@@ -1,4 +1,5 @@
 import Foundation
+import PeerAgentTestSupport
 import Testing
 
 @testable import peer_agent

@@ -1,6 +1,7 @@
 import ContactProto
 import Crypto
 import Foundation
+import PeerAgentTestSupport
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import SwiftASN1

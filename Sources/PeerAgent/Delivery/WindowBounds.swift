@@ -23,5 +23,5 @@ package struct WindowBounds: Sendable, Hashable {
   }
 
   /// The fixed bytes counted per entry besides its strings (keys, dates, hash table slots).
-  static let entryOverhead = 96
+  package static let entryOverhead = 96
 }

@@ -4,16 +4,16 @@ internal import Synchronization
 /// ``wait(atMost:)`` returns at once if it was rung since the last one returned, else when it
 /// is rung, after `atMost`, or on cancellation. Rings are not counted: a loop woken once does
 /// everything that was asked before it looks.
-final class Doorbell: Sendable {
+package final class Doorbell: Sendable {
   private let current = Mutex(Signal())
 
-  init() {}
+  package init() {}
 
-  func ring() {
+  package func ring() {
     self.current.withLock { $0 }.set()
   }
 
-  func wait(atMost duration: Duration) async {
+  package func wait(atMost duration: Duration) async {
     let signal = self.current.withLock { $0 }
     await Signal.sleep(for: duration, unlessAnyOf: [signal])
     // A ring after this swap sets the new signal: the next wait returns at once.

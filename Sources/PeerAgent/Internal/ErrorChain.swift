@@ -9,10 +9,10 @@ private import Darwin
 /// What went wrong at the bottom of an error's chain of causes, in words for a user: the
 /// transport wraps the reason a connection failed (a refused port, a TLS alert) several
 /// layers deep.
-enum ErrorChain {
+package enum ErrorChain {
   /// The root cause of `error`: the last cause of its `RPCError`/`RuntimeError`/
   /// ``PeerAgentError`` chain, an `IOError` as its system message (`connection refused`).
-  static func rootCause(_ error: any Error) -> String {
+  package static func rootCause(_ error: any Error) -> String {
     var current: any Error = error
     while true {
       if let rpc = current as? RPCError, let cause = rpc.cause {

@@ -122,7 +122,7 @@ private let waiterKeys = Atomic<UInt64>(0)
 
 /// An outcome set once and awaited by any number of callers: a request's reply, the listener's
 /// address, the reply a repeated request waits for, a ``Signal``.
-final class Promise<Value: Sendable>: Sendable {
+package final class Promise<Value: Sendable>: Sendable {
   private struct State {
     var outcome: Result<Value, any Error>?
     var waiters = WaiterQueue<Value>()
@@ -130,18 +130,18 @@ final class Promise<Value: Sendable>: Sendable {
 
   private let state = Mutex(State())
 
-  init() {}
+  package init() {}
 
   /// Whether the outcome is set.
-  var isComplete: Bool { self.state.withLock { $0.outcome != nil } }
+  package var isComplete: Bool { self.state.withLock { $0.outcome != nil } }
 
   /// The value, if the promise was fulfilled with one.
-  var currentValue: Value? { self.state.withLock { try? $0.outcome?.get() } }
+  package var currentValue: Value? { self.state.withLock { try? $0.outcome?.get() } }
 
   /// Sets the outcome, unless one is set already, and wakes every waiter. Returns whether this
   /// call set it.
   @discardableResult
-  func complete(_ outcome: Result<Value, any Error>) -> Bool {
+  package func complete(_ outcome: Result<Value, any Error>) -> Bool {
     let waiters: [WaiterQueue<Value>.Continuation]? = self.state.withLock { state in
       guard state.outcome == nil else { return nil }
       state.outcome = outcome
@@ -154,7 +154,7 @@ final class Promise<Value: Sendable>: Sendable {
 
   /// Waits for the outcome. Cancelling the waiting task ends its wait (with
   /// `CancellationError`), not the promise.
-  func wait() async throws -> Value {
+  package func wait() async throws -> Value {
     if let outcome = self.state.withLock({ $0.outcome }) { return try outcome.get() }
     return try await WaiterQueue.suspend { key, continuation in
       self.state.withLock { state in

@@ -180,13 +180,18 @@ struct LinkContext: Sendable {
     }
     guard let bound, bound != key.description else { return }
     let conflict = SharedKeyConflict(name: name, bound: bound, presented: key.description)
-    self.metrics?.refused(.keyConflict)
-    self.logger.forLink(.verified(name)).warning(
-      "refused a connection: its name is connected to another hub of the cluster with another key",
-      metadata: ["connected.key": "\(bound)", "presented.key": "\(key)", "event": "refused"]
-    )
-    self.events.emit(.refused(remote: name.logSafe, reason: conflict.description))
+    self.report(conflict, "refused a connection: its name is connected to another hub of the cluster with another key")
     throw RPCError(code: .permissionDenied, message: conflict.description)
+  }
+
+  /// Counts, logs and publishes a name the cluster binds to another key.
+  func report(_ conflict: SharedKeyConflict, _ message: Logger.Message) {
+    self.metrics?.refused(.keyConflict)
+    self.logger.forLink(.verified(conflict.name)).warning(
+      message,
+      metadata: ["connected.key": "\(conflict.bound)", "presented.key": "\(conflict.presented)", "event": "refused"]
+    )
+    self.events.emit(.refused(remote: conflict.name.logSafe, reason: conflict.description))
   }
 
   /// Logs and publishes a connection refused because its name is connected with another key.

@@ -13,6 +13,9 @@ final class LinkTable: Sendable {
   private let outbox: Outbox
   private let events: EventHub
   private let logger: Logger
+  /// Rung whenever a remote connects or goes (``connectedNames`` changed): the cluster's
+  /// registry writes its leases then, instead of polling.
+  let membership = Doorbell()
 
   init(outbox: Outbox, events: EventHub, logger: Logger) {
     self.outbox = outbox
@@ -84,6 +87,7 @@ final class LinkTable: Sendable {
         metadata: ["link.kind": "\(link.kind)", "unanswered": "\(self.outbox.count(for: name))"]
       )
       self.events.emit(.connected(peer: link.identity, link: link.kind))
+      self.membership.ring()
       if let state { self.report(state, of: name, reason: nil) }
     }
   }
@@ -98,6 +102,7 @@ final class LinkTable: Sendable {
       metadata: ["link.kind": "\(link.kind)", "reason": "\(reason)", "detail": "\(detail)"]
     )
     self.events.emit(.disconnected(peer: link.identity, link: link.kind, reason: reason))
+    self.membership.ring()
     if let state { self.report(state, of: link.identity.name, reason: reason) }
   }
 
@@ -205,6 +210,7 @@ final class LinkTable: Sendable {
       self.report(.down, of: link.identity.name, reason: reason)
       self.events.emit(.disconnected(peer: link.identity, link: link.kind, reason: reason))
     }
+    self.membership.ring()
   }
 
   private func report(_ state: LinkState, of name: String, reason: String?) {

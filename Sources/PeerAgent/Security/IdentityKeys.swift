@@ -156,7 +156,7 @@ struct RemotePeer: Sendable, Hashable {
 
 /// Where "one name, one key" is kept beyond this peer: the cluster's registry, which binds each
 /// agent's name to the key of the connection that holds its lease, on whichever hub.
-protocol SharedKeyRegistry: Sendable {
+package protocol SharedKeyRegistry: Sendable {
   /// The key `name` is bound to on another hub by a lease that lives, if any (its
   /// ``KeyFingerprint/description``).
   func boundKey(of name: String) async throws -> String?

@@ -1,6 +1,7 @@
 internal import ArgumentParser
 private import Foundation
 internal import PeerAgent
+internal import PeerAgentBench
 
 struct Bench: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
@@ -100,7 +101,7 @@ struct Bench: AsyncParsableCommand {
       guard let program = prefix.split(separator: " ").first else {
         throw ValidationError("--worker-prefix takes a command, e.g. 'valgrind --tool=callgrind'")
       }
-      guard Self.executable(named: String(program)) != nil else {
+      guard BenchPlan.executable(named: String(program)) != nil else {
         throw ValidationError("--worker-prefix: no program '\(program)' (not executable, or not on PATH)")
       }
     }
@@ -136,10 +137,10 @@ struct Bench: AsyncParsableCommand {
       workloads: Set(self.workloads.map { $0.split(separator: ",").map(String.init) } ?? BenchPlan.allWorkloads),
       workerPrefix: self.workerPrefix.map { prefix in
         let words = prefix.split(separator: " ").map(String.init)
-        return [Self.executable(named: words[0]) ?? words[0]] + words.dropFirst()
+        return [BenchPlan.executable(named: words[0]) ?? words[0]] + words.dropFirst()
       } ?? [],
       tls: !self.insecure,
-      grpcio: self.noGrpcio ? nil : Self.findGRPCIO(self.grpcio),
+      grpcio: self.noGrpcio ? nil : BenchPlan.findGRPCIO(self.grpcio),
       clusterDatabase: self.clusterDatabase
     )
     if plan.grpcio == nil && !self.noGrpcio {
@@ -180,56 +181,4 @@ struct Bench: AsyncParsableCommand {
       throw CommandFailure(message: "\(missing.count) cell(s) produced no figures: \(missing.map(\.label).joined(separator: "; "))")
     }
   }
-}
-
-extension Bench {
-  /// The path of the program `name`: itself when it has a slash, else the first on PATH.
-  static func executable(named name: String) -> String? {
-    let files = FileManager.default
-    if name.contains("/") { return files.isExecutableFile(atPath: name) ? name : nil }
-    let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
-    return path.split(separator: ":").map { "\($0)/\(name)" }.first { files.isExecutableFile(atPath: $0) }
-  }
-
-  static func findGRPCIO(_ directory: String) -> BenchPlan.GRPCIO? {
-    let root = FileManager.default.currentDirectoryPath
-    let base = directory.hasPrefix("/") ? directory : (root as NSString).appendingPathComponent(directory)
-    let python = (base as NSString).appendingPathComponent("venv/bin/python")
-    let generated = (base as NSString).appendingPathComponent("gen")
-    let script = (root as NSString).appendingPathComponent("Tests/Interop/bench_grpcio.py")
-    let files = FileManager.default
-    guard files.isExecutableFile(atPath: python), files.fileExists(atPath: script),
-      files.fileExists(atPath: (generated as NSString).appendingPathComponent("contact/contact_pb2.py"))
-    else { return nil }
-    return .init(python: python, script: script, pythonPath: "\(generated):\(generated)/contact")
-  }
-}
-
-struct BenchPlan: Sendable {
-  static let allWorkloads = ["ping-pong", "pipelined", "fan-out", "connections", "recovery", "cluster"]
-
-  /// Where grpcio runs from, when it is available.
-  struct GRPCIO: Sendable {
-    var python: String
-    var script: String
-    var pythonPath: String
-  }
-
-  var quick: Bool
-  var repeats: Int
-  var window: Int
-  var payloads: [Int]
-  var fanout: Int
-  var connections: Int
-  var pingPong: Int
-  var pipelined: Int
-  var modes: [String]
-  /// The workloads to run, of `allWorkloads`.
-  var workloads: Set<String>
-  /// A command each worker runs under (a profiler), or none.
-  var workerPrefix: [String]
-  var tls: Bool
-  var grpcio: GRPCIO?
-  /// The PostgreSQL database of the `cluster` workload; `nil`: a scratch server of its own.
-  var clusterDatabase: String? = nil
 }

@@ -2,6 +2,7 @@ public import ArgumentParser
 private import Foundation
 internal import Logging
 internal import PeerAgent
+internal import PeerAgentCluster
 internal import ServiceLifecycle
 internal import UnixSignals
 internal import NIOCore
