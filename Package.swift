@@ -99,6 +99,8 @@ let targets: [Target] = [
       .target(name: "PeerAgent"),
       .product(name: "Logging", package: "swift-log"),
       .product(name: "NIOCore", package: "swift-nio"),
+      // The database connection's TLS (sslmode, sslrootcert).
+      .product(name: "NIOSSL", package: "swift-nio-ssl"),
       .product(name: "PostgresNIO", package: "postgres-nio"),
     ],
     swiftSettings: defaultSwiftSettings

@@ -1,5 +1,5 @@
 internal import ContactProto
-package import Foundation
+internal import Foundation
 internal import GRPCCore
 internal import GRPCNIOTransportHTTP2
 internal import Logging

@@ -44,8 +44,11 @@ public enum PeerCluster {
       return logger
     }()
     let database = cluster.database
+    try database.checkTransport()
+    let tls = try ClusterTLS(database)
     var configuration = PostgresClient.Configuration(
-      host: database.host, port: database.port, username: database.user, password: database.password, database: database.name, tls: .disable
+      host: database.host, port: database.port, username: database.user, password: database.password, database: database.name,
+      tls: tls.client
     )
     configuration.options.maximumConnections = 8
     configuration.options.connectTimeout = .seconds(5)
@@ -61,7 +64,8 @@ public enum PeerCluster {
           let connection = try await PostgresConnection.connect(
             on: PostgresClient.defaultEventLoopGroup.next(),
             configuration: .init(
-              host: database.host, port: database.port, username: database.user, password: database.password, database: database.name, tls: .disable
+              host: database.host, port: database.port, username: database.user, password: database.password, database: database.name,
+              tls: tls.connection
             ),
             id: 0,
             logger: logger
@@ -74,7 +78,7 @@ public enum PeerCluster {
       } catch {
         throw PeerAgentError(
           code: .invalidConfiguration,
-          message: "cannot use the cluster database \(cluster.database): \(Self.describe(error))",
+          message: "cannot use the cluster database \(cluster.database): \(tls.explain(error) ?? Self.describe(error))",
           cause: error
         )
       }

@@ -1,5 +1,5 @@
 internal import Logging
-package import PeerAgent
+internal import PeerAgent
 internal import PostgresNIO
 
 /// The writes of one transaction of ``PostgresDeliveryStore``, as a few statements over arrays

@@ -1,5 +1,5 @@
 internal import Logging
-package import PeerAgent
+internal import PeerAgent
 internal import PostgresNIO
 private import Synchronization
 

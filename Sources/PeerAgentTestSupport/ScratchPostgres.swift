@@ -34,8 +34,19 @@ package final class ScratchPostgres: Sendable {
   package static let missing =
     "PostgreSQL server binaries not found (Debian: apt-get install postgresql; or set PEER_AGENT_PG_BIN): the cluster tests did not run"
 
-  /// Starts a new server.
-  package init() throws {
+  /// A certificate and key for the server: it then speaks TLS (`ssl=on`) as well as plaintext.
+  package struct TLS: Sendable {
+    package var certificatePEM: String
+    package var privateKeyPEM: String
+
+    package init(certificatePEM: String, privateKeyPEM: String) {
+      self.certificatePEM = certificatePEM
+      self.privateKeyPEM = privateKeyPEM
+    }
+  }
+
+  /// Starts a new server on `addresses` (loopback ones), with TLS when `tls` is given.
+  package init(tls: TLS? = nil, addresses: [String] = ["127.0.0.1"]) throws {
     guard let bin = Self.binaries else { throw Failure(message: Self.missing) }
     self.bin = bin
     self.asUser = getuid() == 0 ? "postgres" : nil
@@ -48,6 +59,18 @@ package final class ScratchPostgres: Sendable {
     let asUser = self.asUser
     let initdb = try Self.run("\(bin)/initdb", ["-D", "\(directory)/data", "-A", "trust", "-U", "postgres", "--no-sync"], as: asUser)
     guard initdb.status == 0 else { throw Failure(message: "initdb failed: \(initdb.output)") }
+    var options = "-c listen_addresses=\(addresses.joined(separator: ",")) -c max_connections=200"
+    if let tls {
+      // The server reads its key as its own user, and refuses one others can read.
+      for (file, contents) in [("server.crt", tls.certificatePEM), ("server.key", tls.privateKeyPEM)] {
+        let path = "\(directory)/\(file)"
+        guard FileManager.default.createFile(atPath: path, contents: Data(contents.utf8), attributes: [.posixPermissions: 0o600]) else {
+          throw Failure(message: "cannot write \(path)")
+        }
+        if let user = self.asUser { try FileManager.default.setAttributes([.ownerAccountName: user], ofItemAtPath: path) }
+      }
+      options += " -c ssl=on -c ssl_cert_file=\(directory)/server.crt -c ssl_key_file=\(directory)/server.key"
+    }
     var started: (status: Int32, output: String) = (1, "")
     var port = 0
     // A port picked free can be taken before the server binds it: try a few.
@@ -57,7 +80,7 @@ package final class ScratchPostgres: Sendable {
         "\(bin)/pg_ctl",
         [
           "-D", "\(directory)/data", "-l", "\(directory)/log", "-w", "-t", "30",
-          "-o", "-p \(port) -k \(directory) -c listen_addresses=127.0.0.1 -c max_connections=200", "start",
+          "-o", "-p \(port) -k \(directory) \(options)", "start",
         ],
         as: asUser
       )

@@ -1,4 +1,4 @@
-package import Foundation
+internal import Foundation
 
 /// A command-line tool the tests use as an oracle or a client (`openssl`, a shell pipeline),
 /// run to completion.

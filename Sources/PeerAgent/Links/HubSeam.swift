@@ -1,4 +1,4 @@
-public import Logging
+package import Logging
 
 /// What a hub of a cluster (the `PeerAgentCluster` module) may do with its peer: the one seam
 /// between the core and the cluster's runtime. The cluster sees the set of connected names and

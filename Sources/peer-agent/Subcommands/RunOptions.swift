@@ -112,7 +112,7 @@ struct RunOptions: ParsableArguments {
   @Option(
     name: .long,
     help: ArgumentHelp(
-      "Run as one hub of a cluster whose hubs share this PostgreSQL database: who is connected where (leases), the outbox and the de-duplication window. Any hub can send to an agent connected to any other; agents fail over with --connect hub-1@A,hub-2@B. Needs --mode single --listen; replaces --state-dir. The schema is created on first use. The password comes from PGPASSWORD or --cluster-password-file (one in the URL is visible to every local user in ps).",
+      "Run as one hub of a cluster whose hubs share this PostgreSQL database: who is connected where (leases), the outbox and the de-duplication window. Any hub can send to an agent connected to any other; agents fail over with --connect hub-1@A,hub-2@B. Needs --mode single --listen; replaces --state-dir. The schema is created on first use. The password comes from PGPASSWORD or --cluster-password-file (one in the URL is visible to every local user in ps). TLS: ?sslmode=verify-full&sslrootcert=CA.pem (also require, verify-ca; sslmode=disable for plaintext, which is refused to a database not on loopback unless written out).",
       valueName: "postgresql://USER@HOST:PORT/DB"
     )
   )
@@ -285,7 +285,7 @@ struct RunOptions: ParsableArguments {
       throw ValidationError("--in-memory keeps nothing on disk: drop --state-dir, or drop --in-memory")
     }
     if let cluster = self.cluster {
-      do { _ = try Peer.Config.Cluster.Database(parsing: cluster) } catch let error as PeerAgentError {
+      do { try Peer.Config.Cluster.Database(parsing: cluster).checkTransport() } catch let error as PeerAgentError {
         throw ValidationError("--cluster: \(error.message)")
       }
       if self.inMemory || self.stateDir != nil {
