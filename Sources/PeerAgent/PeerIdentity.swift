@@ -11,11 +11,27 @@ public struct PeerIdentity: Hashable, Sendable, CustomStringConvertible {
   public var name: String
   /// Whether ``name`` comes from a certificate that chained to the configured CA.
   public var isVerified: Bool
+  /// For a remote dialed as a failover list of hubs (``Peer/Target/failover``), which is one
+  /// remote named by the list (`hub-2,hub-1`): the hub this link reached — the name in its
+  /// verified certificate (in plaintext, the name the list gives it). `nil` otherwise.
+  ///
+  /// Not part of the identity's equality: whichever hub a link reaches, it is the same remote.
+  public var hub: String?
 
   /// Creates an identity.
-  public init(name: String, isVerified: Bool) {
+  public init(name: String, isVerified: Bool, hub: String? = nil) {
     self.name = name
     self.isVerified = isVerified
+    self.hub = hub
+  }
+
+  public static func == (lhs: Self, rhs: Self) -> Bool {
+    lhs.name == rhs.name && lhs.isVerified == rhs.isVerified
+  }
+
+  public func hash(into hasher: inout Hasher) {
+    hasher.combine(self.name)
+    hasher.combine(self.isVerified)
   }
 
   /// An identity verified by mutual TLS.

@@ -261,6 +261,15 @@ struct ClusterTests {
     let failover = ContinuousClock.now - killed
     #expect(movedAll, "agents not back: \(hub1Agents.filter { $0.count { $0["event"] == "connected" } < 2 }.map(\.log))")
     print("cluster: kill -9 of hub-1 after it handled \(handledByHub1) of its agents' \(10 * perAgent) requests; its 10 agents connected to hub-2 within \(failover)")
+    // Their events name the list (one remote) and the hub reached: hub-1, then hub-2.
+    for agent in hub1Agents {
+      let links = agent.parsedEvents.filter { $0["event"] == "connected" || $0["event"] == "disconnected" }
+      #expect(links.allSatisfy { $0["peer"] == "hub-1,hub-2" }, "\(links)")
+      #expect(links.first?["hub"] == "hub-1" && links.last?["hub"] == "hub-2", "\(links)")
+    }
+    // And so do the replies: which hub answered.
+    let replyHubs = Set(agents.flatMap { $0.parsedEvents.filter { $0["event"] == "reply" }.map { $0["hub"] ?? "none" } })
+    #expect(replyHubs == ["hub-1", "hub-2"], "\(replyHubs)")
 
     for (index, agent) in agents.enumerated() {
       let done = await Self.eventually(within: .seconds(120)) {

@@ -254,12 +254,12 @@ struct Dialer {
   private func remotePeer(_ diagnostics: DialDiagnostics, endpoint: Peer.Target) -> RemotePeer {
     if self.context.material != nil, var remote = diagnostics.remote {
       if let group = self.target.groupName(for: remote.identity.name) {
-        remote.identity = PeerIdentity(name: group, isVerified: remote.identity.isVerified)
+        remote.identity = PeerIdentity(name: group, isVerified: remote.identity.isVerified, hub: remote.identity.name)
       }
       return remote
     }
     if let group = self.target.groupName(for: endpoint.expectedIdentity ?? "") {
-      return RemotePeer(identity: .unverified(address: group), key: nil)
+      return RemotePeer(identity: PeerIdentity(name: group, isVerified: false, hub: endpoint.expectedIdentity), key: nil)
     }
     return RemotePeer(identity: .unverified(address: "\(endpoint.address)"), key: nil)
   }

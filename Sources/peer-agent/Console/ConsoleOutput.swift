@@ -31,11 +31,13 @@ final class ConsoleOutput: Sendable {
     var resent: Int?
     var repeats: Int?
     var connected: [String]?
+    /// For a failover list of hubs (`peer` is the list): the hub reached.
+    var hub: String?
     /// The request's trace, with --otlp-endpoint.
     var traceID: String?
 
     enum CodingKeys: String, CodingKey {
-      case event, peer, address, link, verified, id, text, reply
+      case event, peer, hub, address, link, verified, id, text, reply
       case rttMs = "rtt_ms"
       case message, reason, state, unanswered, resent, repeats, connected
       case traceID = "trace_id"
@@ -94,15 +96,17 @@ final class ConsoleOutput: Sendable {
       self.emit(line, human: "listening on \(address)")
     case .connected(let peer, let link):
       var line = Line(event: "connected", peer: peer.name)
+      line.hub = peer.hub
       line.link = link.rawValue
       line.verified = peer.isVerified
       let how = peer.isVerified ? "verified by mutual TLS" : "UNVERIFIED: plaintext, named by address"
-      self.emit(line, human: "connected to \(peer) over \(link) (\(how))")
+      self.emit(line, human: "connected to \(Self.naming(peer)) over \(link) (\(how))")
     case .disconnected(let peer, let link, let reason):
       var line = Line(event: "disconnected", peer: peer.name)
+      line.hub = peer.hub
       line.link = link.rawValue
       line.reason = reason
-      self.emit(line, human: "disconnected from \(peer) (\(link)): \(reason)")
+      self.emit(line, human: "disconnected from \(Self.naming(peer)) (\(link)): \(reason)")
     case .refused(let remote, let reason):
       let (name, address) = Self.split(remote)
       var line = Line(event: "error", peer: name)
@@ -205,8 +209,14 @@ final class ConsoleOutput: Sendable {
     self.emit(line, human: "<- \(request.from): \(request.text)")
   }
 
+  /// A remote as a line names it: a failover list with the hub its link reached.
+  static func naming(_ peer: PeerIdentity) -> String {
+    peer.hub.map { "\(peer.name) (at \($0))" } ?? peer.name
+  }
+
   func reply(_ reply: Reply, to text: String, traceContext: [String: String] = [:]) {
     var line = Line(event: "reply", peer: reply.from.name)
+    line.hub = reply.from.hub
     line.id = reply.id
     line.text = text
     line.traceID = TraceExport.traceID(in: traceContext)
