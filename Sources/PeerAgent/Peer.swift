@@ -218,7 +218,8 @@ public final class Peer: Sendable {
         )
       },
       outboxDepth: outbox.count(),
-      handling: self.context.inbox.inFlight
+      handling: self.context.inbox.inFlight,
+      cluster: self.context.cluster?.status
     )
   }
 

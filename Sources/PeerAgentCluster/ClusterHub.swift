@@ -138,12 +138,14 @@ final class ClusterHub: SharedKeyRegistry {
               logger: self.logger
             )
             for try await agent in rows.decode(String.self) { taken.insert(agent) }
+            self.seam.activity?.holding(leases: taken.count)
             for name in connected.subtracting(taken) {
               // Both connected at the same moment, before either lease was written.
               let bound = (try? await self.boundKey(of: name)) ?? nil
               self.seam.refuseTakeover(of: name, bound: bound)
             }
           }
+          if connected.isEmpty { self.seam.activity?.holding(leases: 0) }
           let arrived = !connected.subtracting(written).isEmpty
           written = connected
           lastRenewal = now
@@ -196,9 +198,11 @@ final class ClusterHub: SharedKeyRegistry {
       claimed.append((sequence, OutgoingRecord(id: id, peer: peer, text: text, expiresAt: expiresAt)))
     }
     claimed.sort { $0.0 < $1.0 }
-    for (_, record) in claimed {
-      self.seam.adopt(record)
+    var adopted = 0
+    for (_, record) in claimed where self.seam.adopt(record) {
+      adopted += 1
     }
+    self.seam.activity?.claimed(adopted)
     if !claimed.isEmpty {
       self.logger.debug("claimed requests from other hubs", metadata: ["count": "\(claimed.count)"])
     }
@@ -218,15 +222,16 @@ final class ClusterHub: SharedKeyRegistry {
           """,
           logger: self.logger
         )
+        var forwarded = 0
         for try await (id, from, verified, text, error, code) in rows.decode(
           (String, String, Bool?, String?, String?, String?).self
         ) {
           // From the hub that holds the agent: the reply carries the agent's verified name, and
           // is taken only if that is whom the request was for.
-          self.seam.resolve(
-            Answer(id: id, text: text ?? "", error: error, code: code, from: PeerIdentity(name: from, isVerified: verified ?? false))
-          )
+          let answer = Answer(id: id, text: text ?? "", error: error, code: code, from: PeerIdentity(name: from, isVerified: verified ?? false))
+          if self.seam.resolve(answer) { forwarded += 1 }
         }
+        self.seam.activity?.forwarded(forwarded)
       } catch {
         self.logger.warning("cannot read replies from the cluster database", metadata: ["error": "\(error)"])
       }

@@ -87,6 +87,9 @@ public enum PeerCluster {
       // One name, one key across the hubs: a stream is refused when another hub holds its
       // name with another key.
       peer.hubSeam.bindKeys(to: clusterHub)
+      if let activity = peer.hubSeam.activity {
+        store.writer.observeCommits { activity.wrote($0) }
+      }
       group.addTask { await store.writer.run() }
       group.addTask { await clusterHub.run() }
       let result: Result

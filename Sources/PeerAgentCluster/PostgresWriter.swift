@@ -35,6 +35,13 @@ final class PostgresWriter: Sendable {
   private let pending = Mutex(Pending())
   private let wake = Doorbell()
   private let failures = Atomic<Int>(0)
+  /// Told how long each transaction took (the hub's ``ClusterActivity``), once the peer exists.
+  private let committed = Mutex<(@Sendable (Duration) -> Void)?>(nil)
+
+  /// Tells `observe` how long each transaction takes, from now on.
+  func observeCommits(_ observe: @escaping @Sendable (Duration) -> Void) {
+    self.committed.withLock { $0 = observe }
+  }
 
   init(hub: String, run: String, client: PostgresClient, logger: Logger) {
     self.hub = hub
@@ -93,6 +100,11 @@ final class PostgresWriter: Sendable {
   /// still go in batches.
   private func commit(storable batch: ArraySlice<Write>) async {
     guard !batch.isEmpty else { return }
+    let started = ContinuousClock.now
+    defer {
+      let observe = self.committed.withLock { $0 }
+      observe?(.now - started)
+    }
     do {
       let results = try await self.client.withTransaction(logger: self.logger) { connection in
         try await PostgresWriteBatch(hub: self.hub, run: self.runID, writes: batch.map(\.operation)).apply(on: connection, logger: self.logger)

@@ -50,6 +50,7 @@ struct ClusterTests {
         "run", "--name", self.hubNames[index], "--mode", "single", "--listen", "127.0.0.1:\(self.hubPorts[index])",
         "--certs", self.certs, "--cluster", self.postgres.url, "--output", "json", "--log-level", "warning",
         "--handling", handling, "--request-timeout", "120", "--lease-duration", "3", "--shutdown-grace", "5",
+        "--metrics", "127.0.0.1:0",
       ]
     }
 
@@ -149,6 +150,12 @@ struct ClusterTests {
     #expect(registered, "leases: hub-1 \(leases1.sorted()), hub-2 \(leases2.sorted())")
     #expect(try cluster.leases(of: "hub-1") == Set(stride(from: 1, through: 20, by: 2).map { "agent-\($0)" }))
 
+    // The cluster's families are there before anything crossed the database.
+    let firstScrape = try await MetricsTests.scrape(try #require(await hub1.event("metrics")?["address"] as? String)) { _ in true }
+    for family in ["peer_agent_cluster_claimed_total", "peer_agent_cluster_forwarded_total", "peer_agent_cluster_write_seconds_count"] {
+      #expect(firstScrape[family] != nil, "\(family) absent: \(firstScrape.keys.filter { $0.contains("cluster") })")
+    }
+
     // Each hub sends to all 20: half of them are on the other hub.
     let start = ContinuousClock.now
     hub1.send(lines: (1 ... 20).map { "@agent-\($0) from hub-1 to agent-\($0)" })
@@ -171,6 +178,27 @@ struct ClusterTests {
       #expect(requests.count == 2, "agent-\(index + 1) handled \(requests.count)")
       // The cluster is one remote to an agent: the name of its list.
       #expect(requests.allSatisfy { $0["peer"] == cluster.groupName(first: index % 2) }, "\(requests)")
+    }
+
+    // The hubs show what they did through the database, in /metrics and /status: 10 leases
+    // each, the other hub's 10 requests claimed, their own 10 delivered by the other hub.
+    for hub in [hub1, hub2] {
+      let metrics = try #require(await hub.event("metrics")?["address"] as? String, "\(hub.log)")
+      let samples = try await MetricsTests.scrape(metrics, of: hub) {
+        $0["peer_agent_cluster_leases"] == 10 && ($0["peer_agent_cluster_forwarded_total"] ?? 0) >= 10
+      }
+      #expect(samples["peer_agent_cluster_leases"] == 10, "\(samples.filter { $0.key.contains("cluster") })")
+      #expect(samples["peer_agent_cluster_claimed_total"] == 10, "\(samples.filter { $0.key.contains("cluster") })")
+      #expect(samples["peer_agent_cluster_forwarded_total"] == 10, "\(samples.filter { $0.key.contains("cluster") })")
+      #expect((samples["peer_agent_cluster_write_seconds_count"] ?? 0) > 0, "\(samples.filter { $0.key.contains("cluster") })")
+      let status = try await MetricsTests.get(metrics, "/status").body
+      let json = try #require(try JSONSerialization.jsonObject(with: Data(status.utf8)) as? [String: Any])
+      let shown = try #require(json["cluster"] as? [String: Any], "\(status)")
+      #expect(shown["leases"] as? Int == 10 && shown["claimed"] as? Int == 10 && shown["forwarded"] as? Int == 10, "\(status)")
+      #expect((shown["writes"] as? Int ?? 0) > 0 && shown["write_ms_mean"] is Double, "\(status)")
+      #expect((shown["database"] as? String)?.hasPrefix("postgresql://postgres@127.0.0.1:") == true, "\(status)")
+      let printed = try await PeerProcess.runToCompletion(["status", "--metrics", metrics])
+      #expect(printed.output.contains("10 leases, 10 claimed from other hubs, 10 delivered by other hubs"), "\(printed.output)")
     }
 
     // And the other way: each agent's request is handled by the hub it is on.

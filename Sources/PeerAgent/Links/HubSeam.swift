@@ -18,6 +18,9 @@ package struct HubSeam: Sendable {
   /// The peer's logger.
   package var logger: Logger { self.context.logger }
 
+  /// Where the hub counts what it does through the database (metrics, status).
+  package var activity: ClusterActivity? { self.context.cluster }
+
   /// The names of the remotes that can be sent to now.
   package var connectedNames: Set<String> { self.context.table.connectedNames }
 
@@ -43,8 +46,10 @@ package struct HubSeam: Sendable {
   }
 
   /// Hands the caller waiting for request `answer.id` the reply another hub took for it.
-  package func resolve(_ answer: Answer) {
-    _ = self.context.outbox.resolve(answer)
+  /// Returns whether a caller was waiting for it.
+  @discardableResult
+  package func resolve(_ answer: Answer) -> Bool {
+    self.context.outbox.resolve(answer) == .resolved
   }
 
   /// Makes `registry` the keeper of "one name, one key" beyond this peer: every stream is

@@ -52,6 +52,8 @@ struct LinkContext: Sendable {
   let metrics: PeerMetrics?
   /// Where spans go, or `nil` when tracing is off.
   let tracing: PeerTracing?
+  /// What this hub does through the cluster database; `nil` for a peer on its own.
+  let cluster: ClusterActivity?
 
   init(
     name: String,
@@ -78,6 +80,7 @@ struct LinkContext: Sendable {
     let metrics = PeerMetrics.make(config.observability)
     self.metrics = metrics
     self.tracing = PeerTracing.make(config.observability)
+    self.cluster = config.cluster.map { ClusterActivity(database: "\($0.database)", metrics: metrics) }
     let store: any DeliveryStore = metrics.map { TimedDeliveryStore(store: store, metrics: $0) } ?? store
     self.outbox = Outbox(
       store: store,

@@ -17,6 +17,10 @@ private import Synchronization
 /// | `peer_agent_refused_connections_total` | counter | `reason` |
 /// | `peer_agent_certificate_expiry_seconds` | gauge | |
 /// | `peer_agent_store_write_seconds` | histogram | |
+/// | `peer_agent_cluster_leases` | gauge | | (hubs of a cluster)
+/// | `peer_agent_cluster_claimed_total` | counter | | (hubs of a cluster)
+/// | `peer_agent_cluster_forwarded_total` | counter | | (hubs of a cluster)
+/// | `peer_agent_cluster_write_seconds` | histogram | | (hubs of a cluster)
 ///
 /// A name is always recorded with the same label names (Prometheus backends require it).
 /// Handles are made once per label set and kept: a request costs a lock and a dictionary
@@ -33,6 +37,10 @@ final class PeerMetrics: Sendable {
     static let refused = "peer_agent_refused_connections_total"
     static let certificateExpiry = "peer_agent_certificate_expiry_seconds"
     static let storeWrite = "peer_agent_store_write_seconds"
+    static let clusterLeases = "peer_agent_cluster_leases"
+    static let clusterClaimed = "peer_agent_cluster_claimed_total"
+    static let clusterForwarded = "peer_agent_cluster_forwarded_total"
+    static let clusterWrite = "peer_agent_cluster_write_seconds"
   }
 
   /// How a request this peer sent ended.
@@ -99,6 +107,7 @@ final class PeerMetrics: Sendable {
   private let labels: PeerLabels
   private let counters = Mutex<[Key: CoreMetrics.Counter]>([:])
   private let timers = Mutex<[Key: CoreMetrics.Timer]>([:])
+  private let gauges = Mutex<[Key: Gauge]>([:])
   private let linkGauges: [LinkState: Gauge]
   private let outboxDepth: Gauge
   private let certificateExpiry: Gauge
@@ -174,6 +183,34 @@ final class PeerMetrics: Sendable {
 
   func storeWrite(_ duration: Duration) {
     self.storeWrite.recordNanoseconds(Self.nanoseconds(duration))
+  }
+
+  // MARK: - A hub of a cluster (ClusterActivity)
+
+  /// The cluster's families, at 0, on a hub of one.
+  func primeCluster() {
+    self.clusterLeases(0)
+    _ = self.counter(Name.clusterClaimed)
+    _ = self.counter(Name.clusterForwarded)
+    _ = self.timer(Name.clusterWrite)
+  }
+
+  func clusterLeases(_ count: Int) {
+    Self.handle(in: self.gauges, Name.clusterLeases, []) {
+      Gauge(label: Name.clusterLeases, dimensions: [], factory: self.factory)
+    }.record(count)
+  }
+
+  func clusterClaimed(_ count: Int) {
+    self.counter(Name.clusterClaimed).increment(by: count)
+  }
+
+  func clusterForwarded(_ count: Int) {
+    self.counter(Name.clusterForwarded).increment(by: count)
+  }
+
+  func clusterWrite(_ duration: Duration) {
+    self.timer(Name.clusterWrite).recordNanoseconds(Self.nanoseconds(duration))
   }
 
   /// Sets the gauges: links by state, the outbox depth, the seconds until the own certificate

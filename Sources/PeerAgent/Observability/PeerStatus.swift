@@ -35,6 +35,48 @@ public struct PeerStatus: Sendable, Hashable, Codable {
     }
   }
 
+  /// What a hub of a cluster does through the shared database.
+  public struct Cluster: Sendable, Hashable, Codable {
+    /// The database, without its password.
+    public var database: String
+    /// Agents this hub holds leases for now.
+    public var leases: Int
+    /// Requests other hubs accepted that this hub claimed for its agents, since it started.
+    public var claimed: Int
+    /// This hub's own requests that other hubs delivered (their replies came back through
+    /// the database), since it started.
+    public var forwarded: Int
+    /// Transactions written to the database since the hub started.
+    public var writes: Int
+    /// Their mean duration in milliseconds; `nil` before the first.
+    public var writeMillisecondsMean: Double?
+
+    public init(database: String, leases: Int, claimed: Int, forwarded: Int, writes: Int, writeMillisecondsMean: Double?) {
+      self.database = database
+      self.leases = leases
+      self.claimed = claimed
+      self.forwarded = forwarded
+      self.writes = writes
+      self.writeMillisecondsMean = writeMillisecondsMean
+    }
+
+    enum CodingKeys: String, CodingKey {
+      case database, leases, claimed, forwarded, writes
+      case writeMillisecondsMean = "write_ms_mean"
+    }
+
+    /// Every key, always: `write_ms_mean` is `null` before the first write.
+    public func encode(to encoder: any Encoder) throws {
+      var container = encoder.container(keyedBy: CodingKeys.self)
+      try container.encode(self.database, forKey: .database)
+      try container.encode(self.leases, forKey: .leases)
+      try container.encode(self.claimed, forKey: .claimed)
+      try container.encode(self.forwarded, forKey: .forwarded)
+      try container.encode(self.writes, forKey: .writes)
+      try container.encode(self.writeMillisecondsMean, forKey: .writeMillisecondsMean)
+    }
+  }
+
   /// This peer's name.
   public var peer: String
   /// `single` or `dual`.
@@ -49,14 +91,17 @@ public struct PeerStatus: Sendable, Hashable, Codable {
   public var outboxDepth: Int
   /// Requests being handled now.
   public var handling: Int
+  /// For a hub of a cluster, what it does through the database; `nil` otherwise.
+  public var cluster: Cluster?
 
   enum CodingKeys: String, CodingKey {
     case peer, mode, version, listening, links
     case outboxDepth = "outbox_depth"
-    case handling
+    case handling, cluster
   }
 
-  /// Every key, always: `listening` is `null` for a peer that only dials.
+  /// Every key, always: `listening` is `null` for a peer that only dials, `cluster` for a
+  /// peer on its own.
   public func encode(to encoder: any Encoder) throws {
     var container = encoder.container(keyedBy: CodingKeys.self)
     try container.encode(self.peer, forKey: .peer)
@@ -66,6 +111,7 @@ public struct PeerStatus: Sendable, Hashable, Codable {
     try container.encode(self.links, forKey: .links)
     try container.encode(self.outboxDepth, forKey: .outboxDepth)
     try container.encode(self.handling, forKey: .handling)
+    try container.encode(self.cluster, forKey: .cluster)
   }
 
   /// Creates a status (for tests of code that reads one).
@@ -76,7 +122,8 @@ public struct PeerStatus: Sendable, Hashable, Codable {
     listening: String? = nil,
     links: [Link],
     outboxDepth: Int,
-    handling: Int = 0
+    handling: Int = 0,
+    cluster: Cluster? = nil
   ) {
     self.peer = peer
     self.mode = mode
@@ -85,5 +132,6 @@ public struct PeerStatus: Sendable, Hashable, Codable {
     self.links = links
     self.outboxDepth = outboxDepth
     self.handling = handling
+    self.cluster = cluster
   }
 }
