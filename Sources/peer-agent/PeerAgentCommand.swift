@@ -14,12 +14,18 @@ struct PeerAgentCommand: AsyncParsableCommand {
       dual-channel: both listen and both dial).
       """,
     version: PeerAgentVersion.current,
-    subcommands: [Run.self, Status.self, Certs.self, Demo.self, Bench.self, BenchWorker.self]
+    subcommands: [Run.self, Status.self, Health.self, Certs.self, Demo.self, Bench.self, BenchWorker.self]
   )
 
   /// Runs the command and turns every error into one line on standard error and a non-zero
   /// exit, never a trap or a stack trace.
   static func main() async {
+    // A wrong command or a misspelt flag first: ArgumentParser would report it only after
+    // whatever else it finds.
+    if let problem = ArgumentPrecheck.problem(in: Array(CommandLine.arguments.dropFirst()), of: Self.self) {
+      Self.printError(problem)
+      Foundation.exit(64)
+    }
     do {
       var command = try Self.parseAsRoot()
       if var asyncCommand = command as? any AsyncParsableCommand {

@@ -83,7 +83,7 @@ struct Supervisor {
         // Let streams the remotes are closing finish (a last reply, a half-close) before
         // cancelling what is left.
         let deadline = ContinuousClock.now.advanced(by: .seconds(1))
-        while !serverStopped.current, ContinuousClock.now < deadline {
+        while !serverStopped.current, ContinuousClock.now < deadline, !Task.isCancelled {
           try? await Task.sleep(for: .milliseconds(10))
         }
       }
@@ -116,7 +116,9 @@ struct Supervisor {
   /// over.
   private func drain() async {
     let deadline = ContinuousClock.now.advanced(by: self.context.config.shutdown.gracePeriod)
-    while self.context.inbox.inFlight > 0 || self.context.outbox.count() > 0, ContinuousClock.now < deadline {
+    // Cancellation ends the grace period (a second Ctrl-C): the sleep would return at once
+    // and the loop spin until the deadline.
+    while self.context.inbox.inFlight > 0 || self.context.outbox.count() > 0, ContinuousClock.now < deadline, !Task.isCancelled {
       try? await Task.sleep(for: .milliseconds(10))
     }
   }

@@ -188,16 +188,31 @@ final class ConsoleOutput: Sendable {
     self.emit(line, human: "resuming for \(delivery.peer): \(delivery.text)")
   }
 
-  /// The delivery counters, when the peer stops.
-  func statistics(_ statistics: DeliveryStatistics, selfName: String) {
+  /// The delivery counters, when the peer stops: always a `stats` event in JSON; in text a
+  /// line only when there is something to say, in words.
+  func statistics(_ statistics: DeliveryStatistics, selfName: String, durable: Bool) {
     var line = Line(event: "stats", peer: selfName)
     line.unanswered = statistics.unanswered
     line.resent = statistics.resent
     line.repeats = statistics.repeatsAnswered
-    self.emit(
-      line,
-      human: "unanswered \(statistics.unanswered), resent \(statistics.resent), repeats answered from the window \(statistics.repeatsAnswered)"
-    )
+    var said: [String] = []
+    if statistics.unanswered > 0 {
+      let kept = durable ? "kept in the state folder: sent again at the next start" : "lost: this peer kept them in memory"
+      said.append("\(Self.count(statistics.unanswered, "request")) still without a reply (\(kept))")
+    }
+    if statistics.resent > 0 {
+      said.append("\(Self.count(statistics.resent, "request")) sent again after a reconnect or a restart")
+    }
+    if statistics.repeatsAnswered > 0 {
+      said.append("\(Self.count(statistics.repeatsAnswered, "repeated request")) answered from the de-duplication window, without running the handler again")
+    }
+    if self.format == .text && said.isEmpty { return }
+    self.emit(line, human: "stopped: " + said.joined(separator: "; "))
+  }
+
+  /// `1 request`, `2 requests`.
+  static func count(_ number: Int, _ noun: String) -> String {
+    "\(number) \(noun)\(number == 1 ? "" : "s")"
   }
 
   func request(_ request: IncomingRequest) {
@@ -237,7 +252,7 @@ final class ConsoleOutput: Sendable {
     let peerError = error as? PeerAgentError
     line.message = peerError?.message ?? "\(error)"
     line.reason = peerError.map { "\($0.code)" }
-    self.emit(line, human: "error: \(peer): \(line.message!)")
+    self.emit(line, human: peer.isEmpty ? "error: \(line.message!)" : "error: \(peer): \(line.message!)")
   }
 
   static func milliseconds(_ duration: Duration) -> Double {

@@ -119,6 +119,12 @@ extension Run {
   /// Why a plain line cannot be queued while no peer is connected, if it cannot: a peer that
   /// dials exactly one remote queues it for that one.
   static func refusalWithoutPeers(_ config: Peer.Config) -> PeerAgentError? {
+    if config.cluster != nil {
+      return PeerAgentError(
+        code: .notConnected,
+        message: "no agent is connected to this hub, so a line without a name has nowhere to go; agents on the other hubs of the cluster are reached by name: @NAME text"
+      )
+    }
     switch config.connect.count {
     case 1:
       return nil
@@ -142,6 +148,10 @@ extension Run {
       switch outcome {
       case .success(let reply):
         console.reply(reply, to: delivery.text, traceContext: delivery.traceContext)
+      case .failure(is CancellationError):
+        // This peer stops before the reply: not a failure of the request, which stays in the
+        // outbox (on disk, sent again at the next start); the `stats` line counts it.
+        break
       case .failure(let error):
         failures.increment()
         console.failure(peer: delivery.peer, id: delivery.id, text: delivery.text, error: error)

@@ -13,32 +13,23 @@ struct Run: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Run one peer: listen and/or dial, send each line of standard input, answer requests.",
     discussion: """
-      Each line on standard input is sent to the remote peer and its reply is printed with the \
-      round-trip time: "@name text" goes to that peer (queued until it connects), plain text \
-      to every connected peer. With none connected, a peer that dials one remote queues plain \
-      text for it; a listener refuses it at once. A line above --max-message-bytes fails at \
-      once and is never sent. Each request received is printed with the sender's identity and \
-      acknowledged.
+      Examples (single-channel: the hub listens, the edge dials; `peer-agent certs --out certs \
+      --names hub,edge` makes the certificates):
+        peer-agent run --name hub --mode single --listen 127.0.0.1:7000 --certs certs
+        peer-agent run --name edge --mode single --certs certs \\
+          --connect hub@127.0.0.1:7000
+      Dual-channel: both get --mode dual, --listen and --connect.
 
-      With --output json, standard output carries one JSON object per event (listening, \
-      connected, disconnected, link, queued, resumed, waiting, request, reply, retrying, \
-      metrics, error, stats), each with "event" and, where there is one, "peer" (a name); human \
-      text and logs go to standard error. In text mode, one line per event, and logs at \
-      warning unless --log-level says otherwise.
+      Each line on standard input is a request: "@name text" to that peer (queued until it \
+      connects), plain text to every connected peer. Its reply is printed with the round-trip \
+      time; each request received is printed with the sender's verified name and answered \
+      (acknowledged, or by --exec). --output json: one JSON object per event on standard \
+      output.
 
-      Every request is kept until its reply arrives: across reconnects, and — with the \
-      default on-disk state (--state-dir) — across restarts, when it is sent again and \
-      reported as "resumed". A repeat is answered from the receiver's record; with \
-      --handling at-most-once, a request accepted just before a crash is answered \
-      "outcomeUnknown" rather than handled again.
-
-      At the end of input the peer keeps serving until SIGINT or SIGTERM, unless \
-      --exit-on-eof: then it waits for every reply and exits, 0 only if none failed.
-
-      SIGHUP (and any change to the files) re-reads the certificate, key, CA, --revoked list \
-      and --allow-file; new handshakes use them and links stay up. The peer refuses to start \
-      when its certificate is for another name than --name, does not allow its roles, or its \
-      key is readable by group or others.
+      Nothing accepted is lost: a request is kept (on disk, --state-dir) until its reply, \
+      across reconnects and restarts; a repeat is answered from the receiver's record. \
+      SIGINT/SIGTERM drain (a second one stops at once); SIGHUP re-reads the certificates. \
+      The guides in docs/ say the rest (operating, delivery, security, cluster, limits).
       """
   )
 
@@ -156,6 +147,12 @@ struct Run: AsyncParsableCommand {
         "WARNING: --insecure: plaintext, no TLS. Nothing is encrypted or verified; links are named by their address."
       )
     }
+    // A peer that dials its own name: most likely a copy of the listener's command line.
+    for target in config.connect where target.endpoints.contains(where: { $0.expectedIdentity == self.options.name }) {
+      console.note(
+        "WARNING: --name \(self.options.name) dials \(target.queueName), its own name: the two peers need different names (and certificates); give this one its own --name"
+      )
+    }
 
     let name = self.options.name
     let exec = self.exec.map {
@@ -227,7 +224,7 @@ struct Serving: Sendable {
     }
     let failures = FailureCount()
     let exitOnEOF = self.exitOnEOF
-    enum Finished { case peer, events, input, signals, metrics }
+    enum Finished { case peer, events, input, signals, stopNow, metrics }
 
     try await withThrowingTaskGroup(of: Finished.self) { group in
       group.addTask {
@@ -261,6 +258,27 @@ struct Serving: Sendable {
         return .signals
       }
       group.addTask {
+        // Say what the first Ctrl-C waits for, and that a second one stops now.
+        var signals = 0
+        for await _ in await UnixSignalsSequence(trapping: .sigint, .sigterm) {
+          signals += 1
+          let status = peer.status
+          if signals == 1, status.outboxDepth + status.handling > 0 {
+            let grace = Int(peer.config.shutdown.gracePeriod.seconds.rounded(.up))
+            console.note(
+              "shutting down: waiting up to \(grace) s for \(ConsoleOutput.count(status.outboxDepth, "unanswered request")) and "
+                + "\(status.handling) being handled (Ctrl-C again to stop now)"
+            )
+          } else if signals == 2 {
+            // The second one stops at once (ServiceGroup takes one set of signals for draining
+            // and another for cancelling, never the same): everything is cancelled.
+            console.note("stopping now: \(ConsoleOutput.count(status.outboxDepth, "request")) left without a reply")
+            return .stopNow
+          }
+        }
+        return .signals
+      }
+      group.addTask {
         for await event in peer.events {
           console.report(event, selfName: peer.name)
         }
@@ -280,13 +298,15 @@ struct Serving: Sendable {
         return .input
       }
       while let finished = try await group.next() {
-        if finished == .peer {
+        if finished == .peer || finished == .stopNow {
           group.cancelAll()
         }
       }
     }
 
-    console.statistics(peer.deliveryStatistics, selfName: peer.name)
+    console.statistics(
+      peer.deliveryStatistics, selfName: peer.name, durable: peer.config.delivery.storage.isDurable || peer.config.cluster != nil
+    )
 
     if exitOnEOF, failures.value > 0 {
       throw CommandFailure(message: "\(failures.value) request(s) failed")

@@ -2,8 +2,8 @@ public import ArgumentParser
 private import Foundation
 internal import PeerAgent
 
-/// The options of `peer-agent run`, and their mapping to ``Peer/Config`` (in one place).
-struct RunOptions: ParsableArguments {
+/// What every peer is given: first in `run --help`.
+struct EssentialRunOptions: ParsableArguments {
   @Option(name: .long, help: "This peer's name: its identity, and with --certs the NAME in DIR/NAME.pem.")
   var name: String
 
@@ -36,6 +36,17 @@ struct RunOptions: ParsableArguments {
 
   @Option(name: .long, help: ArgumentHelp("Take ca.pem, NAME.pem and NAME-key.pem from DIR.", valueName: "DIR"))
   var certs: String?
+}
+
+/// The options of `peer-agent run`, and their mapping to ``Peer/Config`` (in one place).
+struct RunOptions: ParsableArguments {
+  @OptionGroup(title: "Essentials") var essentials: EssentialRunOptions
+
+  var name: String { self.essentials.name }
+  var mode: Mode { self.essentials.mode }
+  var listen: String? { self.essentials.listen }
+  var connect: [String] { self.essentials.connect }
+  var certs: String? { self.essentials.certs }
 
   @Option(name: .long, help: ArgumentHelp("The CA certificate (PEM) trusted for peers.", valueName: "FILE"))
   var ca: String?

@@ -156,6 +156,11 @@ final class PeerProcess: Sendable {
     if self.process.isRunning { Glibc.kill(self.process.processIdentifier, SIGHUP) }
   }
 
+  /// Sends SIGINT, as Ctrl-C in a terminal does.
+  func interrupt() {
+    if self.process.isRunning { Glibc.kill(self.process.processIdentifier, SIGINT) }
+  }
+
   /// Asks the process to stop (SIGTERM: graceful shutdown).
   func stop() {
     if self.process.isRunning { Glibc.kill(self.process.processIdentifier, SIGTERM) }
