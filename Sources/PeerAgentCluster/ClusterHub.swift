@@ -23,18 +23,42 @@ final class ClusterHub: SharedKeyRegistry {
   let store: PostgresDeliveryStore
   let cluster: Peer.Config.Cluster
   let logger: Logger
+  /// Whether the database answers, said once per change.
+  let health: DatabaseHealth
+  /// The cluster's events, for the application.
+  private let events: @Sendable (PeerCluster.Event) -> Void
   private let claims = Doorbell()
   private let answers = Doorbell()
   /// The agents this hub holds leases for, as last written.
   private let leased = Mutex<Set<String>>([])
 
-  init(seam: HubSeam, store: PostgresDeliveryStore, cluster: Peer.Config.Cluster, logger: Logger) {
+  init(
+    seam: HubSeam,
+    store: PostgresDeliveryStore,
+    cluster: Peer.Config.Cluster,
+    logger: Logger,
+    events: @escaping @Sendable (PeerCluster.Event) -> Void
+  ) {
     self.seam = seam
     self.store = store
     self.cluster = cluster
     var logger = logger
     logger[metadataKey: "peer"] = "\(seam.name)"
     self.logger = logger
+    self.events = events
+    let logged = logger
+    self.health = DatabaseHealth(activity: seam.activity) { event in
+      switch event {
+      case .databaseUnreachable(let reason):
+        logged.warning("the cluster database is unreachable: requests this hub accepts fail, requests across hubs wait", metadata: ["reason": "\(reason)", "event": "cluster"])
+      case .databaseReachable(let after):
+        logged.notice("the cluster database answers again", metadata: ["after_ms": "\(after.milliseconds)", "event": "cluster"])
+      case .joined:
+        break
+      }
+      events(event)
+    }
+    store.writer.report(to: self.health)
   }
 
   private var hub: String { self.store.hub }
@@ -95,65 +119,37 @@ final class ClusterHub: SharedKeyRegistry {
     let renewal = self.cluster.leaseDuration / 3
     var lastRenewal = ContinuousClock.now - renewal
     var written: Set<String> = []
+    var joined = false
     while !Task.isCancelled {
       let connected = self.seam.connectedNames
       let now = ContinuousClock.now
       var failed = false
       if connected != written || now - lastRenewal >= renewal {
         do {
-          let gone = Array(written.subtracting(connected))
-          if !gone.isEmpty {
-            try await self.client.query(
-              "DELETE FROM peer_agent_leases WHERE hub = \(self.hub) AND agent = ANY(\(gone))",
-              logger: self.logger
-            )
+          let before = written
+          let taken = try await self.health.run { try await self.renew(connected: connected, written: before) }
+          for name in connected.subtracting(taken) {
+            // Both connected at the same moment, before either lease was written.
+            let bound = (try? await self.boundKey(of: name)) ?? nil
+            self.seam.refuseTakeover(of: name, bound: bound)
           }
-          let milliseconds = Int64(self.cluster.leaseDuration.milliseconds)
-          // This run of the hub is alive: what it accepted, it is handling.
-          try await self.client.query(
-            """
-            INSERT INTO peer_agent_hubs (hub, run, expires_at) VALUES (\(self.hub), \(self.store.run), now() + \(milliseconds) * interval '1 millisecond')
-            ON CONFLICT (hub) DO UPDATE SET run = excluded.run, expires_at = excluded.expires_at
-            """,
-            logger: self.logger
-          )
-          if !connected.isEmpty {
-            // The agent is connected here now: this hub holds it, whoever held it before —
-            // with the same key, or once the other key's lease has lapsed. A name another hub
-            // holds with another key is not taken over: its connection here is ended.
-            let keys = self.seam.boundKeys
-            let names = Array(connected)
-            let fingerprints = names.map { keys[$0] ?? "" }
-            var taken: Set<String> = []
-            let rows = try await self.client.query(
-              """
-              INSERT INTO peer_agent_leases (agent, hub, key, expires_at)
-              SELECT agent, \(self.hub), NULLIF(key, ''), now() + \(milliseconds) * interval '1 millisecond'
-              FROM unnest(\(names)::text[], \(fingerprints)::text[]) AS t(agent, key)
-              ON CONFLICT (agent) DO UPDATE SET hub = excluded.hub, key = excluded.key, expires_at = excluded.expires_at
-              WHERE peer_agent_leases.key IS NULL OR excluded.key IS NULL OR peer_agent_leases.key = excluded.key
-                OR peer_agent_leases.expires_at <= now()
-              RETURNING agent
-              """,
-              logger: self.logger
-            )
-            for try await agent in rows.decode(String.self) { taken.insert(agent) }
-            self.seam.activity?.holding(leases: taken.count)
-            for name in connected.subtracting(taken) {
-              // Both connected at the same moment, before either lease was written.
-              let bound = (try? await self.boundKey(of: name)) ?? nil
-              self.seam.refuseTakeover(of: name, bound: bound)
-            }
-          }
-          if connected.isEmpty { self.seam.activity?.holding(leases: 0) }
+          self.seam.activity?.holding(leases: taken.count)
           let arrived = !connected.subtracting(written).isEmpty
           written = connected
           lastRenewal = now
           self.leased.withLock { $0 = connected }
           if arrived { self.claims.ring() }
+          if !joined {
+            joined = true
+            let hubs = (try? await self.health.run { try await self.hubsAlive() }) ?? [self.hub]
+            self.events(.joined(database: "\(self.cluster.database)", hubs: hubs))
+          }
         } catch {
           failed = true
-          self.logger.warning("cannot renew this hub's leases in the cluster database", metadata: ["error": "\(error)"])
+          // An unreachable database is said once, by DatabaseHealth; anything else here.
+          if !DatabaseHealth.isUnreachable(error) {
+            self.logger.warning("cannot renew this hub's leases in the cluster database", metadata: ["error": "\(PeerCluster.describe(error))"])
+          }
         }
       }
       // Until the next renewal is due, or an agent connects or goes; a second after a failure.
@@ -162,15 +158,67 @@ final class ClusterHub: SharedKeyRegistry {
     }
   }
 
+  /// One renewal: drops the leases of agents gone, says this run of the hub is alive, and
+  /// takes or renews the leases of the agents connected. Returns the agents whose lease this
+  /// hub holds now.
+  private func renew(connected: Set<String>, written: Set<String>) async throws -> Set<String> {
+    let gone = Array(written.subtracting(connected))
+    if !gone.isEmpty {
+      try await self.client.query(
+        "DELETE FROM peer_agent_leases WHERE hub = \(self.hub) AND agent = ANY(\(gone))",
+        logger: self.logger
+      )
+    }
+    let milliseconds = Int64(self.cluster.leaseDuration.milliseconds)
+    // This run of the hub is alive: what it accepted, it is handling.
+    try await self.client.query(
+      """
+      INSERT INTO peer_agent_hubs (hub, run, expires_at) VALUES (\(self.hub), \(self.store.run), now() + \(milliseconds) * interval '1 millisecond')
+      ON CONFLICT (hub) DO UPDATE SET run = excluded.run, expires_at = excluded.expires_at
+      """,
+      logger: self.logger
+    )
+    guard !connected.isEmpty else { return [] }
+    // The agent is connected here now: this hub holds it, whoever held it before — with the
+    // same key, or once the other key's lease has lapsed. A name another hub holds with
+    // another key is not taken over: its connection here is ended.
+    let keys = self.seam.boundKeys
+    let names = Array(connected)
+    let fingerprints = names.map { keys[$0] ?? "" }
+    var taken: Set<String> = []
+    let rows = try await self.client.query(
+      """
+      INSERT INTO peer_agent_leases (agent, hub, key, expires_at)
+      SELECT agent, \(self.hub), NULLIF(key, ''), now() + \(milliseconds) * interval '1 millisecond'
+      FROM unnest(\(names)::text[], \(fingerprints)::text[]) AS t(agent, key)
+      ON CONFLICT (agent) DO UPDATE SET hub = excluded.hub, key = excluded.key, expires_at = excluded.expires_at
+      WHERE peer_agent_leases.key IS NULL OR excluded.key IS NULL OR peer_agent_leases.key = excluded.key
+        OR peer_agent_leases.expires_at <= now()
+      RETURNING agent
+      """,
+      logger: self.logger
+    )
+    for try await agent in rows.decode(String.self) { taken.insert(agent) }
+    return taken
+  }
+
+  /// The hubs whose run is alive now, this one included.
+  private func hubsAlive() async throws -> [String] {
+    let rows = try await self.client.query("SELECT hub FROM peer_agent_hubs WHERE expires_at > now() ORDER BY hub", logger: self.logger)
+    var hubs: [String] = []
+    for try await hub in rows.decode(String.self) { hubs.append(hub) }
+    return hubs
+  }
+
   // MARK: - Delivery
 
   private func deliverClaimed() async {
     while !Task.isCancelled {
       do {
-        while try await self.claimBatch() {}
-      } catch {
-        self.logger.warning("cannot claim requests for this hub's agents", metadata: ["error": "\(error)"])
-      }
+        while try await self.health.run({ try await self.claimBatch() }) {}
+      } catch where !DatabaseHealth.isUnreachable(error) {
+        self.logger.warning("cannot claim requests for this hub's agents", metadata: ["error": "\(PeerCluster.describe(error))"])
+      } catch {}
       await self.claims.wait(atMost: self.cluster.pollInterval)
     }
   }
@@ -214,29 +262,34 @@ final class ClusterHub: SharedKeyRegistry {
   private func takeAnswers() async {
     while !Task.isCancelled {
       do {
-        let rows = try await self.client.query(
-          """
-          SELECT id, answered_by, answered_verified, answer, answer_error, answer_code FROM peer_agent_outbox
-          WHERE origin = \(self.hub) AND answered_by IS NOT NULL AND answered_at_hub IS DISTINCT FROM \(self.hub)
-          ORDER BY sequence LIMIT 4096
-          """,
-          logger: self.logger
-        )
-        var forwarded = 0
-        for try await (id, from, verified, text, error, code) in rows.decode(
-          (String, String, Bool?, String?, String?, String?).self
-        ) {
-          // From the hub that holds the agent: the reply carries the agent's verified name, and
-          // is taken only if that is whom the request was for.
-          let answer = Answer(id: id, text: text ?? "", error: error, code: code, from: PeerIdentity(name: from, isVerified: verified ?? false))
-          if self.seam.resolve(answer) { forwarded += 1 }
-        }
-        self.seam.activity?.forwarded(forwarded)
-      } catch {
-        self.logger.warning("cannot read replies from the cluster database", metadata: ["error": "\(error)"])
-      }
+        try await self.health.run { try await self.takeAnswerBatch() }
+      } catch where !DatabaseHealth.isUnreachable(error) {
+        self.logger.warning("cannot read replies from the cluster database", metadata: ["error": "\(PeerCluster.describe(error))"])
+      } catch {}
       await self.answers.wait(atMost: self.cluster.pollInterval)
     }
+  }
+
+  /// Hands this hub's callers the replies other hubs recorded for their requests.
+  private func takeAnswerBatch() async throws {
+    let rows = try await self.client.query(
+      """
+      SELECT id, answered_by, answered_verified, answer, answer_error, answer_code FROM peer_agent_outbox
+      WHERE origin = \(self.hub) AND answered_by IS NOT NULL AND answered_at_hub IS DISTINCT FROM \(self.hub)
+      ORDER BY sequence LIMIT 4096
+      """,
+      logger: self.logger
+    )
+    var forwarded = 0
+    for try await (id, from, verified, text, error, code) in rows.decode(
+      (String, String, Bool?, String?, String?, String?).self
+    ) {
+      // From the hub that holds the agent: the reply carries the agent's verified name, and
+      // is taken only if that is whom the request was for.
+      let answer = Answer(id: id, text: text ?? "", error: error, code: code, from: PeerIdentity(name: from, isVerified: verified ?? false))
+      if self.seam.resolve(answer) { forwarded += 1 }
+    }
+    self.seam.activity?.forwarded(forwarded)
   }
 
   // MARK: - Notifications
@@ -258,7 +311,11 @@ final class ClusterHub: SharedKeyRegistry {
         }
       } catch {
         if Task.isCancelled { return }
-        self.logger.notice("lost the cluster database's notifications; listening again", metadata: ["error": "\(error)"])
+        if DatabaseHealth.isUnreachable(error) {
+          self.health.lost(error)
+        } else {
+          self.logger.notice("lost the cluster database's notifications; listening again", metadata: ["error": "\(PeerCluster.describe(error))"])
+        }
       }
       try? await Task.sleep(for: .seconds(1))
     }

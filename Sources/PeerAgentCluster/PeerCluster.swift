@@ -23,6 +23,7 @@ public enum PeerCluster {
   public static func run<Result: Sendable>(
     config: Peer.Config,
     logger: Logger = Logger(label: "peer-agent"),
+    events: @escaping @Sendable (Event) -> Void = { _ in },
     handler: @escaping Peer.Handler,
     body: @escaping @Sendable (Peer) async throws -> Result
   ) async throws -> Result {
@@ -60,7 +61,7 @@ public enum PeerCluster {
       do {
         // One connection first, to say at once what is wrong (refused, no such database, a
         // password refused): the pool would only retry in silence until its timeout.
-        try await Self.withDeadline(configuration.options.connectTimeout) {
+        try await DatabaseHealth.withDeadline(configuration.options.connectTimeout) {
           let connection = try await PostgresConnection.connect(
             on: PostgresClient.defaultEventLoopGroup.next(),
             configuration: .init(
@@ -72,18 +73,18 @@ public enum PeerCluster {
           )
           try await connection.close()
         }
-        store = try await Self.withDeadline(configuration.options.connectTimeout + .seconds(1)) {
+        store = try await DatabaseHealth.withDeadline(configuration.options.connectTimeout + .seconds(1)) {
           try await PostgresDeliveryStore.open(hub: hub, client: client, logger: logger)
         }
       } catch {
         throw PeerAgentError(
           code: .invalidConfiguration,
-          message: "cannot use the cluster database \(cluster.database): \(tls.explain(error) ?? Self.describe(error))",
+          message: "cannot use the cluster database \(cluster.database): \(tls.explain(error) ?? Self.explainConnection(error, to: database) ?? Self.describe(error))",
           cause: error
         )
       }
       let peer = try Peer(config: config, store: store, logger: logger, handler: handler)
-      let clusterHub = ClusterHub(seam: peer.hubSeam, store: store, cluster: cluster, logger: logger)
+      let clusterHub = ClusterHub(seam: peer.hubSeam, store: store, cluster: cluster, logger: logger, events: events)
       // One name, one key across the hubs: a stream is refused when another hub holds its
       // name with another key.
       peer.hubSeam.bindKeys(to: clusterHub)
@@ -110,23 +111,24 @@ public enum PeerCluster {
     store.writer.close()
   }
 
-  /// Runs `body`, failing with ``TimedOut`` after `limit`.
-  private static func withDeadline<T: Sendable>(_ limit: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-    try await withThrowingTaskGroup(of: T?.self) { group in
-      group.addTask { try await body() }
-      group.addTask {
-        try await Task.sleep(for: limit)
-        return nil
-      }
-      defer { group.cancelAll() }
-      guard let first = try await group.next(), let value = first else { throw TimedOut(limit: limit) }
-      return value
+  /// A connection that could not be made, in words: nothing listening, a name that does not
+  /// resolve, no route. postgres-nio says it as a dump of its connection attempts.
+  static func explainConnection(_ error: any Error, to database: Peer.Config.Cluster.Database) -> String? {
+    let text = String(reflecting: error) + " " + ErrorChain.rootCause(error)
+    let address = "\(database.host.contains(":") ? "[\(database.host)]" : database.host):\(database.port)"
+    if let error = error as? DatabaseHealth.NoAnswer {
+      return "\(error) from \(address): is PostgreSQL running there?"
     }
-  }
-
-  struct TimedOut: Error, CustomStringConvertible {
-    var limit: Duration
-    var description: String { "no answer within \(limit.milliseconds) ms (is PostgreSQL running there?)" }
+    if text.contains("Connection refused") || text.contains("connection refused") {
+      return "nothing accepts connections at \(address) (connection refused): is PostgreSQL running there, on that port?"
+    }
+    if text.contains("NXDOMAIN") || text.contains("resolve") || text.contains("Name or service not known") {
+      return "cannot resolve the host '\(database.host)'"
+    }
+    if text.contains("No route to host") || text.contains("Network is unreachable") {
+      return "no route to \(address)"
+    }
+    return nil
   }
 
   /// A PostgreSQL error in a line: the server's message when there is one.

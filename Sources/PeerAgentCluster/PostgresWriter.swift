@@ -38,6 +38,13 @@ final class PostgresWriter: Sendable {
   /// Told how long each transaction took (the hub's ``ClusterActivity``), once the peer exists.
   private let committed = Mutex<(@Sendable (Duration) -> Void)?>(nil)
 
+  /// Where the writer says whether the database answers (the hub's), once there is one.
+  private let health = Mutex<DatabaseHealth?>(nil)
+
+  func report(to health: DatabaseHealth) {
+    self.health.withLock { $0 = health }
+  }
+
   /// Tells `observe` how long each transaction takes, from now on.
   func observeCommits(_ observe: @escaping @Sendable (Duration) -> Void) {
     self.committed.withLock { $0 = observe }
@@ -105,11 +112,27 @@ final class PostgresWriter: Sendable {
       let observe = self.committed.withLock { $0 }
       observe?(.now - started)
     }
+    let health = self.health.withLock { $0 }
     do {
-      let results = try await self.client.withTransaction(logger: self.logger) { connection in
-        try await PostgresWriteBatch(hub: self.hub, run: self.runID, writes: batch.map(\.operation)).apply(on: connection, logger: self.logger)
+      let operations = batch.map(\.operation)
+      // Within DatabaseHealth's limit: postgres-nio's pool waits for a connection as long as
+      // it takes, and a caller whose request cannot be recorded must hear so.
+      let results = try await DatabaseHealth.withDeadline(DatabaseHealth.limit) {
+        try await self.client.withTransaction(logger: self.logger) { connection in
+          try await PostgresWriteBatch(hub: self.hub, run: self.runID, writes: operations).apply(on: connection, logger: self.logger)
+        }
       }
+      health?.reached()
       for (write, result) in zip(batch, results) { write.done?(.success(result)) }
+    } catch where DatabaseHealth.isUnreachable(error) {
+      // Not a bad write: the database. Every write of the batch fails with that reason (no
+      // halving: each half would wait as long), said once by DatabaseHealth.
+      health?.lost(error)
+      let unreachable = Unreachable(reason: DatabaseHealth.describe(error))
+      for write in batch {
+        self.failures.add(1, ordering: .relaxed)
+        write.done?(.failure(unreachable))
+      }
     } catch {
       guard batch.count > 1 else {
         self.failed(batch[batch.startIndex], error)
@@ -119,6 +142,12 @@ final class PostgresWriter: Sendable {
       await self.commit(storable: batch[..<middle])
       await self.commit(storable: batch[middle...])
     }
+  }
+
+  /// The database did not answer: what a caller whose write failed is told.
+  struct Unreachable: Error, CustomStringConvertible {
+    var reason: String
+    var description: String { "the cluster database is unreachable (\(self.reason)); nothing can be recorded until it answers again" }
   }
 
   private func failed(_ write: Write, _ error: any Error) {

@@ -91,6 +91,25 @@ package final class ScratchPostgres: Sendable {
       throw Failure(message: "pg_ctl start failed: \(started.output)\n\(log)")
     }
     self.port = port
+    self.options = options
+  }
+
+  /// The server's options (`-o` of pg_ctl), for ``start()``.
+  private let options: String
+
+  /// Stops the server (connections closed, the data kept): a database that goes away.
+  package func pause() throws {
+    let stopped = try self.runAsServerUser("\(self.bin)/pg_ctl", ["-D", "\(self.directory)/data", "-m", "fast", "-w", "stop"])
+    guard stopped.status == 0 else { throw Failure(message: "pg_ctl stop failed: \(stopped.output)") }
+  }
+
+  /// Starts it again on the same port, after ``pause()``.
+  package func resume() throws {
+    let started = try self.runAsServerUser(
+      "\(self.bin)/pg_ctl",
+      ["-D", "\(self.directory)/data", "-l", "\(self.directory)/log", "-w", "-t", "30", "-o", "-p \(self.port) -k \(self.directory) \(self.options)", "start"]
+    )
+    guard started.status == 0 else { throw Failure(message: "pg_ctl start failed: \(started.output)") }
   }
 
   /// The URL `--cluster` takes, for database `postgres`.

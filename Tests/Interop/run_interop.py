@@ -114,7 +114,9 @@ class Run:
             self.failed += 1
 
     def log(self, name):
-        return os.path.join(self.args.logs, f"{self.args.security}-{name}.log")
+        # With --repeat, each run keeps its own logs (run-N-...): a failure's are not overwritten.
+        run = f"run-{self.round}-" if getattr(self, "round", 0) else ""
+        return os.path.join(self.args.logs, f"{run}{self.args.security}-{name}.log")
 
     def peer_tls(self, name):
         return ["--certs", self.args.certs] if self.tls else ["--insecure"]
@@ -448,7 +450,8 @@ def main():
         args.security = security
         run = Run(args)
         if args.only:
-            for _ in range(args.repeat):
+            for round in range(args.repeat):
+                run.round = round + 1 if args.repeat > 1 else 0
                 getattr(run, args.only)()
             passed += run.passed
             failed += run.failed

@@ -252,6 +252,45 @@ struct ClusterTests {
     #expect(await impostor.event("error") { ($0["message"] as? String)?.contains("the listener refused this peer") == true } != nil, "\(impostor.log)")
   }
 
+  @Test("The database goes away under a running hub: said once, a line typed fails at once saying why, /status and the metric show it; when it is back, said once, and requests flow")
+  func databaseGoesAway() async throws {
+    let cluster = try Cluster(hubs: 1, agents: 1)
+    defer { cluster.tearDown() }
+    let hub = try await cluster.startHub(0)
+    _ = try await cluster.startAgents(1)
+    let joined = await hub.event("cluster", timeout: .seconds(30)) { $0["state"] as? String == "joined" }
+    #expect((joined?["hubs"] as? [Any])?.compactMap { $0 as? String } == ["hub-1"], "\(String(describing: joined)) \(hub.log)")
+    #expect((joined?["database"] as? String)?.hasPrefix("postgresql://postgres@127.0.0.1:") == true)
+    let metrics = try #require(await hub.event("metrics")?["address"] as? String)
+
+    try cluster.postgres.pause()
+    let down = await hub.event("cluster", timeout: .seconds(30)) { $0["state"] as? String == "unreachable" }
+    #expect(down != nil, "no unreachable event: \(hub.log.suffix(2000))")
+    // A line typed now fails at once, and says why (it hung until the database came back).
+    let typed = ContinuousClock.now
+    hub.send("@agent-1 while the database is away")
+    let failed = await hub.event("error", timeout: .seconds(30))
+    let message = failed?["message"] as? String ?? ""
+    #expect(message.contains("the cluster database is unreachable"), "\(String(describing: failed))")
+    print("cluster: a line typed with the database away failed after \(ContinuousClock.now - typed): \(message)")
+    let status = try await MetricsTests.get(metrics, "/status").body
+    #expect(status.contains("\"database_reachable\":false"), "\(status)")
+    let samples = try await MetricsTests.scrape(metrics, of: hub) { $0["peer_agent_cluster_database_up"] == 0 }
+    #expect(samples["peer_agent_cluster_database_up"] == 0)
+    // Said once, however long it lasts and however many queries fail meanwhile.
+    try await Task.sleep(for: .seconds(3))
+    #expect(hub.count { $0["event"] == "cluster" && $0["state"] == "unreachable" } == 1, "\(hub.parsedEvents.filter { $0["event"] == "cluster" })")
+    #expect(!hub.log.contains("PSQLError") && !hub.log.contains("SingleConnectionFailure"), "\(hub.log.suffix(3000))")
+
+    try cluster.postgres.resume()
+    let up = await hub.event("cluster", timeout: .seconds(60)) { $0["state"] as? String == "reachable" }
+    #expect(up != nil, "no reachable event: \(hub.log.suffix(2000))")
+    hub.send("@agent-1 after")
+    let replied = await hub.event("reply", timeout: .seconds(30)) { $0["text"] as? String == "after" }
+    #expect(replied != nil, "\(hub.parsedEvents.suffix(5))")
+    #expect(try await MetricsTests.scrape(metrics, of: hub) { $0["peer_agent_cluster_database_up"] == 1 }["peer_agent_cluster_database_up"] == 1)
+  }
+
   @Test("kill -9 of a hub under load: its agents fail over, every request is answered, none handled twice")
   func killHubUnderLoad() async throws {
     let cluster = try Cluster(hubs: 2, agents: 20)

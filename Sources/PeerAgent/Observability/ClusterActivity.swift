@@ -13,11 +13,14 @@ package final class ClusterActivity: Sendable {
   private let forwardedCount = Atomic<Int>(0)
   private let writes = Atomic<Int>(0)
   private let writeNanoseconds = Atomic<Int>(0)
+  /// Whether the database answers; since when it does not, and why.
+  private let reachability = Mutex<(reachable: Bool, since: ContinuousClock.Instant, reason: String?)>((true, .now, nil))
 
   init(database: String, metrics: PeerMetrics?) {
     self.database = database
     self.metrics = metrics
     metrics?.primeCluster()
+    metrics?.clusterDatabaseUp(true)
   }
 
   /// The hub holds leases for `count` agents now.
@@ -48,12 +51,31 @@ package final class ClusterActivity: Sendable {
     self.metrics?.clusterWrite(duration)
   }
 
+  /// Whether the database answered the last operation.
+  package var databaseReachable: Bool { self.reachability.withLock { $0.reachable } }
+
+  /// Records whether the database answers. Returns, on a change, how long the previous state
+  /// lasted (`nil` when nothing changed): the caller says it once.
+  package func database(reachable: Bool, reason: String?) -> Duration? {
+    let changed: Duration? = self.reachability.withLock { state in
+      guard state.reachable != reachable else { return nil }
+      let lasted = ContinuousClock.now - state.since
+      state = (reachable, .now, reachable ? nil : reason)
+      return lasted
+    }
+    if changed != nil { self.metrics?.clusterDatabaseUp(reachable) }
+    return changed
+  }
+
   /// The figures now, for ``PeerStatus``.
   var status: PeerStatus.Cluster {
     let writes = self.writes.load(ordering: .relaxed)
     let total = Double(self.writeNanoseconds.load(ordering: .relaxed))
+    let reachability = self.reachability.withLock { $0 }
     return PeerStatus.Cluster(
       database: self.database,
+      databaseReachable: reachability.reachable,
+      databaseProblem: reachability.reason,
       leases: self.leases.load(ordering: .relaxed),
       claimed: self.claimedCount.load(ordering: .relaxed),
       forwarded: self.forwardedCount.load(ordering: .relaxed),

@@ -21,6 +21,7 @@ private import Synchronization
 /// | `peer_agent_cluster_claimed_total` | counter | | (hubs of a cluster)
 /// | `peer_agent_cluster_forwarded_total` | counter | | (hubs of a cluster)
 /// | `peer_agent_cluster_write_seconds` | histogram | | (hubs of a cluster)
+/// | `peer_agent_cluster_database_up` | gauge | | (hubs of a cluster)
 ///
 /// A name is always recorded with the same label names (Prometheus backends require it).
 /// Handles are made once per label set and kept: a request costs a lock and a dictionary
@@ -41,6 +42,7 @@ final class PeerMetrics: Sendable {
     static let clusterClaimed = "peer_agent_cluster_claimed_total"
     static let clusterForwarded = "peer_agent_cluster_forwarded_total"
     static let clusterWrite = "peer_agent_cluster_write_seconds"
+    static let clusterDatabaseUp = "peer_agent_cluster_database_up"
   }
 
   /// How a request this peer sent ended.
@@ -199,6 +201,12 @@ final class PeerMetrics: Sendable {
     Self.handle(in: self.gauges, Name.clusterLeases, []) {
       Gauge(label: Name.clusterLeases, dimensions: [], factory: self.factory)
     }.record(count)
+  }
+
+  func clusterDatabaseUp(_ up: Bool) {
+    Self.handle(in: self.gauges, Name.clusterDatabaseUp, []) {
+      Gauge(label: Name.clusterDatabaseUp, dimensions: [], factory: self.factory)
+    }.record(up ? 1 : 0)
   }
 
   func clusterClaimed(_ count: Int) {

@@ -39,6 +39,10 @@ public struct PeerStatus: Sendable, Hashable, Codable {
   public struct Cluster: Sendable, Hashable, Codable {
     /// The database, without its password.
     public var database: String
+    /// Whether the database answered the hub's last operation.
+    public var databaseReachable: Bool
+    /// Why it does not, while it does not.
+    public var databaseProblem: String?
     /// Agents this hub holds leases for now.
     public var leases: Int
     /// Requests other hubs accepted that this hub claimed for its agents, since it started.
@@ -51,8 +55,13 @@ public struct PeerStatus: Sendable, Hashable, Codable {
     /// Their mean duration in milliseconds; `nil` before the first.
     public var writeMillisecondsMean: Double?
 
-    public init(database: String, leases: Int, claimed: Int, forwarded: Int, writes: Int, writeMillisecondsMean: Double?) {
+    public init(
+      database: String, databaseReachable: Bool = true, databaseProblem: String? = nil,
+      leases: Int, claimed: Int, forwarded: Int, writes: Int, writeMillisecondsMean: Double?
+    ) {
       self.database = database
+      self.databaseReachable = databaseReachable
+      self.databaseProblem = databaseProblem
       self.leases = leases
       self.claimed = claimed
       self.forwarded = forwarded
@@ -61,7 +70,10 @@ public struct PeerStatus: Sendable, Hashable, Codable {
     }
 
     enum CodingKeys: String, CodingKey {
-      case database, leases, claimed, forwarded, writes
+      case database
+      case databaseReachable = "database_reachable"
+      case databaseProblem = "database_problem"
+      case leases, claimed, forwarded, writes
       case writeMillisecondsMean = "write_ms_mean"
     }
 
@@ -69,6 +81,8 @@ public struct PeerStatus: Sendable, Hashable, Codable {
     public func encode(to encoder: any Encoder) throws {
       var container = encoder.container(keyedBy: CodingKeys.self)
       try container.encode(self.database, forKey: .database)
+      try container.encode(self.databaseReachable, forKey: .databaseReachable)
+      try container.encode(self.databaseProblem, forKey: .databaseProblem)
       try container.encode(self.leases, forKey: .leases)
       try container.encode(self.claimed, forKey: .claimed)
       try container.encode(self.forwarded, forKey: .forwarded)

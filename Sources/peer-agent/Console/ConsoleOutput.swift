@@ -1,5 +1,6 @@
 private import Foundation
 internal import PeerAgent
+internal import PeerAgentCluster
 private import Synchronization
 
 /// Where `peer-agent run` reports events: one JSON object a line on standard output
@@ -33,11 +34,14 @@ final class ConsoleOutput: Sendable {
     var connected: [String]?
     /// For a failover list of hubs (`peer` is the list): the hub reached.
     var hub: String?
+    /// `cluster` events: the database, and the hubs alive.
+    var database: String?
+    var hubs: [String]?
     /// The request's trace, with --otlp-endpoint.
     var traceID: String?
 
     enum CodingKeys: String, CodingKey {
-      case event, peer, hub, address, link, verified, id, text, reply
+      case event, peer, hub, database, hubs, address, link, verified, id, text, reply
       case rttMs = "rtt_ms"
       case message, reason, state, unanswered, resent, repeats, connected
       case traceID = "trace_id"
@@ -222,6 +226,28 @@ final class ConsoleOutput: Sendable {
     line.link = request.link.rawValue
     line.traceID = TraceExport.traceID(in: request.traceContext)
     self.emit(line, human: "<- \(request.from): \(request.text)")
+  }
+
+  /// What happens to a hub's link to its cluster database: `cluster` events, with `state`
+  /// `joined`, `unreachable` or `reachable`.
+  func cluster(_ event: PeerCluster.Event, selfName: String) {
+    var line = Line(event: "cluster", peer: selfName)
+    switch event {
+    case .joined(let database, let hubs):
+      line.state = "joined"
+      line.database = database
+      line.hubs = hubs
+      self.emit(line, human: "cluster \(database): hubs alive \(hubs.joined(separator: ", "))")
+    case .databaseUnreachable(let reason):
+      line.state = "unreachable"
+      line.reason = reason
+      line.message = "the cluster database is unreachable (\(reason)): requests this hub accepts fail until it answers again; requests across hubs wait"
+      self.emit(line, human: line.message!)
+    case .databaseReachable(let after):
+      line.state = "reachable"
+      line.message = "the cluster database answers again, after \(Int(after.seconds.rounded())) s"
+      self.emit(line, human: line.message!)
+    }
   }
 
   /// A remote as a line names it: a failover list with the hub its link reached.

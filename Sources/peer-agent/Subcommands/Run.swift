@@ -180,7 +180,8 @@ struct Run: AsyncParsableCommand {
     // What --exec programs left running in the background does not outlive the peer.
     defer { exec?.killLeftovers() }
     if config.cluster != nil {
-      try await PeerCluster.run(config: config, logger: logger, handler: handler) { peer in
+      let console = serving.console
+      try await PeerCluster.run(config: config, logger: logger, events: { console.cluster($0, selfName: name) }, handler: handler) { peer in
         try await serving.serve(peer)
       }
     } else {
