@@ -206,7 +206,13 @@ struct MetricsTests {
     let closed = try await Self.closes(extra, within: .seconds(10))
     #expect(closed, "a ninth connection from one address was kept")
     // The probe, from another address: the oldest waiting connection gives way.
-    let probe = try await HTTPGet.fetch(host: "127.0.0.1", port: port, path: "/healthz", timeout: .seconds(5))
+    let probe: (status: UInt, body: [UInt8])
+    do {
+      probe = try await HTTPGet.fetch(host: "127.0.0.1", port: port, path: "/healthz", timeout: .seconds(5))
+    } catch {
+      Issue.record("the probe from a ninth address was not answered: \(error)")
+      throw error
+    }
     #expect(probe.status == 200)
 
     // One byte every 200 ms: the request's time is counted from its first byte, not reset.

@@ -105,7 +105,6 @@ final class MetricsConnections: Sendable {
     var channel: any Channel
     var address: String
     var order: Int
-    var answering = false
   }
 
   private struct State {
@@ -121,17 +120,17 @@ final class MetricsConnections: Sendable {
     case admitted(evicting: (any Channel)?)
   }
 
-  /// Records `channel`, or refuses it: its address holds its share, or every connection is
-  /// being answered.
+  /// Records `channel`, or refuses it when its address holds its share; when all the
+  /// connections are open, the oldest one still waiting for its request gives way.
+  /// Connections being answered are not counted (``answered(_:)``): they close as soon as
+  /// their answer is written.
   func admit(_ channel: any Channel) -> Bool {
     let address = channel.remoteAddress?.ipAddress ?? "?"
     let admission = self.state.withLock { state -> Admission in
       guard state.perAddress[address, default: 0] < MetricsEndpoint.maximumConnectionsPerAddress else { return .refused }
       var evicted: (any Channel)?
       if state.entries.count >= MetricsEndpoint.maximumConnections {
-        guard let oldest = state.entries.filter({ !$0.value.answering }).min(by: { $0.value.order < $1.value.order }) else {
-          return .refused
-        }
+        guard let oldest = state.entries.min(by: { $0.value.order < $1.value.order }) else { return .refused }
         evicted = oldest.value.channel
         Self.drop(oldest.key, from: &state)
       }
@@ -149,9 +148,11 @@ final class MetricsConnections: Sendable {
     }
   }
 
-  /// `channel` has its request and is being answered: it is not evicted.
+  /// `channel` has its request and is being answered: it leaves the count (it closes once the
+  /// answer is written, and is never evicted before), so a client that sends its next request
+  /// at once is not refused for a connection still closing.
   func answered(_ channel: any Channel) {
-    self.state.withLock { state in state.entries[ObjectIdentifier(channel)]?.answering = true }
+    self.state.withLock { Self.drop(ObjectIdentifier(channel), from: &$0) }
   }
 
   func remove(_ channel: any Channel) {

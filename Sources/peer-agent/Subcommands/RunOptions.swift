@@ -38,16 +38,8 @@ struct EssentialRunOptions: ParsableArguments {
   var certs: String?
 }
 
-/// The options of `peer-agent run`, and their mapping to ``Peer/Config`` (in one place).
-struct RunOptions: ParsableArguments {
-  @OptionGroup(title: "Essentials") var essentials: EssentialRunOptions
-
-  var name: String { self.essentials.name }
-  var mode: Mode { self.essentials.mode }
-  var listen: String? { self.essentials.listen }
-  var connect: [String] { self.essentials.connect }
-  var certs: String? { self.essentials.certs }
-
+/// `run`'s security options: a group of their own in `run --help`.
+struct SecurityRunOptions: ParsableArguments {
   @Option(name: .long, help: ArgumentHelp("The CA certificate (PEM) trusted for peers.", valueName: "FILE"))
   var ca: String?
 
@@ -95,7 +87,10 @@ struct RunOptions: ParsableArguments {
     help: "With --insecure, allow --listen on an address other than loopback: plaintext reachable from the network."
   )
   var insecureAnyAddress = false
+}
 
+/// `run`'s delivery options: a group of their own in `run --help`.
+struct DeliveryRunOptions: ParsableArguments {
   @Option(
     name: .long,
     help: ArgumentHelp("How long a request waits for a link and its reply.", valueName: "SECONDS")
@@ -122,6 +117,33 @@ struct RunOptions: ParsableArguments {
 
   @Option(
     name: .long,
+    help: ArgumentHelp("The most unanswered requests per remote peer; beyond it, reading input waits.", valueName: "N")
+  )
+  var maxInFlight: Int = 1024
+
+  @Option(
+    name: .long,
+    help: ArgumentHelp(
+      "The largest gRPC message, encoded, sent or accepted (both directions); a longer line fails at once.",
+      valueName: "BYTES"
+    )
+  )
+  var maxMessageBytes: Int = 4 * 1024 * 1024
+
+  @Option(
+    name: .long,
+    help: ArgumentHelp(
+      "at-least-once: a crash between handling and recording the reply handles the resent request again. at-most-once: acceptance is recorded first; such a request is answered outcomeUnknown, never handled twice.",
+      valueName: "at-least-once|at-most-once"
+    )
+  )
+  var handling: RunOptions.HandlingOption = .atLeastOnce
+}
+
+/// `run`'s cluster options: a group of their own in `run --help`.
+struct ClusterRunOptions: ParsableArguments {
+  @Option(
+    name: .long,
     help: ArgumentHelp(
       "Run as one hub of a cluster whose hubs share this PostgreSQL database: who is connected where (leases), the outbox and the de-duplication window. Any hub can send to an agent connected to any other; agents fail over with --connect hub-1@A,hub-2@B. Needs --mode single --listen; replaces --state-dir. The schema is created on first use. The password comes from PGPASSWORD or --cluster-password-file (one in the URL is visible to every local user in ps). TLS: ?sslmode=verify-full&sslrootcert=CA.pem (also require, verify-ca; sslmode=disable for plaintext, which is refused to a database not on loopback unless written out).",
       valueName: "postgresql://USER@HOST:PORT/DB"
@@ -140,13 +162,10 @@ struct RunOptions: ParsableArguments {
     help: ArgumentHelp("With --cluster: how long an agent's lease lasts unless renewed; a hub that dies loses its agents to other hubs within it.", valueName: "SECONDS")
   )
   var leaseDuration: Double = 6
+}
 
-  @Option(
-    name: .long,
-    help: ArgumentHelp("The most unanswered requests per remote peer; beyond it, reading input waits.", valueName: "N")
-  )
-  var maxInFlight: Int = 1024
-
+/// `run`'s reconnection and link health options: a group of their own in `run --help`.
+struct HealthRunOptions: ParsableArguments {
   @Option(name: .long, help: ArgumentHelp("First wait before redialing.", valueName: "SECONDS"))
   var backoffInitial: Double = 0.1
 
@@ -176,24 +195,47 @@ struct RunOptions: ParsableArguments {
     help: ArgumentHelp("HTTP/2 keepalive ping interval (listeners accept twice this rate); 0 turns pings off.", valueName: "SECONDS")
   )
   var keepalive: Double = 10
+}
 
-  @Option(
-    name: .long,
-    help: ArgumentHelp(
-      "The largest gRPC message, encoded, sent or accepted (both directions); a longer line fails at once.",
-      valueName: "BYTES"
-    )
-  )
-  var maxMessageBytes: Int = 4 * 1024 * 1024
+/// The options of `peer-agent run`, and their mapping to ``Peer/Config`` (in one place).
+struct RunOptions: ParsableArguments {
+  @OptionGroup(title: "Essentials") var essentials: EssentialRunOptions
 
-  @Option(
-    name: .long,
-    help: ArgumentHelp(
-      "at-least-once: a crash between handling and recording the reply handles the resent request again. at-most-once: acceptance is recorded first; such a request is answered outcomeUnknown, never handled twice.",
-      valueName: "at-least-once|at-most-once"
-    )
-  )
-  var handling: HandlingOption = .atLeastOnce
+  var name: String { self.essentials.name }
+  var mode: Mode { self.essentials.mode }
+  var listen: String? { self.essentials.listen }
+  var connect: [String] { self.essentials.connect }
+  var certs: String? { self.essentials.certs }
+
+  @OptionGroup(title: "Security") var security: SecurityRunOptions
+  @OptionGroup(title: "Delivery") var delivery: DeliveryRunOptions
+  @OptionGroup(title: "Cluster") var clusterOptions: ClusterRunOptions
+  @OptionGroup(title: "Reconnection and link health") var linkHealth: HealthRunOptions
+  var ca: String? { self.security.ca }
+  var cert: String? { self.security.cert }
+  var key: String? { self.security.key }
+  var allow: [String] { self.security.allow }
+  var allowFile: String? { self.security.allowFile }
+  var revoked: String? { self.security.revoked }
+  var expiryWarning: Double { self.security.expiryWarning }
+  var insecure: Bool { self.security.insecure }
+  var insecureAnyAddress: Bool { self.security.insecureAnyAddress }
+  var requestTimeout: Double { self.delivery.requestTimeout }
+  var shutdownGrace: Double { self.delivery.shutdownGrace }
+  var stateDir: String? { self.delivery.stateDir }
+  var inMemory: Bool { self.delivery.inMemory }
+  var maxInFlight: Int { self.delivery.maxInFlight }
+  var maxMessageBytes: Int { self.delivery.maxMessageBytes }
+  var handling: RunOptions.HandlingOption { self.delivery.handling }
+  var cluster: String? { self.clusterOptions.cluster }
+  var clusterPasswordFile: String? { self.clusterOptions.clusterPasswordFile }
+  var leaseDuration: Double { self.clusterOptions.leaseDuration }
+  var backoffInitial: Double { self.linkHealth.backoffInitial }
+  var backoffMax: Double { self.linkHealth.backoffMax }
+  var backoffJitter: Double { self.linkHealth.backoffJitter }
+  var heartbeat: Double { self.linkHealth.heartbeat }
+  var heartbeatTimeout: Double { self.linkHealth.heartbeatTimeout }
+  var keepalive: Double { self.linkHealth.keepalive }
 
   @OptionGroup(title: "Limits") var limits: LimitOptions
 
