@@ -75,13 +75,13 @@ struct ClusterTLSTests {
 
   @Test("sslmode=verify-full: a hub connects, and PostgreSQL sees every one of its connections encrypted")
   func verifyFullConnects() async throws {
-    let setup = try Setup()
+    let setup = try await offThePool { try Setup() }
     defer { setup.tearDown() }
     let hub = try PeerProcess(try setup.hubArguments(cluster: setup.url("sslmode=verify-full&sslrootcert=\(setup.databaseCA)")))
     defer { hub.kill() }
     #expect(await hub.event("listening", timeout: .seconds(60)) != nil, "the hub did not start: \(hub.log)")
-    #expect(try setup.encryptedConnections() > 0)
-    #expect(try setup.plaintextClientConnections() == 0)
+    #expect(try await offThePool { try setup.encryptedConnections() } > 0)
+    #expect(try await offThePool { try setup.plaintextClientConnections() } == 0)
   }
 
   @Test(
@@ -94,7 +94,7 @@ struct ClusterTLSTests {
     ]
   )
   func refused(_ case: String, query: String, host: String, serverTLS: Bool, says: String) async throws {
-    let setup = try Setup(tls: serverTLS)
+    let setup = try await offThePool { try Setup(tls: serverTLS) }
     defer { setup.tearDown() }
     let query = query.replacingOccurrences(of: "OTHER", with: setup.otherCA).replacingOccurrences(of: "=CA", with: "=\(setup.databaseCA)")
     let run = try await PeerProcess.runToCompletion(try setup.hubArguments(cluster: setup.url(host: host, query)))
@@ -106,18 +106,18 @@ struct ClusterTLSTests {
 
   @Test("verify-ca accepts the right CA whatever the name dialed; require encrypts without checking")
   func verifyCAAndRequire() async throws {
-    let setup = try Setup()
+    let setup = try await offThePool { try Setup() }
     defer { setup.tearDown() }
     for (host, query) in [("127.0.0.2", "sslmode=verify-ca&sslrootcert=\(setup.databaseCA)"), ("127.0.0.1", "sslmode=require")] {
       let hub = try PeerProcess(try setup.hubArguments(cluster: setup.url(host: host, query)))
       #expect(await hub.event("listening", timeout: .seconds(60)) != nil, "\(query): \(hub.log)")
-      #expect(try setup.encryptedConnections() > 0, "\(query)")
+      #expect(try await offThePool { try setup.encryptedConnections() } > 0, "\(query)")
       hub.kill()
     }
   }
 
   @Test("A database not on loopback: plaintext only when sslmode=disable is written; allow and prefer are refused")
-  func plaintextRefusedOffLoopback() throws {
+  func plaintextRefusedOffLoopback() async throws {
     func parse(_ url: String) throws { try Peer.Config.Cluster.Database(parsing: url).checkTransport() }
     #expect(throws: PeerAgentError.self) { try parse("postgresql://u@db.example.com/peer_agent") }
     do {
@@ -136,7 +136,7 @@ struct ClusterTLSTests {
     // As libpq: require with a root certificate verifies the chain.
     #expect(try Peer.Config.Cluster.Database(parsing: "postgresql://u@h/d?sslmode=require&sslrootcert=/ca.pem").sslMode == .verifyCA)
     // The command line refuses it before anything starts.
-    let run = try PeerProcess.runToCompletion([
+    let run = try await PeerProcess.runToCompletion([
       "run", "--name", "hub", "--mode", "single", "--listen", "127.0.0.1:0", "--insecure", "--cluster", "postgresql://u@db.example.com/d",
     ])
     #expect(run.status != 0 && run.error.contains("sslmode=disable"), "\(run.error)")

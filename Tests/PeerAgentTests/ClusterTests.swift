@@ -137,7 +137,7 @@ struct ClusterTests {
 
   @Test("Two hubs, 20 agents: every hub reaches every agent, wherever it is connected, and the replies come back")
   func crossHub() async throws {
-    let cluster = try Cluster(hubs: 2, agents: 20)
+    let cluster = try await offThePool { try Cluster(hubs: 2, agents: 20) }
     defer { cluster.tearDown() }
     let hub1 = try await cluster.startHub(0)
     let hub2 = try await cluster.startHub(1)
@@ -214,7 +214,7 @@ struct ClusterTests {
 
   @Test("One name, one key across hubs: a second key for a connected agent is refused by every hub, and gets none of their requests")
   func oneKeyAcrossHubs() async throws {
-    let cluster = try Cluster(hubs: 2, agents: 1)
+    let cluster = try await offThePool { try Cluster(hubs: 2, agents: 1) }
     defer { cluster.tearDown() }
     let hub1 = try await cluster.startHub(0)
     let hub2 = try await cluster.startHub(1)
@@ -254,7 +254,7 @@ struct ClusterTests {
 
   @Test("The database goes away under a running hub: said once, a line typed fails at once saying why, /status and the metric show it; when it is back, said once, and requests flow")
   func databaseGoesAway() async throws {
-    let cluster = try Cluster(hubs: 1, agents: 1)
+    let cluster = try await offThePool { try Cluster(hubs: 1, agents: 1) }
     defer { cluster.tearDown() }
     let hub = try await cluster.startHub(0)
     _ = try await cluster.startAgents(1)
@@ -293,7 +293,7 @@ struct ClusterTests {
 
   @Test("kill -9 of a hub under load: its agents fail over, every request is answered, none handled twice")
   func killHubUnderLoad() async throws {
-    let cluster = try Cluster(hubs: 2, agents: 20)
+    let cluster = try await offThePool { try Cluster(hubs: 2, agents: 20) }
     defer { cluster.tearDown() }
     let hub1 = try await cluster.startHub(0)
     let hub2 = try await cluster.startHub(1)
@@ -381,7 +381,7 @@ struct ClusterTests {
 
   @Test("A rolling restart of three hubs under load: agents move with jitter, nothing is lost or handled twice")
   func rollingRestart() async throws {
-    let cluster = try Cluster(hubs: 3, agents: 20)
+    let cluster = try await offThePool { try Cluster(hubs: 3, agents: 20) }
     defer { cluster.tearDown() }
     for index in 0 ..< 3 { try await cluster.startHub(index) }
     let agents = try await cluster.startAgents(20)

@@ -41,7 +41,7 @@ struct DeliveryStoreTests {
 
   /// Runs `body` on a PostgreSQL store on a new server.
   static func withPostgresStore(_ body: (PostgresDeliveryStore) async throws -> Void) async throws {
-    let server = try ScratchPostgres()
+    let server = try await offThePool { try ScratchPostgres() }
     defer { server.stop() }
     let client = PostgresClient(
       configuration: .init(host: "127.0.0.1", port: server.port, username: "postgres", password: nil, database: "postgres", tls: .disable)

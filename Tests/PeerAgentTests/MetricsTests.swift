@@ -169,7 +169,14 @@ struct MetricsTests {
       for _ in 0 ..< 100 { group.addTask { _ = try? await Self.get(address, "/metrics") } }
       try await group.waitForAll()
     }
-    #expect(try await Self.get(address, "/metrics").status == 200)
+    // A client of the burst that gave up may still be closing on the endpoint's side: served
+    // again within seconds, not at once.
+    var after: UInt = 0
+    for _ in 0 ..< 50 where after != 200 {
+      after = (try? await Self.get(address, "/metrics").status) ?? 0
+      if after != 200 { try await Task.sleep(for: .milliseconds(100)) }
+    }
+    #expect(after == 200)
 
     let port = try freePort()
     let missing = try await PeerProcess.runToCompletion(["status", "--metrics", "127.0.0.1:\(port)", "--timeout", "2"])
@@ -201,9 +208,14 @@ struct MetricsTests {
     for address in 2 ... 9 {
       for _ in 0 ..< 8 { held.append(try await hold(from: "127.0.0.\(address)")) }
     }
-    // A ninth from one address is closed by the endpoint at once.
-    let extra = try await hold(from: "127.0.0.2")
-    let closed = try await Self.closes(extra, within: .seconds(10))
+    // A ninth from one address is closed by the endpoint at once — sometimes before the
+    // client's connect has finished, which then fails with ioOnClosedChannel: closed all the same.
+    let closed: Bool
+    do {
+      closed = try await Self.closes(try await hold(from: "127.0.0.2"), within: .seconds(10))
+    } catch ChannelError.ioOnClosedChannel {
+      closed = true
+    }
     #expect(closed, "a ninth connection from one address was kept")
     // The probe, from another address: the oldest waiting connection gives way.
     let probe: (status: UInt, body: [UInt8])

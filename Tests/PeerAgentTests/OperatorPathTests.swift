@@ -16,18 +16,18 @@ struct OperatorPathTests {
       (["status", "--metrix", "127.0.0.1:1"], "unknown option '--metrix' for 'status' (did you mean '--metrics'?)"),
     ]
   )
-  func typosFirst(arguments: [String], says: String) throws {
-    let run = try PeerProcess.runToCompletion(arguments)
+  func typosFirst(arguments: [String], says: String) async throws {
+    let run = try await PeerProcess.runToCompletion(arguments)
     #expect(run.status == 64, "\(run.error)")
     #expect(run.error.contains(says), "\(run.error)")
     #expect(run.error.split(separator: "\n").count == 1, "one line: \(run.error)")
   }
 
   @Test("Values that look like flags and --flag=value forms are not taken for typos")
-  func valuesAreNotTypos() throws {
+  func valuesAreNotTypos() async throws {
     // A value after an option, whatever it looks like, is the option's: the error is the
     // real one (a bad jitter), not an unknown option.
-    let run = try PeerProcess.runToCompletion([
+    let run = try await PeerProcess.runToCompletion([
       "run", "--name", "hub", "--mode=single", "--listen", "127.0.0.1:0", "--insecure", "--backoff-jitter", "-1",
     ])
     #expect(run.status != 0 && !run.error.contains("unknown option"), "\(run.error)")
